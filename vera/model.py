@@ -1,0 +1,303 @@
+"""The Vera Mixture-of-Transformers: three Wan2.1 T2V DiT branches with joint self-attention.
+
+Module names inside a branch follow Wan2.1's original checkpoint names (`blocks.N.self_attn.q`,
+`blocks.N.norm3`, `head.modulation`, ...), so a Wan/ComfyUI file loads into a branch by name.
+
+Token flow of one forward, for latents `[B, C, T, H, W]` and `L = T/pt * H/ph * W/pw` tokens:
+    edit, alpha, composite latents --patch embedding (per branch)--> three `[B, L, D]` streams
+    + source tokens on composite, + mask tokens on alpha, + layer embeddings (alpha, composite)
+    for each layer: per-branch modulation/norm/QKV -> ONE joint attention over 3 streams ->
+                    per-branch output projection, cross-attention to text, FFN
+    per-branch head -> three velocities `[B, C, T, H, W]`
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint
+
+from .attention import joint_attention
+from .config import BRANCHES, VeraConfig
+
+
+class WanLayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the weight dtype (as Wan2.1 does)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return nn.functional.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
+
+
+class WanRMSNorm(nn.Module):
+    """RMS norm over the last axis (across all heads), computed in float32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight.to(x.dtype)
+
+
+def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """Wan's timestep embedding, cos half first. timesteps `[B]` -> `[B, dim]` float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
+    args = timesteps.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def rope_frequencies(config: VeraConfig, grid: tuple[int, int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary cos/sin for a `(frames, height, width)` token grid -> two `[L, head_dim/2]` float32 tensors.
+
+    The head dim is split into time / height / width parts as in Wan2.1 (d - 4*(d//6), 2*(d//6), 2*(d//6)).
+    """
+    d = config.head_dim
+    parts = (d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6))
+    angles = []
+    for axis, (size, part) in enumerate(zip(grid, parts)):
+        inv = 1.0 / config.rope_theta ** (torch.arange(0, part, 2, dtype=torch.float64, device=device) / part)
+        axis_angles = torch.outer(torch.arange(size, dtype=torch.float64, device=device), inv)
+        shape = [1, 1, 1, part // 2]
+        shape[axis] = size
+        angles.append(axis_angles.view(shape).expand(*grid, part // 2))
+    theta = torch.cat(angles, dim=-1).reshape(-1, d // 2)
+    return theta.cos().float(), theta.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs. x `[B, L, H, D]`, cos/sin `[L, D/2]` -> `[B, L, H, D]`."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2).type_as(x)
+
+
+class SelfAttention(nn.Module):
+    """Projections of one branch's self-attention; the attention itself is joint (see VeraModel)."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q, self.norm_k = WanRMSNorm(dim, eps), WanRMSNorm(dim, eps)
+
+    def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+        """x `[B, L, D]` -> q, k, v `[B, L, H, D/H]`, RoPE applied to q and k."""
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
+        k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
+        v = self.v(x).unflatten(-1, (self.num_heads, -1))
+        return apply_rope(q, *rope), apply_rope(k, *rope), v
+
+
+class CrossAttention(SelfAttention):
+    def forward(self, x: torch.Tensor, context: torch.Tensor, backend: str) -> torch.Tensor:
+        """x `[B, L, D]`, context `[B, Lt, D]` -> `[B, L, D]`."""
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
+        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1))
+        v = self.v(context).unflatten(-1, (self.num_heads, -1))
+        return self.o(joint_attention([(q, k, v)], backend)[0].flatten(-2))
+
+
+class BranchBlock(nn.Module):
+    """One Wan2.1 transformer block, split around its self-attention so three can attend jointly."""
+
+    def __init__(self, config: VeraConfig):
+        super().__init__()
+        dim = config.dim
+        self.norm1 = WanLayerNorm(dim, config.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(dim, config.num_heads, config.eps)
+        self.norm3 = WanLayerNorm(dim, config.eps) if config.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, config.num_heads, config.eps)
+        self.norm2 = WanLayerNorm(dim, config.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def before_attention(self, x: torch.Tensor, e0: torch.Tensor, rope):
+        """x `[B, L, D]`, e0 `[B, 6, D]` -> (q, k, v) `[B, L, H, Dh]` and the six modulation vectors."""
+        mod = (self.modulation.float() + e0.float()).unbind(1)
+        shift, scale = mod[0].unsqueeze(1), mod[1].unsqueeze(1)
+        h = (self.norm1(x).float() * (1 + scale) + shift).type_as(x)
+        return self.self_attn.qkv(h, rope), mod
+
+    def after_attention(self, x, attn: torch.Tensor, mod, context: torch.Tensor, backend: str) -> torch.Tensor:
+        """x `[B, L, D]`, attn `[B, L, H, Dh]` (joint attention output), context `[B, Lt, D]` -> `[B, L, D]`."""
+        gate, c_shift, c_scale, c_gate = (m.unsqueeze(1) for m in mod[2:])
+        x = (x.float() + self.self_attn.o(attn.flatten(-2)).float() * gate).type_as(x)
+        x = x + self.cross_attn(self.norm3(x), context, backend)
+        h = (self.norm2(x).float() * (1 + c_scale) + c_shift).type_as(x)
+        return (x.float() + self.ffn(h).float() * c_gate).type_as(x)
+
+
+class Head(nn.Module):
+    def __init__(self, config: VeraConfig):
+        super().__init__()
+        self.norm = WanLayerNorm(config.dim, config.eps, elementwise_affine=False)
+        self.head = nn.Linear(config.dim, config.out_channels * math.prod(config.patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, config.dim) / config.dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x `[B, L, D]`, e `[B, D]` -> `[B, L, C*pt*ph*pw]`."""
+        shift, scale = (self.modulation.float() + e.float().unsqueeze(1)).unbind(1)
+        return self.head((self.norm(x).float() * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)).type_as(x))
+
+
+class WanBranch(nn.Module):
+    """The weights of one Wan2.1 T2V DiT. Its state dict uses Wan's original key names."""
+
+    def __init__(self, config: VeraConfig):
+        super().__init__()
+        dim = config.dim
+        self.config = config
+        self.patch_embedding = nn.Conv3d(config.in_channels, dim, config.patch_size, config.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(BranchBlock(config) for _ in range(config.num_layers))
+        self.head = Head(config)
+
+    def embed_tokens(self, latent: torch.Tensor) -> torch.Tensor:
+        """`[B, C, T, H, W]` -> `[B, L, D]`."""
+        return self.patch_embedding(latent.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+
+    def embed_time(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """timestep `[B]` -> e `[B, D]` (head modulation) and e0 `[B, 6, D]` (block modulation), float32."""
+        weight = self.time_embedding[0].weight
+        e = self.time_embedding(sinusoidal_embedding(timestep, self.config.freq_dim).to(weight.dtype)).float()
+        e0 = self.time_projection(e.to(weight.dtype)).float().unflatten(1, (6, -1))
+        return e, e0
+
+    def embed_text(self, context: torch.Tensor) -> torch.Tensor:
+        """`[B, Lt, text_dim]` -> `[B, Lt, D]`."""
+        return self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
+
+
+def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> torch.Tensor:
+    """`[B, L, C*pt*ph*pw]` -> `[B, C, T, H, W]` (patch axes innermost, channels last, as Wan's head)."""
+    f, h, w = grid
+    x = tokens.reshape(tokens.shape[0], f, h, w, *patch, -1)
+    return x.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+class VeraModel(nn.Module):
+    """Three Wan branches (edit, alpha, composite) plus Vera's conditioning embeddings.
+
+    Extra parameters beside the branches (all zero-initialised so a fresh model from Wan weights
+    starts as three copies of Wan):
+      source_embedding  Conv3d patch embedding of the source-video latent (added to composite tokens)
+      mask_embedding    Conv3d patch embedding of the mask latent (added to alpha tokens)
+      layer_embedding_alpha / layer_embedding_composite   `[1, 1, D]` learned layer embeddings
+    """
+
+    def __init__(self, config: VeraConfig):
+        super().__init__()
+        self.config = config
+        self.branches = nn.ModuleDict({name: WanBranch(config) for name in BRANCHES})
+        conv = lambda: nn.Conv3d(config.in_channels, config.dim, config.patch_size, config.patch_size)
+        self.source_embedding, self.mask_embedding = conv(), conv()
+        self.layer_embedding_alpha = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.layer_embedding_composite = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.attention_backend = "auto"
+        self.gradient_checkpointing = False
+        self.reset_conditioning()
+
+    def reset_conditioning(self) -> None:
+        """Zero the conditioning embeddings (the paper's initialisation for a model fresh from Wan)."""
+        with torch.no_grad():
+            for p in (*self.source_embedding.parameters(), *self.mask_embedding.parameters(),
+                      self.layer_embedding_alpha, self.layer_embedding_composite):
+                p.zero_()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.branches["edit"].patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.branches["edit"].patch_embedding.weight.device
+
+    def forward(
+        self,
+        edit: torch.Tensor,
+        alpha: torch.Tensor,
+        composite: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        source: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cross_branch_attention: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predict the three velocities.
+
+        edit, alpha, composite, source, mask: latents `[B, C, T, H, W]` (mask optional).
+        timestep: `[B]` (or a scalar) in Wan's 0..1000 scale. context: `[B, Lt, text_dim]`.
+        cross_branch_attention=False lets each branch attend only to itself (three plain Wan models).
+        Returns velocities (edit, alpha, composite), each `[B, C_out, T, H, W]` in float32.
+        """
+        cfg = self.config
+        if not (edit.shape == alpha.shape == composite.shape == source.shape):
+            raise ValueError(
+                f"latent shapes differ: edit {tuple(edit.shape)}, alpha {tuple(alpha.shape)}, "
+                f"composite {tuple(composite.shape)}, source {tuple(source.shape)}"
+            )
+        if mask is not None and mask.shape != source.shape:
+            raise ValueError(f"mask latent {tuple(mask.shape)} does not match source latent {tuple(source.shape)}")
+        batch, _, frames, height, width = edit.shape
+        pt, ph, pw = cfg.patch_size
+        if frames % pt or height % ph or width % pw:
+            raise ValueError(f"latent size {(frames, height, width)} is not a multiple of the patch size {cfg.patch_size}")
+        grid = (frames // pt, height // ph, width // pw)
+        timestep = timestep.reshape(-1).expand(batch).to(edit.device)
+        rope = rope_frequencies(cfg, grid, edit.device)
+
+        edit_b, alpha_b, comp_b = (self.branches[n] for n in BRANCHES)
+        x_edit = edit_b.embed_tokens(edit)
+        x_alpha = alpha_b.embed_tokens(alpha) + self.layer_embedding_alpha.to(x_edit.dtype)
+        x_comp = comp_b.embed_tokens(composite) + self.layer_embedding_composite.to(x_edit.dtype)
+        src_tokens = self._embed_condition(self.source_embedding, source)
+        mask_tokens = None if mask is None else self._embed_condition(self.mask_embedding, mask)
+        tokens = grid[0] * grid[1] * grid[2]
+        if cfg.conditioning == "add":
+            x_comp = x_comp + src_tokens
+            if mask_tokens is not None:
+                x_alpha = x_alpha + mask_tokens
+        else:
+            x_comp = torch.cat([x_comp, src_tokens + self.layer_embedding_composite.to(x_edit.dtype)], dim=1)
+            if mask_tokens is not None:
+                x_alpha = torch.cat([x_alpha, mask_tokens + self.layer_embedding_alpha.to(x_edit.dtype)], dim=1)
+
+        streams = [x_edit, x_alpha, x_comp]
+        ropes = [tuple(r.repeat(x.shape[1] // tokens, 1) for r in rope) for x in streams]
+        time = [b.embed_time(timestep) for b in (edit_b, alpha_b, comp_b)]
+        text = [b.embed_text(context) for b in (edit_b, alpha_b, comp_b)]
+
+        for layer in range(cfg.num_layers):
+            blocks = [b.blocks[layer] for b in (edit_b, alpha_b, comp_b)]
+            args = (blocks, [t[1] for t in time], text, ropes, cross_branch_attention)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                streams = torch.utils.checkpoint.checkpoint(self._layer, streams, *args, use_reentrant=False)
+            else:
+                streams = self._layer(streams, *args)
+
+        outputs = []
+        for branch, x, (e, _) in zip((edit_b, alpha_b, comp_b), streams, time):
+            outputs.append(unpatchify(branch.head(x[:, :tokens], e).float(), grid, cfg.patch_size))
+        return tuple(outputs)
+
+    def _embed_condition(self, embedding: nn.Conv3d, latent: torch.Tensor) -> torch.Tensor:
+        return embedding(latent.to(embedding.weight.dtype)).flatten(2).transpose(1, 2)
+
+    def _layer(self, streams, blocks, e0s, texts, ropes, joint: bool):
+        prepared = [blk.before_attention(x, e0, rope) for blk, x, e0, rope in zip(blocks, streams, e0s, ropes)]
+        attended = joint_attention([p[0] for p in prepared], self.attention_backend, joint=joint)
+        return [
+            blk.after_attention(x, attn, mod, ctx, self.attention_backend)
+            for blk, x, attn, (_, mod), ctx in zip(blocks, streams, attended, prepared, texts)
+        ]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

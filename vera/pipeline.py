@@ -1,0 +1,205 @@
+"""`edit()`: the whole Vera path on any loaded model.
+
+source frames -> validate -> VAE encode (source, mask) -> sample three latents -> decode edit, alpha,
+composite -> final composite over the untouched source.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import layers, vae as vae_ops
+from .sampling import StepInfo, sample
+from .text import pad_context
+
+FRAME_POLICIES = ("error", "pad", "crop")
+SIZE_MULTIPLE = 16  # VAE /8 then patch /2
+
+
+@dataclass
+class Geometry:
+    """How source frames map to the model's grid and back. Sizes are (frames, height, width)."""
+
+    original: tuple[int, int, int]
+    model: tuple[int, int, int]
+    crop_offset: tuple[int, int] = (0, 0)  # top, left of the model grid in the original (crop policy)
+
+
+def plan_geometry(frames: int, height: int, width: int, policy: str = "error", name: str = "source_frames") -> Geometry:
+    """Check `1 + 4k` frames and sizes that are multiples of 16, or plan padding / cropping.
+
+    pad:  repeat the last frame up to the next 1 + 4k; replicate-pad bottom/right to a multiple of 16;
+          outputs are cut back to the original frame count and size.
+    crop: drop trailing frames down to 1 + 4k; centre-crop to a multiple of 16; outputs have the cropped size.
+    """
+    if policy not in FRAME_POLICIES:
+        raise ValueError(f"frame_policy {policy!r} is not one of {FRAME_POLICIES}")
+    if frames < 1 or height < SIZE_MULTIPLE or width < SIZE_MULTIPLE:
+        raise ValueError(f"{name}: {frames} frames of {width}x{height} is too small; need at least 1 frame of 16x16")
+    ok_frames = (frames - 1) % 4 == 0
+    ok_size = height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0
+    if ok_frames and ok_size:
+        return Geometry((frames, height, width), (frames, height, width))
+    if policy == "error":
+        problems = []
+        if not ok_frames:
+            down, up = frames - (frames - 1) % 4, frames + (4 - (frames - 1) % 4)
+            problems.append(f"{frames} frames (Vera needs 1 + 4k frames: trim to {down} or pad to {up})")
+        if not ok_size:
+            problems.append(f"size {width}x{height} (width and height must be multiples of 16)")
+        raise ValueError(f"{name}: bad {' and '.join(problems)}; fix the input or use frame_policy='pad' or 'crop'")
+    if policy == "pad":
+        up = lambda n, m: -(-n // m) * m
+        return Geometry((frames, height, width), (1 + up(frames - 1, 4), up(height, 16), up(width, 16)))
+    f = frames - (frames - 1) % 4
+    h, w = height - height % 16, width - width % 16
+    return Geometry((frames, height, width), (f, h, w), ((height - h) // 2, (width - w) // 2))
+
+
+def fit_frames(frames: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """`[T, H, W, C]` original -> model grid (pad by replication or crop, per the plan)."""
+    (t0, h0, w0), (t1, h1, w1) = geo.original, geo.model
+    if (t1, h1, w1) == (t0, h0, w0):
+        return frames
+    if t1 >= t0 and h1 >= h0 and w1 >= w0:  # pad
+        frames = torch.cat([frames, frames[-1:].expand(t1 - t0, *frames.shape[1:])]) if t1 > t0 else frames
+        x = F.pad(frames.permute(0, 3, 1, 2).float(), (0, w1 - w0, 0, h1 - h0), mode="replicate")
+        return x.permute(0, 2, 3, 1).to(frames.dtype)
+    top, left = geo.crop_offset
+    return frames[:t1, top : top + h1, left : left + w1]
+
+
+def unfit_frames(frames: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """Model-grid output `[T, H, W, C]` -> the frames the user gets (padding removed)."""
+    (t0, h0, w0), (t1, h1, w1) = geo.original, geo.model
+    if t1 >= t0 and h1 >= h0 and w1 >= w0:
+        return frames[:t0, :h0, :w0]
+    return frames
+
+
+def frames_to_video(frames: torch.Tensor) -> torch.Tensor:
+    """`[T, H, W, 3]` in [0, 1] -> `[1, 3, T, H, W]` in [-1, 1]."""
+    return (frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1).float()
+
+
+def video_to_frames(video: torch.Tensor) -> torch.Tensor:
+    """`[1, C, T, H, W]` in [-1, 1] -> `[T, H, W, C]` in [0, 1]."""
+    return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+
+
+def as_float_frames(frames: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept uint8 or float [0, 1] frames `[T, H, W, 3]`; return (float, uint8) copies."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{name} must be [T, H, W, 3] RGB frames, got shape {tuple(frames.shape)}")
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255, frames
+    if frames.min() < 0 or frames.max() > 1:
+        raise ValueError(f"{name}: float frames must lie in [0, 1] (got {frames.min():.3f}..{frames.max():.3f})")
+    return frames.float(), layers.to_uint8(frames)
+
+
+@dataclass
+class EditResult:
+    """All frames `[T, H, W, C]` at the user's frame count and size (see Geometry)."""
+
+    edit_layer: torch.Tensor  # float [0, 1], C=3
+    alpha: torch.Tensor  # float [0, 1] on the 8-bit grid, C=1, 1 = edit layer opaque
+    model_composite: torch.Tensor  # the composite branch's own output, float, C=3
+    final: torch.Tensor  # uint8, C=3: eq. 2 over the untouched source
+    source: torch.Tensor  # uint8, C=3: the source frames the result lines up with
+    latents: dict[str, torch.Tensor]
+    timings: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+def encode_prompt(text_encoder, prompt, context, what: str) -> torch.Tensor | None:
+    if context is not None:
+        return pad_context(context.float())
+    if prompt is None:
+        return None
+    if text_encoder is None:
+        raise ValueError(f"{what}: a text prompt needs a text encoder; pass text_encoder= or precomputed embeddings")
+    return text_encoder.encode([prompt])
+
+
+@torch.no_grad()
+def edit(
+    source_frames: torch.Tensor,
+    prompt: str | None,
+    model,
+    vae,
+    text_encoder=None,
+    context: torch.Tensor | None = None,
+    negative_prompt: str | None = "",
+    negative_context: torch.Tensor | None = None,
+    mask_frames: torch.Tensor | None = None,
+    steps: int = 50,
+    cfg: float = 5.0,
+    shift: float = 5.0,
+    seed: int = 0,
+    sampler: str = "unipc",
+    frame_policy: str = "error",
+    alpha_cutoff: float = 0.0,
+    recover_semi_transparent: bool = False,
+    callback: Callable[[StepInfo], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> EditResult:
+    """Run a Vera edit.
+
+    source_frames: `[T, H, W, 3]` uint8 or float in [0, 1]. mask_frames: optional `[T, H, W]` or
+    `[T, H, W, 1]` in [0, 1], 1 = region that may change (background-change task).
+    prompt / negative_prompt need `text_encoder`; or pass `context` / `negative_context` `[B, L, text_dim]`.
+    cfg > 1 needs a negative (prompt or context). alpha_cutoff: matte values below it count as 0.
+    """
+    timings, start = {}, time.perf_counter()
+    source_f, source_u8 = as_float_frames(source_frames, "source_frames")
+    geo = plan_geometry(*source_f.shape[:3], frame_policy)
+    device = next(model.parameters()).device
+    ctx = encode_prompt(text_encoder, prompt, context, "prompt")
+    if ctx is None:
+        raise ValueError("prompt: give a text prompt (with a text encoder) or precomputed `context` embeddings")
+    neg = encode_prompt(text_encoder, negative_prompt, negative_context, "negative_prompt") if cfg != 1.0 else None
+    if cfg != 1.0 and neg is None:
+        raise ValueError("cfg != 1 needs a negative prompt or negative_context; pass one or set cfg=1")
+    timings["text_s"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    src_model = fit_frames(source_f, geo)
+    source_latent = vae_ops.encode(vae, frames_to_video(src_model)).to(device)
+    mask_latent = None
+    if mask_frames is not None:
+        mask = mask_frames.float() if mask_frames.ndim == 4 else mask_frames.float().unsqueeze(-1)
+        if mask.shape[:3] != source_f.shape[:3]:
+            raise ValueError(f"mask_frames {tuple(mask.shape[:3])} must match source_frames {tuple(source_f.shape[:3])} (T, H, W)")
+        mask = fit_frames(mask, geo).clamp(0, 1)
+        mask_latent = vae_ops.encode_matte(vae, mask.permute(3, 0, 1, 2).unsqueeze(0)).to(device)
+    timings["encode_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    latents = sample(model, ctx.to(device), source_latent, mask_latent, None if neg is None else neg.to(device),
+                     steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
+                     callback=callback, should_stop=should_stop)
+    timings["sample_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    edit_rgb = unfit_frames(video_to_frames(vae_ops.decode(vae, latents["edit"])), geo)
+    alpha = unfit_frames(video_to_frames(vae_ops.decode_matte(vae, latents["alpha"]) * 2 - 1), geo)
+    model_comp = unfit_frames(video_to_frames(vae_ops.decode(vae, latents["composite"])), geo)
+    timings["decode_s"] = time.perf_counter() - t
+
+    alpha = layers.quantize_alpha(alpha, alpha_cutoff)
+    src_out_u8 = unfit_frames(fit_frames(source_u8, geo), geo)  # the original, or its crop
+    base = src_out_u8
+    if recover_semi_transparent:
+        preserved = layers.recover_preserved(model_comp, edit_rgb, alpha, src_out_u8.float() / 255)
+        base = torch.where(alpha > 0, layers.to_uint8(preserved), src_out_u8)
+    final = layers.composite_uint8(base, edit_rgb, alpha)
+    timings["total_s"] = time.perf_counter() - start
+    settings = dict(prompt=prompt, negative_prompt=negative_prompt if neg is not None else None, steps=steps, cfg=cfg,
+                    shift=shift, seed=seed, sampler=sampler, frame_policy=frame_policy, alpha_cutoff=alpha_cutoff,
+                    recover_semi_transparent=recover_semi_transparent, model_grid=geo.model, source_size=geo.original)
+    return EditResult(edit_rgb, alpha, model_comp, final, src_out_u8, latents, timings, settings)

@@ -1,0 +1,140 @@
+"""Flow-matching sampling of the three Vera latents with classifier-free guidance.
+
+Convention (one place): we follow Wan/diffusers. sigma runs from 1 (pure noise) to 0 (data),
+    x_sigma = (1 - sigma) * x0 + sigma * noise,   velocity v = noise - x0,   model timestep = 1000 * sigma.
+The paper writes t = 1 - sigma (data at t = 1) and velocity Z1 - Z0 = -v; `paper_t` converts.
+Shift (applied by the schedulers): sigma' = k * sigma / (1 + (k - 1) * sigma).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+SAMPLERS = ("unipc", "euler")
+
+
+class Interrupted(RuntimeError):
+    """Raised when the interrupt hook asks sampling to stop."""
+
+
+def paper_t(sigma: float) -> float:
+    return 1.0 - sigma
+
+
+def shift_sigma(sigma: torch.Tensor | float, shift: float):
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+class VelocityModel(Protocol):
+    def __call__(self, edit, alpha, composite, timestep, context, source, mask=None): ...
+
+
+@dataclass
+class StepInfo:
+    """Passed to the per-step callback. Latents are `[B, 16, T', h, w]`."""
+
+    step: int  # 1-based
+    total: int
+    sigma: float
+    latents: dict[str, torch.Tensor]  # current noisy latents
+    denoised: dict[str, torch.Tensor]  # x0 predictions, for previews
+
+
+def make_scheduler(name: str, shift: float):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if name == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    if name == "unipc":
+        return UniPCMultistepScheduler(
+            num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift
+        )
+    raise ValueError(f"sampler {name!r} is not one of {SAMPLERS}")
+
+
+def initial_noise(shape, seed: int, device, count: int = 3) -> list[torch.Tensor]:
+    """Seeded noise drawn on the CPU so a seed gives the same result on every device."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return [torch.randn(shape, generator=generator, dtype=torch.float32).to(device) for _ in range(count)]
+
+
+def guided_velocity(model: VelocityModel, latents: list[torch.Tensor], timestep: torch.Tensor, context: torch.Tensor,
+                    negative: torch.Tensor | None, source: torch.Tensor, mask: torch.Tensor | None, cfg: float,
+                    batch_cfg: bool = True) -> list[torch.Tensor]:
+    """Velocities of the three latents with CFG: uncond + cfg * (cond - uncond).
+
+    batch_cfg runs cond and uncond as one batch of 2B through the model (faster, more memory).
+    """
+    if negative is None or cfg == 1.0:
+        return list(model(*latents, timestep, context, source, mask))
+    if batch_cfg:
+        length = max(context.shape[1], negative.shape[1])
+        ctx = torch.cat([_pad_to(negative, length), _pad_to(context, length)])
+        doubled = [torch.cat([x, x]) for x in latents]
+        out = model(*doubled, timestep.repeat(2), ctx, torch.cat([source, source]),
+                    None if mask is None else torch.cat([mask, mask]))
+        pairs = [o.chunk(2) for o in out]
+    else:
+        cond = model(*latents, timestep, context, source, mask)
+        uncond = model(*latents, timestep, negative, source, mask)
+        pairs = list(zip(uncond, cond))
+    return [u + cfg * (c - u) for u, c in pairs]
+
+
+def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:
+    if context.shape[1] == length:
+        return context
+    return torch.cat([context, context.new_zeros(context.shape[0], length - context.shape[1], context.shape[2])], 1)
+
+
+@torch.no_grad()
+def sample(
+    model: VelocityModel,
+    context: torch.Tensor,
+    source: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    negative: torch.Tensor | None = None,
+    steps: int = 50,
+    cfg: float = 5.0,
+    shift: float = 5.0,
+    seed: int = 0,
+    sampler: str = "unipc",
+    batch_cfg: bool = True,
+    callback: Callable[[StepInfo], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    noise: list[torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Denoise edit, alpha and composite latents jointly.
+
+    context / negative: `[B, L, text_dim]`; source / mask: latents `[B, 16, T', h, w]`.
+    Returns {"edit", "alpha", "composite"}: latents `[B, 16, T', h, w]`, float32.
+    The three latents are stepped as one tensor (concatenated on channels), so multistep
+    samplers keep one history for all of them.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    device = source.device
+    channels = source.shape[1]
+    scheduler = make_scheduler(sampler, shift)
+    scheduler.set_timesteps(steps, device=device)
+    latents = noise if noise is not None else initial_noise(tuple(source.shape), seed, device)
+    x = torch.cat(latents, dim=1)
+    sigmas = scheduler.sigmas
+    for i, t in enumerate(scheduler.timesteps):
+        if should_stop is not None and should_stop():
+            raise Interrupted(f"sampling interrupted at step {i + 1} of {steps}")
+        parts = list(x.split(channels, dim=1))
+        timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
+        velocity = torch.cat(guided_velocity(model, parts, timestep, context, negative, source, mask, cfg, batch_cfg), 1)
+        sigma = float(sigmas[i])
+        if callback is not None:
+            denoised = x - sigma * velocity
+            callback(StepInfo(i + 1, steps, sigma, _split(x, channels), _split(denoised, channels)))
+        x = scheduler.step(velocity, t, x, return_dict=False)[0]
+    return _split(x, channels)
+
+
+def _split(x: torch.Tensor, channels: int) -> dict[str, torch.Tensor]:
+    return dict(zip(("edit", "alpha", "composite"), x.split(channels, dim=1)))

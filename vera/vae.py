@@ -1,0 +1,221 @@
+"""Wan2.1 VAE through diffusers' AutoencoderKLWan: loading from ComfyUI/original or diffusers files,
+normalised encode of RGB / alpha / mask videos, and decode in temporal chunks.
+
+Pixel convention of this module: videos are `[B, C, T, H, W]` floats in [-1, 1] (RGB) or [0, 1] (alpha,
+mask). Latents are `[B, 16, 1 + (T-1)/4, H/8, W/8]`, normalised as `(mu - latents_mean) / latents_std`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
+
+_RESNET_RENAMES = [
+    (r"\.residual\.0\.gamma$", ".norm1.gamma"), (r"\.residual\.2\.", ".conv1."),
+    (r"\.residual\.3\.gamma$", ".norm2.gamma"), (r"\.residual\.6\.", ".conv2."), (r"\.shortcut\.", ".conv_shortcut."),
+]
+_FIXED = [
+    (r"^conv1\.", "quant_conv."), (r"^conv2\.", "post_quant_conv."),
+    (r"^(encoder|decoder)\.conv1\.", r"\1.conv_in."),
+    (r"^(encoder|decoder)\.head\.0\.gamma$", r"\1.norm_out.gamma"), (r"^(encoder|decoder)\.head\.2\.", r"\1.conv_out."),
+    (r"^(encoder|decoder)\.middle\.0\.", r"\1.mid_block.resnets.0."),
+    (r"^(encoder|decoder)\.middle\.1\.", r"\1.mid_block.attentions.0."),
+    (r"^(encoder|decoder)\.middle\.2\.", r"\1.mid_block.resnets.1."),
+    (r"^encoder\.downsamples\.", "encoder.down_blocks."),
+]
+
+
+def is_original_layout(keys) -> bool:
+    return any(k.startswith("decoder.middle.") or k.startswith("encoder.downsamples.") for k in keys)
+
+
+def original_to_diffusers(keys: list[str]) -> dict[str, str]:
+    """Map Wan original VAE keys to diffusers names, for any depth / number of res blocks.
+
+    The decoder is a flat list in the original (`upsamples.N`): res blocks of a level, then its
+    resample; diffusers nests it as `up_blocks.level.resnets.j` / `up_blocks.level.upsamplers.0`.
+    """
+    up_index = sorted({int(m.group(1)) for k in keys if (m := re.match(r"decoder\.upsamples\.(\d+)\.", k))})
+    resample_at = {int(re.match(r"decoder\.upsamples\.(\d+)\.", k).group(1))
+                   for k in keys if k.startswith("decoder.upsamples.") and (".resample." in k or ".time_conv." in k)}
+    up_map, level, j = {}, 0, 0
+    for i in up_index:
+        if i in resample_at:
+            up_map[i] = f"decoder.up_blocks.{level}.upsamplers.0."
+            level, j = level + 1, 0
+        else:
+            up_map[i] = f"decoder.up_blocks.{level}.resnets.{j}."
+            j += 1
+    mapping = {}
+    for key in keys:
+        new = key
+        m = re.match(r"decoder\.upsamples\.(\d+)\.", key)
+        if m:
+            new = up_map[int(m.group(1))] + key[m.end():]
+        for pattern, repl in _FIXED + _RESNET_RENAMES:
+            new = re.sub(pattern, repl, new)
+        mapping[key] = new
+    return mapping
+
+
+def diffusers_to_original(keys: list[str]) -> dict[str, str]:
+    """The inverse of `original_to_diffusers` (used to write ComfyUI-compatible VAE files)."""
+    nested = sorted({(int(m.group(1)), m.group(2), int(m.group(3)))
+                     for k in keys if (m := re.match(r"decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.", k))})
+    flat = {}
+    for i, entry in enumerate(nested):
+        flat[entry] = i
+    mapping = {}
+    inverse_fixed = [
+        (r"^quant_conv\.", "conv1."), (r"^post_quant_conv\.", "conv2."),
+        (r"^(encoder|decoder)\.conv_in\.", r"\1.conv1."),
+        (r"^(encoder|decoder)\.norm_out\.gamma$", r"\1.head.0.gamma"), (r"^(encoder|decoder)\.conv_out\.", r"\1.head.2."),
+        (r"^(encoder|decoder)\.mid_block\.resnets\.0\.", r"\1.middle.0."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.", r"\1.middle.1."),
+        (r"^(encoder|decoder)\.mid_block\.resnets\.1\.", r"\1.middle.2."),
+        (r"^encoder\.down_blocks\.", "encoder.downsamples."),
+        (r"\.norm1\.gamma$", ".residual.0.gamma"), (r"\.conv1\.", ".residual.2."),
+        (r"\.norm2\.gamma$", ".residual.3.gamma"), (r"\.conv2\.", ".residual.6."), (r"\.conv_shortcut\.", ".shortcut."),
+    ]
+    for key in keys:
+        new = key
+        m = re.match(r"decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.", key)
+        if m:
+            new = f"decoder.upsamples.{flat[(int(m.group(1)), m.group(2), int(m.group(3)))]}." + key[m.end():]
+        for pattern, repl in inverse_fixed:
+            if pattern.startswith(r"\.") and not re.search(r"(downsamples|upsamples|middle\.[02])\.", new):
+                continue  # resnet-internal names exist only inside res blocks
+            new = re.sub(pattern, repl, new)
+        mapping[key] = new
+    return mapping
+
+
+def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
+    """AutoencoderKLWan arguments implied by a diffusers-named state dict's shapes."""
+    try:
+        base_dim = shapes["encoder.conv_in.weight"][0]
+        z_dim = shapes["post_quant_conv.weight"][0]
+    except KeyError as missing:
+        raise CheckpointError(f"not a Wan VAE state dict: tensor {missing} is missing") from None
+    if any(".attentions." in k and "mid_block" not in k for k in shapes):
+        raise CheckpointError("VAE with attention in its down/up blocks is not a Wan2.1 VAE")
+    down = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))})
+    mults, temporal, res_per_level = [], [], []
+    count = 0
+    for i in down:
+        prefix = f"encoder.down_blocks.{i}."
+        if prefix + "resample.1.weight" in shapes:
+            temporal.append(prefix + "time_conv.weight" in shapes)
+            res_per_level.append(count)
+            count = 0
+        else:
+            out = shapes[prefix + "conv2.weight"][0]
+            if count == 0:
+                mults.append(out // base_dim)
+            count += 1
+    res_per_level.append(count)
+    up_resnets = {int(m.group(1)) for k in shapes if (m := re.match(r"decoder\.up_blocks\.0\.resnets\.(\d+)\.", k))}
+    return dict(base_dim=base_dim, z_dim=z_dim, dim_mult=mults, num_res_blocks=res_per_level[0],
+                temperal_downsample=temporal, attn_scales=[], **({"decoder_base_dim": None} if up_resnets else {}))
+
+
+def load_vae(path: str | Path, dtype=torch.float32, device="cpu"):
+    """Load a Wan2.1 VAE from a ComfyUI/original `.safetensors`, a diffusers-named file, or a diffusers folder."""
+    from diffusers import AutoencoderKLWan
+
+    path = Path(path)
+    if path.is_dir():
+        return AutoencoderKLWan.from_pretrained(path, torch_dtype=dtype, local_files_only=True).to(device).eval()
+    entries, metadata = read_header(path)
+    keys = list(entries)
+    if any(k.startswith("model.diffusion_model.") or k.startswith("blocks.0.") for k in keys):
+        raise CheckpointError(f"{path}: this is a diffusion model, not a VAE; load it as the model instead")
+    if is_original_layout(keys):
+        names = original_to_diffusers(keys)
+    elif any(k.startswith("encoder.conv_in.") for k in keys):
+        names = {k: k for k in keys}
+    else:
+        raise CheckpointError(f"{path}: not a Wan VAE (first keys: {', '.join(sorted(keys)[:4])})")
+    kwargs = config_from_shapes({names[k]: e.shape for k, e in entries.items()})
+    if "config" in metadata:
+        kwargs.update(json.loads(metadata["config"]))
+    with torch.device("meta"):
+        vae = AutoencoderKLWan(**kwargs)
+    state = {names[k]: v.to(device=device, dtype=dtype) for k, v in load_tensors(entries).items()}
+    expected = set(vae.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: VAE keys do not match a Wan2.1 VAE: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
+    vae.load_state_dict(state, strict=True, assign=True)
+    return vae.eval()
+
+
+def save_vae_original(vae, path: str | Path) -> Path:
+    """Write a VAE in Wan original key names (what ComfyUI's VAELoader reads), config in the metadata."""
+    state = vae.state_dict()
+    names = diffusers_to_original(list(state))
+    cfg = {k: v for k, v in dict(vae.config).items() if k in ("latents_mean", "latents_std", "decoder_base_dim", "clip_output")}
+    return atomic_save({names[k]: v for k, v in state.items()}, path, {"config": json.dumps(cfg)})
+
+
+def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=like.device).view(shape)
+    std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=like.device).view(shape)
+    return mean, std
+
+
+@torch.no_grad()
+def encode(vae, video: torch.Tensor) -> torch.Tensor:
+    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `[B, 16, T', H/8, W/8]` (float32).
+
+    Uses the posterior mean (deterministic), as Wan's video-to-video pipelines do.
+    """
+    param = next(vae.parameters())
+    mu = vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()
+    mean, std = _stats(vae, mu)
+    return (mu - mean) / std
+
+
+def encode_matte(vae, matte: torch.Tensor) -> torch.Tensor:
+    """Alpha or mask `[B, 1, T, H, W]` in [0, 1] -> latent of the same matte as a 3-channel grey video."""
+    return encode(vae, (matte * 2 - 1).expand(-1, 3, -1, -1, -1))
+
+
+@torch.no_grad()
+def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None] | None = None,
+           out_device="cpu") -> torch.Tensor:
+    """Normalised latent `[B, 16, T', h, w]` -> video `[B, 3, 1 + 4(T'-1), 8h, 8w]` in [-1, 1], float32 on `out_device`.
+
+    Decodes one latent frame at a time through the VAE's causal cache (as diffusers does inside
+    `decode`), moving each decoded chunk off the device at once so device memory stays bounded by
+    one chunk; `chunk_callback(done, total)` reports progress. Equal to `vae.decode` (tested).
+    """
+    param = next(vae.parameters())
+    mean, std = _stats(vae, latent)
+    z = (latent.float() * std + mean).to(device=param.device, dtype=param.dtype)
+    if getattr(vae, "use_tiling", False):
+        return vae.decode(z).sample.float().clamp(-1, 1).to(out_device)
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    chunks, total = [], z.shape[2]
+    for i in range(total):
+        vae._conv_idx = [0]
+        out = vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+        chunks.append(out.clamp(-1, 1).float().to(out_device))
+        if chunk_callback is not None:
+            chunk_callback(i + 1, total)
+    vae.clear_cache()
+    return torch.cat(chunks, dim=2)
+
+
+def decode_matte(vae, latent: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Latent of a grey matte -> `[B, 1, T, H, W]` in [0, 1] (mean of the three decoded channels)."""
+    return ((decode(vae, latent, **kwargs).mean(dim=1, keepdim=True) + 1) / 2).clamp(0, 1)

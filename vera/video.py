@@ -1,0 +1,87 @@
+"""Reading and writing video frames (PyAV, Pillow). Every write goes to a temporary name first and
+is renamed into place, so a crash never leaves a half-written file and no source file is replaced."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
+    """Decode a video file -> (uint8 frames `[T, H, W, 3]`, fps)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input video {path} does not exist")
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 24)
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    if not frames:
+        raise ValueError(f"input video {path} has no decodable frames")
+    return torch.from_numpy(np.stack(frames)), fps
+
+
+def write_mp4(frames: torch.Tensor, path: str | Path, fps: float = 16.0) -> Path:
+    """uint8 `[T, H, W, 3]` -> H.264 mp4 (yuv420p; odd sizes are padded by one pixel)."""
+    import av
+
+    arr = frames.cpu().numpy()
+    h, w = arr.shape[1] + arr.shape[1] % 2, arr.shape[2] + arr.shape[2] % 2
+    with atomic_path(Path(path)) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=round(fps))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": "16"}
+            for img in arr:
+                img = np.pad(img, ((0, h - img.shape[0]), (0, w - img.shape[1]), (0, 0)), mode="edge")
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            container.mux(stream.encode())
+    return Path(path)
+
+
+def write_png(image: torch.Tensor, path: str | Path) -> Path:
+    """uint8 `[H, W, C]` (C = 1, 3 or 4) -> PNG."""
+    from PIL import Image
+
+    arr = image.cpu().numpy()
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[-1]]
+    with atomic_path(Path(path)) as tmp:
+        Image.fromarray(arr[..., 0] if mode == "L" else arr, mode).save(tmp, format="PNG")
+    return Path(path)
+
+
+def write_png_sequence(frames: torch.Tensor, folder: str | Path, prefix: str) -> list[Path]:
+    """uint8 `[T, H, W, C]` -> folder/prefix_00000.png ..."""
+    return [write_png(f, Path(folder) / f"{prefix}_{i:05d}.png") for i, f in enumerate(frames)]
+
+
+def read_png(path: str | Path) -> torch.Tensor:
+    from PIL import Image
+
+    arr = np.array(Image.open(path))
+    return torch.from_numpy(arr if arr.ndim == 3 else arr[..., None])
