@@ -88,3 +88,16 @@ def test_presets_and_shape_inference():
         config_from_shapes({**shapes, "patch_embedding.weight": (100, 16, 1, 2, 2)})
     with pytest.raises(ValueError, match="conditioning"):
         VeraConfig(conditioning="concat")
+
+
+def test_bf16_weights_run_close_to_fp32(files):
+    x = inputs(mask=True)
+    with torch.no_grad():
+        full = load_model(files["wan_comfy"], num_heads=4).eval()(**x)
+        half_model = load_model(files["wan_comfy"], num_heads=4, dtype=torch.bfloat16, attention_backend="sdpa").eval()
+        half = half_model(**x)
+    assert half_model.dtype == torch.bfloat16 and half_model.attention_backend == "sdpa"
+    for a, b in zip(full, half):
+        assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.02 * a.abs().mean()
+    with pytest.raises(ValueError, match="not one of"):
+        half_model.attention_backend = "flash3"

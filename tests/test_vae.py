@@ -64,3 +64,8 @@ def test_matte_encoding_is_grey_video(tiny_vae_model):
 def test_model_file_given_as_vae_is_refused(files):
     with pytest.raises(CheckpointError, match="diffusion model, not a VAE"):
         V.load_vae(files["wan_comfy"])
+
+
+def test_vae_refuses_frame_counts_it_would_silently_truncate(tiny_vae_model):
+    with pytest.raises(ValueError, match="1 \\+ 4k frames"):
+        V.encode(tiny_vae_model, torch.zeros(1, 3, 10, 32, 32))

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
-from .attention import joint_attention
+from .attention import BACKENDS, joint_attention
 from .config import BRANCHES, VeraConfig
 
 
@@ -201,7 +201,7 @@ class VeraModel(nn.Module):
         self.source_embedding, self.mask_embedding = conv(), conv()
         self.layer_embedding_alpha = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.layer_embedding_composite = nn.Parameter(torch.zeros(1, 1, config.dim))
-        self.attention_backend = "auto"
+        self._attention_backend = "auto"
         self.gradient_checkpointing = False
         self.reset_conditioning()
 
@@ -211,6 +211,17 @@ class VeraModel(nn.Module):
             for p in (*self.source_embedding.parameters(), *self.mask_embedding.parameters(),
                       self.layer_embedding_alpha, self.layer_embedding_composite):
                 p.zero_()
+
+    @property
+    def attention_backend(self) -> str:
+        """"auto" (xformers on CUDA when importable, else SDPA), "xformers", "sdpa" or "naive"."""
+        return self._attention_backend
+
+    @attention_backend.setter
+    def attention_backend(self, name: str) -> None:
+        if name not in BACKENDS:
+            raise ValueError(f"attention backend {name!r} is not one of {BACKENDS}")
+        self._attention_backend = name
 
     @property
     def dtype(self) -> torch.dtype:

@@ -178,6 +178,12 @@ def encode(vae, video: torch.Tensor) -> torch.Tensor:
 
     Uses the posterior mean (deterministic), as Wan's video-to-video pipelines do.
     """
+    _, _, frames, height, width = video.shape
+    if (frames - 1) % 4 or height % 8 or width % 8:
+        raise ValueError(
+            f"VAE input of {frames} frames at {width}x{height}: the Wan VAE needs 1 + 4k frames and sizes that are "
+            "multiples of 8 (it silently drops extra frames otherwise); pad or trim first"
+        )
     param = next(vae.parameters())
     mu = vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()
     mean, std = _stats(vae, mu)

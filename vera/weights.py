@@ -298,15 +298,18 @@ def model_from_vera(info: CheckpointInfo, dtype=torch.float32, device="cpu") -> 
 
 
 def load_model(path: str | Path, dtype=torch.float32, device="cpu", num_heads: int | None = None,
-               conditioning: str = "add") -> VeraModel:
+               conditioning: str = "add", attention_backend: str = "auto") -> VeraModel:
     """Load a Vera checkpoint, or build a fresh Vera model from a Wan2.1 T2V checkpoint.
 
     `conditioning` applies only when initialising from Wan (a Vera file carries its own).
     """
     info = detect(path, num_heads)
     if info.format.startswith("wan-"):
-        return model_from_wan(info, dtype, device, conditioning)
-    return model_from_vera(info, dtype, device)
+        model = model_from_wan(info, dtype, device, conditioning)
+    else:
+        model = model_from_vera(info, dtype, device)
+    model.attention_backend = attention_backend
+    return model
 
 
 def save_vera(model: VeraModel, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
