@@ -7,23 +7,37 @@ import sys
 from .safetensors_io import CheckpointError
 
 
-def cmd_info(args) -> int:
+def describe_vae(path) -> str | None:
+    """A short description if `path` is a Wan VAE file, else None."""
+    from pathlib import Path
+
+    from . import vae as vae_ops
     from .safetensors_io import read_header
-    from . import vae as vae_ops, weights
+
+    if not Path(path).is_file():
+        return None
+    entries, _ = read_header(path)
+    keys = list(entries)
+    original = vae_ops.is_original_layout(keys)
+    if not original and not any(k.startswith("encoder.conv_in.") for k in keys):
+        return None
+    names = vae_ops.original_to_diffusers(keys) if original else {k: k for k in keys}
+    cfg = vae_ops.config_from_shapes({names[k]: e.shape for k, e in entries.items()})
+    return (f"file:       {path}\nkind:       Wan2.1 VAE ({'wan-original (ComfyUI)' if original else 'diffusers'} key names)\n"
+            f"config:     {cfg}\nparameters: {sum(e.numel for e in entries.values()):,}")
+
+
+def cmd_info(args) -> int:
+    from . import weights
 
     try:
         info = weights.detect(args.checkpoint, args.num_heads)
-    except CheckpointError as err:
-        entries, _ = read_header(args.checkpoint) if not str(err).endswith("no such file") else ({}, {})
-        if entries and (vae_ops.is_original_layout(entries) or any(k.startswith("encoder.conv_in.") for k in entries)):
-            keys = list(entries)
-            names = vae_ops.original_to_diffusers(keys) if vae_ops.is_original_layout(keys) else {k: k for k in keys}
-            cfg = vae_ops.config_from_shapes({names[k]: e.shape for k, e in entries.items()})
-            layout = "wan-original (ComfyUI)" if vae_ops.is_original_layout(keys) else "diffusers"
-            print(f"file:       {args.checkpoint}\nkind:       Wan2.1 VAE ({layout} key names)\nconfig:     {cfg}")
-            print(f"parameters: {sum(e.numel for e in entries.values()):,}")
-            return 0
-        raise
+    except CheckpointError:
+        description = describe_vae(args.checkpoint)
+        if description is None:
+            raise
+        print(description)
+        return 0
     print(f"file:       {info.path}")
     print(f"format:     {info.format}")
     print(f"config:     {info.config.name} {info.config}")

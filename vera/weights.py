@@ -317,8 +317,3 @@ def save_vera(model: VeraModel, path: str | Path, extra_metadata: dict[str, str]
     metadata = {"format": "vera", "format_version": VERA_FORMAT_VERSION, "config": model.config.to_json()}
     metadata.update(extra_metadata or {})
     return atomic_save(model.state_dict(), Path(path), metadata)
-
-
-def wan_branch_state_dict(model: VeraModel, branch: str) -> dict[str, torch.Tensor]:
-    """One branch in Wan original key names (loadable by ComfyUI / Wan as a plain T2V model)."""
-    return dict(model.branches[branch].state_dict())
