@@ -277,9 +277,11 @@ class VeraModel(nn.Module):
             if mask_tokens is not None:
                 x_alpha = x_alpha + mask_tokens
         else:
-            x_comp = torch.cat([x_comp, src_tokens + self.layer_embedding_composite.to(x_edit.dtype)], dim=1)
+            # Appended condition tokens share RoPE positions with the layer tokens; they carry no layer
+            # embedding, which is what lets the model tell them apart once the embeddings are trained.
+            x_comp = torch.cat([x_comp, src_tokens], dim=1)
             if mask_tokens is not None:
-                x_alpha = torch.cat([x_alpha, mask_tokens + self.layer_embedding_alpha.to(x_edit.dtype)], dim=1)
+                x_alpha = torch.cat([x_alpha, mask_tokens], dim=1)
 
         streams = [x_edit, x_alpha, x_comp]
         ropes = [tuple(r.repeat(x.shape[1] // tokens, 1) for r in rope) for x in streams]

@@ -47,7 +47,8 @@ class TextEncoder:
                 f"{folder}: not a text-encoder folder (needs config.json, the weights and tokenizer files "
                 "of a UMT5 encoder, e.g. the text_encoder/ + tokenizer/ of a Wan2.1 diffusers folder)"
             )
-        tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
+        # diffusers layout keeps the tokenizer beside the text encoder (text_encoder/ + tokenizer/)
+        tokenizer_dir = next((d for d in (folder / "tokenizer", folder.parent / "tokenizer") if d.is_dir()), folder)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         model = UMT5EncoderModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True).to(device)
         return cls(model, tokenizer, max_length)
