@@ -10,7 +10,8 @@ TORCH_VERSION=${VERA_TORCH_VERSION:-2.13.0}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 P="$VENV/bin/python"
 stamp="$VENV/.vera-requirements"
-want=$(cat requirements.txt requirements-dev.txt scripts/bootstrap.sh | sha256sum | cut -c1-16)
+want=$("$PY" -c "import hashlib, sys; print(hashlib.sha256(b''.join(open(f, 'rb').read() for f in sys.argv[1:])).hexdigest()[:16])" \
+  requirements.txt requirements-dev.txt scripts/bootstrap.sh)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$P" -c "import torch, diffusers" 2>/dev/null; then
   exit 0
 fi

@@ -63,11 +63,11 @@ def test_third_party_layout_is_a_table_entry(files, tmp_path):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("dtype,atol", [(torch.bfloat16, 0.05), (torch.float16, 5e-3)])
-def test_half_precision_files_load(files, tmp_path, dtype, atol):
+@pytest.mark.parametrize("dtype,stored_as,atol", [(torch.bfloat16, "BF16", 0.05), (torch.float16, "F16", 5e-3)])
+def test_half_precision_files_load(files, tmp_path, dtype, stored_as, atol):
     state = {k: v.to(dtype) for k, v in load_tensors(read_header(files["wan_comfy"])[0]).items()}
     path = atomic_save(state, tmp_path / f"wan_{dtype}.safetensors")
-    assert detect(path, num_heads=4).dtypes == {str(dtype).split(".")[1].replace("bfloat16", "BF16").replace("float16", "F16"): len(state)}
+    assert detect(path, num_heads=4).dtypes == {stored_as: len(state)}
     ref, got = load_model(files["wan_comfy"], num_heads=4).eval(), load_model(path, num_heads=4).eval()
     q = got.branches["edit"].blocks[0].self_attn.q.weight
     assert torch.equal(q, state["model.diffusion_model.blocks.0.self_attn.q.weight"].float())

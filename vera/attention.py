@@ -69,7 +69,7 @@ def joint_attention(
     joint=True concatenates the streams along the token axis for one attention call (every token
     sees every stream) and splits the result back; joint=False attends within each stream only.
     """
-    if not joint:
+    if not joint or len(streams) == 1:
         return [attention(q, k, v, backend) for q, k, v in streams]
     lengths = [q.shape[1] for q, _, _ in streams]
     q, k, v = (torch.cat([s[i] for s in streams], dim=1) for i in range(3))

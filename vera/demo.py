@@ -40,11 +40,10 @@ def run_demo(out: str | Path, input_path: str | None, frames: int, steps: int, s
     clip = Path(input_path) if input_path else bundled_clip()
     source, fps = video.read_video(clip, max_frames=frames)
     prompt = "add a red ball bouncing from left to right"
-    steps_done = []
     result = edit(
         source, prompt, model, vae, context=hash_text_embedding(prompt), negative_context=hash_text_embedding(""),
         steps=steps, cfg=5.0, seed=seed, frame_policy="pad", alpha_cutoff=0.5,
-        callback=lambda info: (steps_done.append(info.step), print(f"step {info.step}/{info.total}", flush=True)),
+        callback=lambda info: print(f"step {info.step}/{info.total}", flush=True),
     )
     alpha_u8 = layers.to_uint8(result.alpha)
     video.write_mp4(result.final, out / "final_composite.mp4", fps)
@@ -59,7 +58,7 @@ def run_demo(out: str | Path, input_path: str | None, frames: int, steps: int, s
     report = dict(
         note="tiny random models: checks the path and preservation, not edit quality",
         input=str(clip), frames=int(source.shape[0]), size=[int(source.shape[2]), int(source.shape[1])],
-        settings={k: v for k, v in result.settings.items()}, timings=result.timings,
+        settings=result.settings, timings=result.timings,
         untouched_fraction=float(untouched.float().mean()),
         untouched_bit_exact=bool(torch.equal(result.final[untouched], result.source[untouched])),
         date=time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
-from .attention import BACKENDS, joint_attention
+from .attention import BACKENDS, attention, joint_attention
 from .config import BRANCHES, VeraConfig
 
 
@@ -77,8 +77,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2).type_as(x)
 
 
-class SelfAttention(nn.Module):
-    """Projections of one branch's self-attention; the attention itself is joint (see VeraModel)."""
+class AttentionProjections(nn.Module):
+    """Wan's attention weights: q, k, v, o and RMS norms on q and k (across all heads)."""
 
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
@@ -86,21 +86,25 @@ class SelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = WanRMSNorm(dim, eps), WanRMSNorm(dim, eps)
 
+    def heads(self, x: torch.Tensor, source: torch.Tensor):
+        """Queries from x `[B, L, D]`, keys/values from source `[B, S, D]` -> `[B, L|S, H, D/H]` each."""
+        split = lambda t: t.unflatten(-1, (self.num_heads, -1))
+        return split(self.norm_q(self.q(x))), split(self.norm_k(self.k(source))), split(self.v(source))
+
+
+class SelfAttention(AttentionProjections):
+    """One branch's self-attention weights; the attention itself is joint (see VeraModel)."""
+
     def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
         """x `[B, L, D]` -> q, k, v `[B, L, H, D/H]`, RoPE applied to q and k."""
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
-        v = self.v(x).unflatten(-1, (self.num_heads, -1))
+        q, k, v = self.heads(x, x)
         return apply_rope(q, *rope), apply_rope(k, *rope), v
 
 
-class CrossAttention(SelfAttention):
+class CrossAttention(AttentionProjections):
     def forward(self, x: torch.Tensor, context: torch.Tensor, backend: str) -> torch.Tensor:
         """x `[B, L, D]`, context `[B, Lt, D]` -> `[B, L, D]`."""
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1))
-        v = self.v(context).unflatten(-1, (self.num_heads, -1))
-        return self.o(joint_attention([(q, k, v)], backend)[0].flatten(-2))
+        return self.o(attention(*self.heads(x, context), backend).flatten(-2))
 
 
 class BranchBlock(nn.Module):
@@ -226,10 +230,6 @@ class VeraModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.branches["edit"].patch_embedding.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.branches["edit"].patch_embedding.weight.device
 
     def forward(
         self,

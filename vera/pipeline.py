@@ -189,7 +189,7 @@ def edit(
 
     t = time.perf_counter()
     edit_rgb = unfit_frames(video_to_frames(vae_ops.decode(vae, latents["edit"])), geo)
-    alpha = unfit_frames(video_to_frames(vae_ops.decode_matte(vae, latents["alpha"]) * 2 - 1), geo)
+    alpha = unfit_frames(vae_ops.decode_matte(vae, latents["alpha"])[0].permute(1, 2, 3, 0), geo)
     model_comp = unfit_frames(video_to_frames(vae_ops.decode(vae, latents["composite"])), geo)
     timings["decode_s"] = time.perf_counter() - t
 

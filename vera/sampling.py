@@ -2,7 +2,7 @@
 
 Convention (one place): we follow Wan/diffusers. sigma runs from 1 (pure noise) to 0 (data),
     x_sigma = (1 - sigma) * x0 + sigma * noise,   velocity v = noise - x0,   model timestep = 1000 * sigma.
-The paper writes t = 1 - sigma (data at t = 1) and velocity Z1 - Z0 = -v; `paper_t` converts.
+The paper writes t = 1 - sigma (data at t = 1) and its velocity Z1 - Z0 is -v.
 Shift (applied by the schedulers): sigma' = k * sigma / (1 + (k - 1) * sigma).
 """
 from __future__ import annotations
@@ -17,10 +17,6 @@ SAMPLERS = ("unipc", "euler")
 
 class Interrupted(RuntimeError):
     """Raised when the interrupt hook asks sampling to stop."""
-
-
-def paper_t(sigma: float) -> float:
-    return 1.0 - sigma
 
 
 def shift_sigma(sigma: torch.Tensor | float, shift: float):

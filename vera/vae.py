@@ -67,9 +67,7 @@ def diffusers_to_original(keys: list[str]) -> dict[str, str]:
     """The inverse of `original_to_diffusers` (used to write ComfyUI-compatible VAE files)."""
     nested = sorted({(int(m.group(1)), m.group(2), int(m.group(3)))
                      for k in keys if (m := re.match(r"decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.", k))})
-    flat = {}
-    for i, entry in enumerate(nested):
-        flat[entry] = i
+    flat = {entry: i for i, entry in enumerate(nested)}
     mapping = {}
     inverse_fixed = [
         (r"^quant_conv\.", "conv1."), (r"^post_quant_conv\.", "conv2."),

@@ -117,11 +117,12 @@ def _gather_entries(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str],
     return entries, metadata, {}
 
 
-def _strip_prefix(entries: dict) -> dict:
+def strip_prefix(key: str) -> str:
+    """Drop ComfyUI's `model.diffusion_model.` (or `diffusion_model.`) from a key."""
     for prefix in COMFY_PREFIXES:
-        if any(k.startswith(prefix) for k in entries):
-            return {k[len(prefix):]: v for k, v in entries.items() if k.startswith(prefix)}
-    return entries
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
 
 
 def _refuse_wrong_kind(path: Path, keys: set[str], shapes: dict) -> None:
@@ -157,7 +158,7 @@ def detect(path: str | Path, num_heads: int | None = None) -> CheckpointInfo:
         dtypes[e.dtype] = dtypes.get(e.dtype, 0) + 1
     scaled = "scaled_fp8" in entries or any(k.endswith(".scale_weight") for k in entries)
     params = sum(e.numel for k, e in entries.items() if not _is_scale_key(k))
-    stripped = _strip_prefix(entries)
+    stripped = {strip_prefix(k): v for k, v in entries.items()}
 
     layout = next((lay for lay in VERA_LAYOUTS if lay.marker in stripped), None)
     if metadata.get("format") == "vera" or layout is not None:
@@ -226,18 +227,10 @@ def _check_keys(path: Path, have: set[str], want: set[str], what: str) -> None:
 
 def read_wan_branch(info: CheckpointInfo, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The tensors of a Wan2.1 T2V file as one branch's state dict (Wan original names, `dtype`)."""
-    raw_names = {}
-    for raw in info.entries:
-        key = raw
-        for prefix in COMFY_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                break
-        if info.format == "wan-diffusers":
-            key = rename(key, DIFFUSERS_TO_WAN)
-        raw_names[raw] = key
-    tensors = load_tensors(info.entries, [r for r in raw_names])
-    return _dequantize({raw_names[r]: t for r, t in tensors.items()}, dtype)
+    diffusers = info.format == "wan-diffusers"
+    tensors = load_tensors(info.entries)
+    return _dequantize({rename(strip_prefix(k), DIFFUSERS_TO_WAN) if diffusers else strip_prefix(k): t
+                        for k, t in tensors.items()}, dtype)
 
 
 def _build(config: VeraConfig, state: dict[str, torch.Tensor], device, dtype) -> VeraModel:
@@ -257,15 +250,13 @@ def model_from_wan(info: CheckpointInfo, dtype=torch.float32, device="cpu", cond
     for i, name in enumerate(BRANCHES):
         for k, v in branch.items():
             state[f"branches.{name}.{k}"] = v if i == 0 else v.clone()
-    d, c, p = config.dim, config.in_channels, config.patch_size
     for emb in ("source_embedding", "mask_embedding"):
-        state[f"{emb}.weight"] = torch.zeros(d, c, *p, dtype=dtype)
-        state[f"{emb}.bias"] = torch.zeros(d, dtype=dtype)
-    if conditioning == "sequence":
-        # Appended condition tokens are clean video latents: start from the pretrained patch embedding.
-        for emb in ("source_embedding", "mask_embedding"):
-            state[f"{emb}.weight"] = branch["patch_embedding.weight"].clone()
-            state[f"{emb}.bias"] = branch["patch_embedding.bias"].clone()
+        for p in ("weight", "bias"):
+            pretrained = branch[f"patch_embedding.{p}"]
+            # "add": zero-init (the paper). "sequence": appended tokens are clean video latents,
+            # so they start from the pretrained patch embedding.
+            state[f"{emb}.{p}"] = pretrained.clone() if conditioning == "sequence" else torch.zeros_like(pretrained)
+    d = config.dim
     for layer in ("alpha", "composite"):
         state[f"layer_embedding_{layer}"] = torch.zeros(1, 1, d, dtype=dtype)
     return _build(config, state, device, dtype)
@@ -281,11 +272,7 @@ def model_from_vera(info: CheckpointInfo, dtype=torch.float32, device="cpu") -> 
     raw = load_tensors(info.entries)
     state = {}
     for key, value in raw.items():
-        for prefix in COMFY_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                break
-        key = rename(key, layout.rules)
+        key = rename(strip_prefix(key), layout.rules)
         if layout.branch_names == "wan-diffusers" and key.startswith("branches."):
             _, branch, inner = key.split(".", 2)
             key = f"branches.{branch}.{rename(inner, DIFFUSERS_TO_WAN)}"
