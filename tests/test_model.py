@@ -67,13 +67,19 @@ def test_gradient_checkpointing_gives_same_gradients():
     cfg = VeraConfig(dim=32, num_heads=2, num_layers=2, ffn_dim=64, text_dim=16, freq_dim=32)
     model = VeraModel(cfg)
     x = inputs(text_dim=16, size=4)
-    grads = []
+    grads, layer_runs = [], []
+    original_layer = model._layer
+    calls = []
+    model._layer = lambda *args: (calls.append(1), original_layer(*args))[1]
     for ckpt in (False, True):
         model.zero_grad()
+        calls.clear()
         model.gradient_checkpointing = ckpt
         sum(o.square().mean() for o in model(**x)).backward()
         grads.append(model.branches["alpha"].blocks[0].self_attn.q.weight.grad.clone())
+        layer_runs.append(len(calls))
     torch.testing.assert_close(grads[0], grads[1])
+    assert layer_runs == [2, 4]  # checkpointing really recomputes each of the 2 layers in backward
 
 
 def test_presets_and_shape_inference():
