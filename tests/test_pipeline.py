@@ -80,15 +80,13 @@ def test_missing_text_inputs_are_explained(models):
         edit(source(), None, model, vae, context=hash_text_embedding("x"), negative_prompt=None, steps=1, cfg=5.0)
 
 
-def test_demo_writes_all_outputs(tmp_path):
-    from vera.demo import run_demo
-
-    report = run_demo(tmp_path, None, frames=5, steps=2, seed=0)
-    assert report["untouched_bit_exact"] and report["frames"] == 5
-    for name in ("final_composite.mp4", "side_by_side.png", "report.json", "edit_layer_rgba/edit_00004.png"):
-        assert (tmp_path / name).is_file()
-    from vera.video import read_png
-
-    rgba = read_png(tmp_path / "edit_layer_rgba/edit_00000.png")
-    alpha = read_png(tmp_path / "alpha/alpha_00000.png")
-    assert rgba.shape[-1] == 4 and torch.equal(rgba[..., 3:], alpha)
+def test_work_size_runs_small_and_preserves_the_full_size_source(models):
+    src = source(t=9, h=72, w=100)  # not multiples of 16: only the model's copy is resized
+    result = run(models, src, work_size=(64, 64))
+    assert result.final.shape == (9, 72, 100, 3) and result.alpha.shape == (9, 72, 100, 1)
+    assert result.settings["work_size"] == (64, 64)
+    untouched = result.alpha[..., 0] == 0
+    assert 0.05 < untouched.float().mean() < 0.95
+    assert torch.equal(result.final[untouched], src[untouched])
+    with pytest.raises(ValueError, match="multiples of 16"):
+        run(models, src, work_size=(60, 64))

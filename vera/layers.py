@@ -114,3 +114,15 @@ def difference_heatmap(source: torch.Tensor, output: torch.Tensor, gain: float =
     Untouched pixels are exactly black. `[T, H, W, 3]` x2 -> `[T, H, W, 3]`."""
     d = ((source - output).abs().amax(dim=-1, keepdim=True) * gain).clamp(0, 1)
     return torch.cat([(d * 3).clamp(0, 1), (d * 3 - 1).clamp(0, 1), (d * 3 - 2).clamp(0, 1)], dim=-1)
+
+
+def checkerboard(height: int, width: int, cell: int = 8, light: float = 0.8, dark: float = 0.55) -> torch.Tensor:
+    """Grey checkerboard `[H, W, 3]`, the usual backdrop for showing transparency."""
+    ys, xs = torch.meshgrid(torch.arange(height) // cell, torch.arange(width) // cell, indexing="ij")
+    board = torch.where((ys + xs) % 2 == 0, torch.tensor(light), torch.tensor(dark))
+    return board.unsqueeze(-1).expand(height, width, 3)
+
+
+def over_checkerboard(rgb: torch.Tensor, alpha: torch.Tensor, cell: int = 8) -> torch.Tensor:
+    """An edit layer `[T, H, W, 3]` with its matte `[T, H, W, 1]` shown over a checkerboard."""
+    return composite(checkerboard(rgb.shape[1], rgb.shape[2], cell).to(rgb), rgb, alpha)

@@ -241,12 +241,14 @@ class VeraModel(nn.Module):
         source: torch.Tensor,
         mask: torch.Tensor | None = None,
         cross_branch_attention: bool = True,
+        mask_keep: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Predict the three velocities.
 
         edit, alpha, composite, source, mask: latents `[B, C, T, H, W]` (mask optional).
         timestep: `[B]` (or a scalar) in Wan's 0..1000 scale. context: `[B, Lt, text_dim]`.
         cross_branch_attention=False lets each branch attend only to itself (three plain Wan models).
+        mask_keep: optional `[B]` 0/1 weights on the mask tokens (training's per-sample mask dropout).
         Returns velocities (edit, alpha, composite), each `[B, C_out, T, H, W]` in float32.
         """
         cfg = self.config
@@ -271,6 +273,8 @@ class VeraModel(nn.Module):
         x_comp = comp_b.embed_tokens(composite) + self.layer_embedding_composite.to(x_edit.dtype)
         src_tokens = self._embed_condition(self.source_embedding, source)
         mask_tokens = None if mask is None else self._embed_condition(self.mask_embedding, mask)
+        if mask_tokens is not None and mask_keep is not None:
+            mask_tokens = mask_tokens * mask_keep.reshape(-1, 1, 1).to(mask_tokens.dtype)
         tokens = grid[0] * grid[1] * grid[2]
         if cfg.conditioning == "add":
             x_comp = x_comp + src_tokens

@@ -91,6 +91,16 @@ def video_to_frames(video: torch.Tensor) -> torch.Tensor:
     return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
 
 
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float `[T, H, W, C]` -> `[T, h, w, C]` (bilinear; antialiased when shrinking). size = (h, w)."""
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    shrink = size[0] < frames.shape[1] or size[1] < frames.shape[2]
+    x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=tuple(size), mode="bilinear", align_corners=False,
+                      antialias=shrink)
+    return x.permute(0, 2, 3, 1).clamp(0, 1)
+
+
 def as_float_frames(frames: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept uint8 or float [0, 1] frames `[T, H, W, 3]`; return (float, uint8) copies."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -148,6 +158,7 @@ def edit(
     batch_cfg: bool = True,
     callback: Callable[[StepInfo], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    work_size: tuple[int, int] | None = None,
 ) -> EditResult:
     """Run a Vera edit.
 
@@ -156,9 +167,18 @@ def edit(
     prompt / negative_prompt need `text_encoder`; or pass `context` / `negative_context` `[B, L, text_dim]`.
     cfg > 1 needs a negative (prompt or context). alpha_cutoff: matte values below it count as 0.
     batch_cfg: run cond and uncond as one batch (faster; set False to halve activation memory).
+    work_size: (height, width), multiples of 16, to run the model at (e.g. a small model's training
+    size); the layers are scaled back to the source size and composited over the full-size source,
+    so untouched pixels stay bit-identical at the source's own resolution.
     """
     timings, start = {}, time.perf_counter()
     source_f, source_u8 = as_float_frames(source_frames, "source_frames")
+    full_size = tuple(source_f.shape[1:3])
+    if work_size is not None:
+        work_size = (int(work_size[0]), int(work_size[1]))
+        if work_size[0] % SIZE_MULTIPLE or work_size[1] % SIZE_MULTIPLE or min(work_size) < SIZE_MULTIPLE:
+            raise ValueError(f"work_size {work_size[1]}x{work_size[0]}: width and height must be multiples of 16")
+        source_f = resize_frames(source_f, work_size)
     geo = plan_geometry(*source_f.shape[:3], frame_policy)
     device = next(model.parameters()).device
     ctx = encode_prompt(text_encoder, prompt, context, "prompt")
@@ -175,8 +195,11 @@ def edit(
     mask_latent = None
     if mask_frames is not None:
         mask = mask_frames.float() if mask_frames.ndim == 4 else mask_frames.float().unsqueeze(-1)
-        if mask.shape[:3] != source_f.shape[:3]:
-            raise ValueError(f"mask_frames {tuple(mask.shape[:3])} must match source_frames {tuple(source_f.shape[:3])} (T, H, W)")
+        if mask.shape[:3] != (source_f.shape[0], *full_size):
+            raise ValueError(f"mask_frames {tuple(mask.shape[:3])} must match source_frames "
+                             f"{(source_f.shape[0], *full_size)} (T, H, W)")
+        if work_size is not None:
+            mask = resize_frames(mask, work_size)
         mask = fit_frames(mask, geo).clamp(0, 1)
         mask_latent = vae_ops.encode_matte(vae, mask.permute(3, 0, 1, 2).unsqueeze(0)).to(device)
     timings["encode_s"] = time.perf_counter() - t
@@ -193,8 +216,12 @@ def edit(
     model_comp = unfit_frames(video_to_frames(vae_ops.decode(vae, latents["composite"])), geo)
     timings["decode_s"] = time.perf_counter() - t
 
+    if work_size is not None:
+        edit_rgb, alpha, model_comp = (resize_frames(x, full_size) for x in (edit_rgb, alpha, model_comp))
+        src_out_u8 = source_u8[: edit_rgb.shape[0]]
+    else:
+        src_out_u8 = unfit_frames(fit_frames(source_u8, geo), geo)  # the original, or its crop
     alpha = layers.quantize_alpha(alpha, alpha_cutoff)
-    src_out_u8 = unfit_frames(fit_frames(source_u8, geo), geo)  # the original, or its crop
     base = src_out_u8
     if recover_semi_transparent:
         preserved = layers.recover_preserved(model_comp, edit_rgb, alpha, src_out_u8.float() / 255)
@@ -203,5 +230,6 @@ def edit(
     timings["total_s"] = time.perf_counter() - start
     settings = dict(prompt=prompt, negative_prompt=negative_prompt if neg is not None else None, steps=steps, cfg=cfg,
                     shift=shift, seed=seed, sampler=sampler, frame_policy=frame_policy, alpha_cutoff=alpha_cutoff,
-                    recover_semi_transparent=recover_semi_transparent, model_grid=geo.model, source_size=geo.original)
+                    recover_semi_transparent=recover_semi_transparent, model_grid=geo.model,
+                    source_size=(geo.original[0], *full_size), work_size=work_size)
     return EditResult(edit_rgb, alpha, model_comp, final, src_out_u8, latents, timings, settings)

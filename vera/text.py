@@ -51,17 +51,25 @@ class TextEncoder:
         tokenizer_dir = next((d for d in (folder / "tokenizer", folder.parent / "tokenizer") if d.is_dir()), folder)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         model = UMT5EncoderModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True).to(device)
-        return cls(model, tokenizer, max_length)
+        # small self-made encoders (vera-tiny) declare a shorter context in their tokenizer
+        limit = getattr(tokenizer, "model_max_length", max_length) or max_length
+        return cls(model, tokenizer, min(max_length, int(limit)))
+
+    def tokenize(self, prompts: list[str]):
+        return self.tokenizer(
+            [clean_prompt(p) for p in prompts], padding="max_length", max_length=self.max_length,
+            truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
+        )
+
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids `[B, L]` -> `[B, L, D]` float32, zeroed past each prompt (keeps gradients, for training)."""
+        hidden = self.model(input_ids, attention_mask).last_hidden_state.float()
+        return hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
 
     @torch.no_grad()
     def encode(self, prompts: str | list[str]) -> torch.Tensor:
         """Prompts -> `[B, max_length, D]` float32, zeroed past each prompt's token count."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        tokens = self.tokenizer(
-            [clean_prompt(p) for p in prompts], padding="max_length", max_length=self.max_length,
-            truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
-        )
+        tokens = self.tokenize(prompts)
         device = next(self.model.parameters()).device
-        mask = tokens.attention_mask.to(device)
-        hidden = self.model(tokens.input_ids.to(device), mask).last_hidden_state.float()
-        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        return self.encode_tokens(tokens.input_ids.to(device), tokens.attention_mask.to(device))

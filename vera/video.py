@@ -85,3 +85,77 @@ def read_png(path: str | Path) -> torch.Tensor:
 
     arr = np.array(Image.open(path))
     return torch.from_numpy(arr if arr.ndim == 3 else arr[..., None])
+
+
+RGBA_CODECS = {  # container suffix -> (codec, pixel format, options); both keep an alpha channel
+    ".mov": ("prores_ks", "yuva444p10le", {"profile": "4444", "vendor": "apl0"}),
+    ".webm": ("libvpx-vp9", "yuva420p", {"crf": "10", "b": "0", "auto-alt-ref": "0"}),
+}
+
+
+def write_rgba_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0) -> Path:
+    """uint8 `[T, H, W, 4]` straight RGBA -> ProRes 4444 `.mov` or VP9-with-alpha `.webm` (by suffix).
+
+    ProRes 4444 keeps 8-bit alpha within one level; VP9 alpha is lossy (yuva420p, crf 10)."""
+    import av
+
+    path = Path(path)
+    if path.suffix not in RGBA_CODECS:
+        raise ValueError(f"{path}: RGBA video must be .mov (ProRes 4444) or .webm (VP9 with alpha)")
+    codec, pix_fmt, options = RGBA_CODECS[path.suffix]
+    arr = frames.cpu().numpy()
+    h, w = arr.shape[1] + arr.shape[1] % 2, arr.shape[2] + arr.shape[2] % 2
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mov" if path.suffix == ".mov" else "webm") as container:
+            stream = container.add_stream(codec, rate=round(fps))
+            stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+            stream.options = dict(options)
+            for img in arr:
+                img = np.pad(img, ((0, h - img.shape[0]), (0, w - img.shape[1]), (0, 0)), mode="edge")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgba").reformat(format=pix_fmt)
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+    return path
+
+
+def read_rgba_video(path: str | Path) -> torch.Tensor:
+    """Decode an RGBA `.mov`/`.webm` -> uint8 `[T, H, W, 4]`. VP9 is decoded with libvpx, because
+    FFmpeg's native vp9 decoder drops the alpha plane."""
+    import av
+
+    path = Path(path)
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.codec_context.name == "vp9":
+            decoder = av.CodecContext.create("libvpx-vp9", "r")
+            decoded = (f for packet in container.demux(stream) for f in decoder.decode(packet))
+        else:
+            decoded = container.decode(stream)
+        for frame in decoded:
+            frames.append(frame.to_ndarray(format="rgba"))
+    if not frames:
+        raise ValueError(f"{path} has no decodable frames")
+    return torch.from_numpy(np.stack(frames))
+
+
+def read_frames(path: str | Path, max_frames: int | None = None, start: int = 0) -> tuple[torch.Tensor, float]:
+    """A video file or a folder of PNG frames -> (uint8 `[T, H, W, C]`, fps; 16 for PNG folders).
+    Grey PNGs give C = 1."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")[start:]
+        if max_frames is not None:
+            files = files[:max_frames]
+        if not files:
+            raise ValueError(f"{path}: folder has no PNG frames")
+        arrays = [np.array(Image.open(p).convert("L" if Image.open(p).mode in ("L", "I", "I;16") else "RGB")) for p in files]
+        arr = np.stack(arrays)
+        return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]), 16.0
+    frames, fps = read_video(path, None if max_frames is None else start + max_frames)
+    frames = frames[start:]
+    if not len(frames):
+        raise ValueError(f"{path}: no frames left after skipping the first {start}")
+    return frames, fps

@@ -179,7 +179,9 @@ def detect(path: str | Path, num_heads: int | None = None) -> CheckpointInfo:
         raise CheckpointError(
             f"{path}: not a Wan2.1 T2V or Vera checkpoint (no Wan head/blocks found; first keys: {sample})"
         )
-    heads = num_heads or folder_config.get("num_attention_heads")
+    # our own Wan-format files (vera.single.WanVideoModel) record their head count in the metadata
+    heads = num_heads or folder_config.get("num_attention_heads") or metadata.get("num_attention_heads")
+    heads = int(heads) if heads is not None else None
     config = config_from_shapes(shapes, heads)
     fmt = "wan-diffusers" if is_diffusers else "wan-original"
     return CheckpointInfo(path, fmt, config, dtypes, params, scaled, entries, metadata)

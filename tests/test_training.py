@@ -1,0 +1,147 @@
+import json
+
+import pytest
+import torch
+
+from vera.config import BRANCHES, VeraConfig
+from vera.data.layout import write_manifest, write_sample
+from vera.data.synthetic import SyntheticBuilder, vocabulary
+from vera.training.latents import encode_dataset
+from vera.training.text_model import build_text_encoder
+from vera.training.trainer import Trainer, TrainConfig, vera_param_groups
+from vera.weights import load_model
+
+SMALL = VeraConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, text_dim=32, freq_dim=32, name="test")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, files, tiny_vae_model):
+    """A 4-sample layered dataset (9 frames, 32x32), its latents, a tiny text encoder and a Wan file."""
+    from vera.data.clips import load_background_clips
+    from vera.single import WanVideoModel
+    from vera.training.run import save_wan
+
+    root = tmp_path_factory.mktemp("train")
+    builder = SyntheticBuilder(load_background_clips(max_frames=20), frames=9, height=32, width=32)
+    entries = [write_sample(root / "data", builder.sample(0, i, t)) for i in range(2) for t in ("object_addition", "background_change")]
+    write_manifest(root / "data", entries)
+    latents = encode_dataset(root / "data", tiny_vae_model)
+    text_dir = root / "text"
+    build_text_encoder(text_dir, vocabulary(), d_model=32)
+    torch.manual_seed(0)
+    wan = save_wan(WanVideoModel(SMALL), root / "wan.safetensors")
+    return dict(root=root, latents=latents, text_dir=text_dir, wan=wan)
+
+
+def make_trainer(setup, out, steps, mode="vera", **kw):
+    from vera.text import TextEncoder
+    from vera.training.run import wan_video_model
+
+    cfg = TrainConfig(mode=mode, steps=steps, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=0, **kw)
+    model = load_model(setup["wan"]) if mode == "vera" else wan_video_model(setup["wan"], None, mode == "baseline")
+    text = TextEncoder.from_folder(setup["text_dir"])
+    return Trainer(cfg, model, setup["latents"], text, out, train_text=mode == "t2v")
+
+
+def test_latent_cache_shapes(setup):
+    lat = setup["latents"]
+    assert lat["source"].shape == (4, 16, 3, 4, 4) and lat["mask"].shape == (4, 16, 3, 4, 4)
+    assert lat["has_mask"].tolist() == [True] * 4 and lat["task"][:2] == ["object_addition", "background_change"]
+
+
+@pytest.mark.parametrize("mode", ["vera", "t2v", "baseline"])
+def test_five_steps_lower_the_loss(setup, tmp_path, mode):
+    trainer = make_trainer(setup, tmp_path, 5, mode)
+    with torch.no_grad():
+        before = trainer.loss(0)[0].item()  # the loss of a fixed batch with fixed noise
+    trainer.run(progress=False)
+    with torch.no_grad():
+        after = trainer.loss(0)[0].item()
+    assert after < before
+    log = [json.loads(line) for line in (tmp_path / "loss.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 5 and (mode != "vera" or {"loss_edit", "loss_alpha", "loss_composite"} <= set(log[-1]))
+
+
+def test_resume_continues_to_the_same_state(setup, tmp_path):
+    straight = make_trainer(setup, tmp_path / "a", 5)
+    straight.run(progress=False)
+    first = make_trainer(setup, tmp_path / "b", 3)
+    first.run(progress=False)  # saves checkpoint/ at step 3
+    resumed = make_trainer(setup, tmp_path / "b", 5)
+    assert resumed.resume() and resumed.step == 3
+    resumed.run(progress=False)
+    a, b = straight.unwrapped().state_dict(), resumed.unwrapped().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.optimizer.state_dict()["state"].keys() == resumed.optimizer.state_dict()["state"].keys()
+    fresh = make_trainer(setup, tmp_path / "c", 5)
+    fresh.run(progress=False)
+    assert all(torch.equal(a[k], fresh.unwrapped().state_dict()[k]) for k in a)  # same seed, same result
+    other = make_trainer(setup, tmp_path / "d", 5, seed=1)
+    other.run(progress=False)
+    assert not all(torch.equal(a[k], other.unwrapped().state_dict()[k]) for k in a)
+
+
+def test_optimizer_holds_the_per_branch_learning_rates(setup, tmp_path):
+    trainer = make_trainer(setup, tmp_path, 2)
+    model = trainer.unwrapped()
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["edit"]["lr"] == pytest.approx(1e-4) and groups["alpha"]["lr"] == pytest.approx(1e-2)
+    assert groups["composite"]["lr"] == pytest.approx(1e-2)
+    ids = lambda ps: {id(p) for p in ps}
+    for name in BRANCHES:
+        assert ids(model.branches[name].parameters()) <= ids(groups[name]["params"])
+    assert id(model.mask_embedding.weight) in ids(groups["alpha"]["params"])
+    assert id(model.source_embedding.weight) in ids(groups["composite"]["params"])
+    assert id(model.layer_embedding_composite) in ids(groups["composite"]["params"])
+    every = [id(p) for g in groups.values() for p in g["params"]]
+    assert len(every) == len(set(every)) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="missing \\['alpha'\\]"):
+        TrainConfig(branch_lr_scale={"edit": 0.1, "composite": 10})
+
+
+def test_mask_dropout_reaches_the_model(setup, tmp_path):
+    seen = []
+    trainer = make_trainer(setup, tmp_path, 1, mask_dropout={"object_addition": 1.0, "background_change": 0.0})
+    original = trainer.model.forward
+
+    def spy(*args, mask_keep=None, **kw):
+        seen.append(mask_keep.clone())
+        return original(*args, mask_keep=mask_keep, **kw)
+
+    trainer.model.forward = spy
+    for step in range(4):
+        idx = trainer.batches.indices(step)
+        trainer.loss(step)
+        tasks = [setup["latents"]["task"][i] for i in idx.tolist()]
+        assert seen[-1].tolist() == [0.0 if t == "object_addition" else 1.0 for t in tasks]
+
+
+def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup):
+    from vera.model import VeraModel
+    from vera.training.lora import merge_lora, shared_base_lora, weight_bytes
+
+    model = load_model(setup["wan"])
+    full = weight_bytes(model)
+    shared_base_lora(model, rank=4)
+    assert weight_bytes(model) < 0.6 * full
+    q = [model.branches[n].blocks[0].self_attn.q for n in BRANCHES]
+    assert q[0].base_layer.weight is q[1].base_layer.weight and not q[0].base_layer.weight.requires_grad
+    opt = torch.optim.AdamW(vera_param_groups(model, 1e-2, {"edit": 1, "alpha": 1, "composite": 1}, 0.0))
+    g = torch.Generator().manual_seed(0)
+    x = [torch.randn(1, 16, 3, 4, 4, generator=g) for _ in range(4)]
+    ctx = torch.randn(1, 8, 32, generator=g)
+    for _ in range(2):
+        loss = sum(o.pow(2).mean() for o in model(*x[:3], torch.tensor([500.0]), ctx, x[3]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        before = model(*x[:3], torch.tensor([500.0]), ctx, x[3])
+    merge_lora(model)
+    assert sorted(model.state_dict()) == sorted(VeraModel(SMALL).state_dict())
+    with torch.no_grad():
+        after = model(*x[:3], torch.tensor([500.0]), ctx, x[3])
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must start identical"):
+        shared_base_lora(model, rank=4)

@@ -1,0 +1,93 @@
+"""LoRA training option: the three branches share one frozen copy of the Wan base weights and each
+learns its own low-rank adapters (peft) on attention and FFN projections.
+
+Linear weights dominate a Wan DiT, so holding them once instead of three times cuts weight memory
+about 3x (and the optimizer state to the adapters). Norms, modulation, patch/text/time embeddings'
+non-Linear parts, heads and Vera's conditioning embeddings stay per branch and fully trainable.
+`merge_lora` folds each branch's adapters into its own copy of the base, giving a standard Vera model.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import BRANCHES
+
+TARGETS = r".*blocks\.\d+\.(self_attn|cross_attn)\.(q|k|v|o)|.*blocks\.\d+\.ffn\.(0|2)"
+
+
+def _linear_paths(module: nn.Module) -> list[str]:
+    return [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _get(module: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _set(module: nn.Module, path: str, value: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(_get(module, parent) if parent else module, leaf, value)
+
+
+def shared_base_lora(model, rank: int, alpha: float | None = None):
+    """Tie every branch's Linear layers to the edit branch's (frozen), then add per-branch adapters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    edit = model.branches["edit"]
+    for name in BRANCHES[1:]:
+        branch = model.branches[name]
+        for path in _linear_paths(edit):
+            mine, base = _get(branch, path), _get(edit, path)
+            if not torch.equal(mine.weight, base.weight):
+                raise ValueError(
+                    "LoRA training ties the branches to one shared base, so they must start identical: "
+                    "pass a Wan2.1 T2V file as --init (not a trained Vera file)"
+                )
+            _set(branch, path, base)  # the same module object: one copy of its weights
+    for path in _linear_paths(edit):
+        _get(edit, path).requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=TARGETS, lora_dropout=0.0)
+    for name in BRANCHES:
+        # injecting into a branch whose Linear modules are shared would wrap them once for all
+        # branches, so give each branch its own thin wrapper module around the shared weights first
+        branch = model.branches[name]
+        for path in _linear_paths(branch):
+            shared = _get(branch, path)
+            wrapper = nn.Linear(shared.in_features, shared.out_features, bias=shared.bias is not None, device="meta")
+            wrapper.weight, wrapper.bias = shared.weight, shared.bias
+            _set(branch, path, wrapper)
+        inject_adapter_in_model(config, branch)
+    return model
+
+
+def merge_lora(model):
+    """Replace every LoRA-wrapped Linear with a plain Linear holding base + its adapter delta (own copy)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name in BRANCHES:
+        branch = model.branches[name]
+        for path, module in list(branch.named_modules()):
+            if isinstance(module, LoraLayer):
+                base = module.get_base_layer()
+                merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
+                with torch.no_grad():
+                    delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
+                    merged.weight.copy_(base.weight + delta.to(base.weight.dtype))
+                    if base.bias is not None:
+                        merged.bias.copy_(base.bias)
+                _set(branch, path, merged.to(base.weight.device))
+        for p in branch.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def weight_bytes(model) -> int:
+    """Bytes of distinct parameter storage (shared tensors counted once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total

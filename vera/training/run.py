@@ -1,0 +1,100 @@
+"""`train()`: load data, VAE, text encoder and the starting weights for a mode, train, save the result.
+
+Outputs in `out/`:
+  vera      vera.safetensors (a standard Vera file)
+  t2v       wan_t2v.safetensors (Wan original key names, loads as a Wan2.1 T2V file) and, when the
+            text encoder was trained, text_encoder/
+  baseline  baseline.safetensors (Wan keys + source_embedding.*)
+plus checkpoint/ (resumable state), loss.jsonl and train_config.json.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..config import VeraConfig
+from ..safetensors_io import atomic_save, load_tensors, read_header
+from ..single import WanVideoModel
+from ..text import TextEncoder
+from ..vae import load_vae
+from ..weights import detect, load_model, read_wan_branch, save_vera
+from .latents import cached_latents
+from .trainer import Trainer, TrainConfig, save_json
+
+
+def wan_video_model(init: str | Path | None, model_config: VeraConfig | None, source_conditioning: bool) -> WanVideoModel:
+    """From a Wan2.1 T2V file (`init`), or fresh random weights of `model_config`."""
+    if init is None:
+        if model_config is None:
+            raise ValueError("training from scratch needs a model config (--model-config JSON)")
+        torch.manual_seed(0)
+        return WanVideoModel(model_config, source_conditioning)
+    info = detect(init)
+    if not info.format.startswith("wan-"):
+        raise ValueError(f"{init}: the {info.format} file cannot start a single-branch model; give a Wan2.1 T2V file")
+    model = WanVideoModel(info.config, source_conditioning)
+    model.branch.load_state_dict(read_wan_branch(info, torch.float32), strict=True)
+    return model
+
+
+def save_wan(model: WanVideoModel, path: Path) -> Path:
+    state = model.wan_state_dict()
+    if model.source_embedding is not None:
+        state.update({f"source_embedding.{k}": v.detach() for k, v in model.source_embedding.state_dict().items()})
+    return atomic_save(state, path, {"num_attention_heads": str(model.config.num_heads), "config": model.config.to_json()})
+
+
+def load_baseline(path: str | Path) -> WanVideoModel:
+    entries, metadata = read_header(path)
+    model = WanVideoModel(VeraConfig.from_json(metadata["config"]), source_conditioning=True)
+    tensors = load_tensors(entries)
+    model.branch.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("source_embedding.")})
+    model.source_embedding.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("source_embedding.")})
+    return model.eval()
+
+
+def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str | Path, text_encoder: str | Path,
+          init: str | Path | None = None, model_config: VeraConfig | None = None, train_text: bool = False,
+          resume: bool = True, progress: bool = True) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vae = load_vae(vae_file)
+    latents = cached_latents(data, vae, vae_file, out / "cache")
+    del vae
+    text = TextEncoder.from_folder(text_encoder)
+    if config.mode == "vera":
+        if init is None:
+            raise ValueError("vera mode starts from a Wan2.1 T2V file or a Vera file: pass --init")
+        model = load_model(init)
+        if config.lora_rank:
+            from .lora import shared_base_lora
+            model = shared_base_lora(model, config.lora_rank)
+    else:
+        model = wan_video_model(init, model_config, source_conditioning=config.mode == "baseline")
+    save_json(out / "train_config.json", dict(config=asdict(config), data=str(data), vae=str(vae_file),
+                                              text_encoder=str(text_encoder), init=None if init is None else str(init),
+                                              model_config=None if model_config is None else json.loads(model_config.to_json()),
+                                              train_text=train_text))
+    trainer = Trainer(config, model, latents, text, out, train_text=train_text)
+    if resume and trainer.resume():
+        print(f"resumed from {out / 'checkpoint'} at step {trainer.step}")
+    trainer.run(progress)
+    acc = trainer.accelerator
+    if not acc.is_main_process:
+        return out
+    model = trainer.unwrapped()
+    meta = {"train_config": json.dumps(asdict(config))}
+    if config.mode == "vera":
+        if config.lora_rank:
+            from .lora import merge_lora
+            model = merge_lora(model)
+        return save_vera(model, out / "vera.safetensors", meta)
+    if config.mode == "t2v":
+        if train_text:
+            from .text_model import save_text_encoder
+            save_text_encoder(text, out / "text_encoder")
+        return save_wan(model, out / "wan_t2v.safetensors")
+    return save_wan(model, out / "baseline.safetensors")

@@ -1,0 +1,83 @@
+"""Train a small Wan-architecture VAE (diffusers `AutoencoderKLWan`) on the frames of a layered dataset.
+
+Only needed for small self-made models such as `vera-tiny`; real users keep Wan2.1's VAE.
+Loss: L1 + MSE reconstruction plus a small KL term; clips are random 1 + 4k frame windows of every
+video kind in the dataset (source, edit, alpha as grey, composite), so mattes and flat layers
+reconstruct as well as footage. Afterwards the latent mean/std per channel are measured and stored
+in the config, which is how Wan normalises latents.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.layout import load_manifest, load_sample
+from ..vae import save_vae_original
+from ..video import atomic_path
+
+SMALL_VAE = dict(base_dim=12, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True])
+
+
+def _clips(root: Path, limit: int | None) -> torch.Tensor:
+    """Every video of the dataset as `[N, 3, T, H, W]` in [-1, 1] (float16 to save memory)."""
+    videos = []
+    for entry in load_manifest(root)[:limit]:
+        lay = load_sample(root, entry).float_layers()
+        for key in ("source", "edit", "alpha", "composite"):
+            v = lay[key].expand(*lay[key].shape[:3], 3)
+            videos.append((v.permute(3, 0, 1, 2) * 2 - 1).half())
+    return torch.stack(videos)
+
+
+def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: int = 4, window: int = 5, lr: float = 3e-4,
+              kl_weight: float = 1e-6, seed: int = 0, limit: int | None = 256, config: dict | None = None,
+              progress=None) -> Path:
+    """Train, measure latent statistics, save `out/vae.safetensors` (ComfyUI/original key names) and a loss log."""
+    from diffusers import AutoencoderKLWan
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    clips = _clips(Path(data), limit)
+    vae = AutoencoderKLWan(**(config or SMALL_VAE)).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))))
+    log, start = [], time.perf_counter()
+    frames = clips.shape[2]
+    for step in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(clips), batch_size))
+        t0 = int(rng.integers(0, frames - window + 1))
+        x = clips[idx, :, t0: t0 + window].float()
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec = (recon - x).abs().mean() + ((recon - x) ** 2).mean()
+        loss = rec + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        log.append(dict(step=step + 1, loss=loss.item(), reconstruction=rec.item(), seconds=time.perf_counter() - start))
+        if progress is not None:
+            progress(step + 1, steps, loss.item())
+    vae.eval()
+    with torch.no_grad():
+        mus = torch.cat([vae.encode(clips[i: i + 8].float()).latent_dist.mode() for i in range(0, min(len(clips), 256), 8)])
+        mse = ((vae.decode(vae.encode(clips[:32].float()).latent_dist.mode()).sample - clips[:32].float()) ** 2).mean().item()
+    dims = (0, 2, 3, 4)
+    vae.register_to_config(latents_mean=mus.mean(dims).tolist(), latents_std=mus.std(dims).tolist())
+    path = save_vae_original(vae, out / "vae.safetensors")
+    psnr = 10 * math.log10(4.0 / max(mse, 1e-12))  # signal range is [-1, 1]
+    with atomic_path(out / "vae_log.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in log))
+    with atomic_path(out / "vae_summary.json") as tmp:
+        tmp.write_text(json.dumps(dict(steps=steps, reconstruction_psnr_db=psnr, seconds=time.perf_counter() - start,
+                                       config=config or SMALL_VAE), indent=2))
+    return path
