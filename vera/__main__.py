@@ -81,7 +81,7 @@ def cmd_train(args) -> int:
                          mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing)
     model_config = VeraConfig.from_json(open(args.model_config).read()) if args.model_config else None
     path = train(config, args.data, args.out, args.vae, args.text_encoder, init=args.init, model_config=model_config,
-                 train_text=args.train_text_encoder, resume=not args.no_resume)
+                 train_text=args.train_text_encoder, resume=not args.no_resume, cache_dir=args.cache_dir)
     print(f"wrote {path}")
     return 0
 
@@ -98,6 +98,7 @@ def cmd_eval(args) -> int:
     d = bundle.defaults
     report = evaluate(args.data, bundle, baseline, steps=args.steps or d["steps"], cfg=args.cfg or d["cfg"],
                       shift=args.shift or d["shift"], seed=args.seed, masks=args.masks, limit=args.limit,
+                      alpha_cutoff=args.alpha_cutoff if args.alpha_cutoff is not None else d.get("alpha_cutoff", 0.0),
                       progress=lambda i, n: print(f"\r{i}/{n}", end="", flush=True))
     print()
     write_report(report, args.out)
@@ -150,6 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--cache-dir", default=None, help="latent cache folder (default OUT/cache); share it between runs")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="metrics of a model (and optionally a baseline) on a layered test split")
@@ -166,6 +168,7 @@ def main(argv=None) -> int:
     p.add_argument("--masks", choices=["auto", "none", "all"], default="auto",
                    help="auto: masks for background change only (the paper's protocol)")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--alpha-cutoff", type=float, default=None, help="matte values below this count as 0 (default: the model's)")
     p.set_defaults(func=cmd_eval)
     args = parser.parse_args(argv)
     try:

@@ -69,7 +69,8 @@ def run_edit(args) -> dict:
     bar = tqdm(total=steps, desc="sampling", dynamic_ncols=True)
     result = edit(source, args.prompt, bundle.model, bundle.vae, bundle.text_encoder, negative_prompt=negative,
                   mask_frames=mask, steps=steps, cfg=cfg, shift=shift, seed=args.seed, sampler=sampler,
-                  frame_policy=args.frame_policy, alpha_cutoff=args.alpha_cutoff, work_size=work_size,
+                  frame_policy=args.frame_policy, work_size=work_size,
+                  alpha_cutoff=args.alpha_cutoff if args.alpha_cutoff is not None else d.get("alpha_cutoff", 0.0),
                   callback=lambda info: bar.update(1))
     bar.close()
     result.timings["load_s"] = load_s
@@ -81,6 +82,11 @@ def run_edit(args) -> dict:
     print(f"edited {float((~untouched).float().mean()):.1%} of pixels; untouched pixels bit-identical to the source: {exact}; "
           f"total {time.perf_counter() - t0:.1f} s")
     return files
+
+
+def cmd_edit(args) -> int:
+    run_edit(args)
+    return 0
 
 
 def add_parser(sub) -> None:
@@ -102,9 +108,10 @@ def add_parser(sub) -> None:
     p.add_argument("--sampler", choices=["unipc", "euler"], default=None)
     p.add_argument("--frame-policy", choices=["error", "pad", "crop"], default="pad")
     p.add_argument("--size", default="model", help="model resolution: 'model' (vera-tiny: its 64x64), 'source', or WxH")
-    p.add_argument("--alpha-cutoff", type=float, default=0.0, help="matte values below this count as untouched")
+    p.add_argument("--alpha-cutoff", type=float, default=None,
+                   help="matte values below this count as untouched (default: the model's, 0 for checkpoints)")
     p.add_argument("--rgba", choices=["mov", "webm", "both"], default="mov", help="RGBA video: ProRes 4444 .mov, VP9 .webm")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--attention", choices=["auto", "xformers", "sdpa"], default="auto")
-    p.set_defaults(func=run_edit)
+    p.set_defaults(func=cmd_edit)

@@ -41,7 +41,8 @@ def _use_mask(task: str, policy: str) -> bool:
 
 
 def evaluate(data: str | Path, bundle, baseline=None, steps: int = 25, cfg: float = 4.0, shift: float = 3.0,
-             seed: int = 0, sampler: str = "unipc", masks: str = "auto", limit: int | None = None, progress=None) -> dict:
+             seed: int = 0, sampler: str = "unipc", masks: str = "auto", limit: int | None = None, alpha_cutoff: float = 0.0,
+             progress=None) -> dict:
     """-> {"vera": {task: mean metrics}, "baseline": {...}, "samples": [...], "settings": {...}}"""
     data = Path(data)
     entries = load_manifest(data)[:limit]
@@ -52,7 +53,8 @@ def evaluate(data: str | Path, bundle, baseline=None, steps: int = 25, cfg: floa
         mask = gt.get("mask") if _use_mask(sample.task, masks) else None
         t = time.perf_counter()
         result = edit(sample.source, sample.instruction, bundle.model, bundle.vae, bundle.text_encoder,
-                      negative_prompt="", mask_frames=mask, steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler)
+                      negative_prompt="", mask_frames=mask, steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
+                      alpha_cutoff=alpha_cutoff)
         record = dict(id=sample.id, task=sample.task, instruction=sample.instruction, seconds=time.perf_counter() - t,
                       vera=metrics.edit_metrics(result.final, result.source, result.alpha, sample.composite, gt["alpha"],
                                                 result.model_composite))
@@ -73,7 +75,7 @@ def evaluate(data: str | Path, bundle, baseline=None, steps: int = 25, cfg: floa
         if progress is not None:
             progress(n + 1, len(entries))
     report = dict(settings=dict(data=str(data), steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
-                                masks=masks, samples=len(records), model=bundle.name, date=time.strftime("%Y-%m-%d")))
+                                masks=masks, alpha_cutoff=alpha_cutoff, samples=len(records), model=bundle.name, date=time.strftime("%Y-%m-%d")))
     for who in ("vera", "baseline"):
         by_task = {}
         for task in sorted({r["task"] for r in records}):

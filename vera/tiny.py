@@ -1,4 +1,4 @@
-"""Small random models of the real architectures, for tests, the demo and benchmarks.
+"""Small random models of the real architectures, for tests and benchmarks.
 
 They are built locally from configs (nothing is downloaded) and saved in the same file formats
 users have on disk, so every loading path runs on them.

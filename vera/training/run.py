@@ -58,11 +58,12 @@ def load_baseline(path: str | Path) -> WanVideoModel:
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str | Path, text_encoder: str | Path,
           init: str | Path | None = None, model_config: VeraConfig | None = None, train_text: bool = False,
-          resume: bool = True, progress: bool = True) -> Path:
+          resume: bool = True, progress: bool = True, cache_dir: str | Path | None = None) -> Path:
+    """cache_dir: where encoded latents are kept (default out/cache); runs on the same data and VAE can share it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vae = load_vae(vae_file)
-    latents = cached_latents(data, vae, vae_file, out / "cache")
+    latents = cached_latents(data, vae, vae_file, cache_dir or out / "cache")
     del vae
     text = TextEncoder.from_folder(text_encoder)
     if config.mode == "vera":

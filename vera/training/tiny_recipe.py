@@ -33,8 +33,8 @@ from .vae_trainer import train_vae
 
 TINY_MODEL = VeraConfig(dim=128, num_heads=4, num_layers=4, ffn_dim=256, text_dim=64, freq_dim=64, name="vera-tiny")
 SCALES = {  # per stage sizes; "full" is what the committed vera-tiny was trained with
-    "full": dict(train_per_task=512, test_per_task=32, vae_steps=1200, t2v_steps=2000, vera_steps=5000, batch=16),
-    "smoke": dict(train_per_task=8, test_per_task=2, vae_steps=4, t2v_steps=4, vera_steps=4, batch=4),
+    "full": dict(train_per_task=512, test_per_task=32, vae_steps=1200, vae2_steps=800, vae3_steps=300, t2v_steps=2000, vera_steps=5000, batch=16),
+    "smoke": dict(train_per_task=8, test_per_task=2, vae_steps=4, vae2_steps=2, vae3_steps=2, t2v_steps=4, vera_steps=4, batch=4),
 }
 BASE_LR = 1e-4  # the paper's 1e-5 is for fine-tuning 1.3B/14B; a tiny model from scratch takes 10x
 BUNDLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "vera-tiny"
@@ -52,10 +52,22 @@ def stage_data(work: Path, s: dict) -> None:
 
 
 def stage_vae(work: Path, s: dict) -> None:
-    if not (work / "vae" / "vae.safetensors").exists():
-        _log(f"vae: {s['vae_steps']} steps")
-        train_vae(work / "data" / "train", work / "vae", steps=s["vae_steps"],
-                  progress=lambda i, n, loss: i % 50 == 0 and _log(f"vae step {i}/{n} loss {loss:.4f}"))
+    """Three phases: 5-frame windows from scratch; single frames (spatial detail, big batches)
+    alternating with 9-frame windows, weighted to the layers; then whole 17-frame clips, because the
+    causal cache of the later chunks drifts when only short windows were seen."""
+    log = lambda i, n, loss: i % 50 == 0 and _log(f"vae step {i}/{n} loss {loss:.4f}")
+    if not (work / "vae_phase1" / "vae.safetensors").exists():
+        _log(f"vae phase 1: {s['vae_steps']} steps")
+        train_vae(work / "data" / "train", work / "vae_phase1", steps=s["vae_steps"], windows=(5,), progress=log)
+    weights = dict(source=0.5, edit=1.0, alpha=1.0, composite=1.0)
+    if not (work / "vae_phase2" / "vae.safetensors").exists():
+        _log(f"vae phase 2: {s['vae2_steps']} steps")
+        train_vae(work / "data" / "train", work / "vae_phase2", steps=s["vae2_steps"], windows=(1, 9), lr=5e-4,
+                  init=work / "vae_phase1" / "vae.safetensors", progress=log, kind_weights=weights)
+    if not (work / "vae" / "vae.safetensors").exists():  # whole clips: later causal chunks otherwise drift
+        _log(f"vae phase 3: {s['vae3_steps']} steps")
+        train_vae(work / "data" / "train", work / "vae", steps=s["vae3_steps"], windows=(17,), batch_size=2, lr=3e-4,
+                  init=work / "vae_phase2" / "vae.safetensors", progress=log, kind_weights=weights)
 
 
 def stage_t2v(work: Path, s: dict) -> None:
@@ -68,7 +80,7 @@ def stage_t2v(work: Path, s: dict) -> None:
     cfg = TrainConfig(mode="t2v", steps=s["t2v_steps"], batch_size=s["batch"], lr=BASE_LR * 10, text_lr=BASE_LR * 10,
                       warmup_steps=100, schedule="cosine", checkpoint_every=500)
     train(cfg, work / "data" / "train", work / "t2v", work / "vae" / "vae.safetensors", text_dir,
-          model_config=TINY_MODEL, train_text=True)
+          model_config=TINY_MODEL, train_text=True, cache_dir=work / "latent_cache")
 
 
 def _stage_from_t2v(work: Path, s: dict, mode: str, **overrides) -> None:
@@ -80,7 +92,7 @@ def _stage_from_t2v(work: Path, s: dict, mode: str, **overrides) -> None:
                     checkpoint_every=500)
     cfg = TrainConfig(**{**settings, **overrides})
     train(cfg, work / "data" / "train", out, work / "vae" / "vae.safetensors", work / "t2v" / "text_encoder",
-          init=work / "t2v" / "wan_t2v.safetensors")
+          init=work / "t2v" / "wan_t2v.safetensors", cache_dir=work / "latent_cache")
 
 
 def stage_vera(work: Path, s: dict) -> None:

@@ -34,25 +34,38 @@ def _clips(root: Path, limit: int | None) -> torch.Tensor:
     return torch.stack(videos)
 
 
-def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: int = 4, window: int = 5, lr: float = 3e-4,
-              kl_weight: float = 1e-6, seed: int = 0, limit: int | None = 256, config: dict | None = None,
-              progress=None) -> Path:
-    """Train, measure latent statistics, save `out/vae.safetensors` (ComfyUI/original key names) and a loss log."""
+KINDS = ("source", "edit", "alpha", "composite")
+
+
+def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: int = 4, windows: tuple[int, ...] = (5,),
+              lr: float = 3e-4, kl_weight: float = 1e-6, seed: int = 0, limit: int | None = 256, config: dict | None = None,
+              init: str | Path | None = None, kind_weights: dict[str, float] | None = None, progress=None) -> Path:
+    """Train, measure latent statistics, save `out/vae.safetensors` (ComfyUI/original key names) and a loss log.
+
+    windows: clip lengths (1 + 4k) used in turn, one per step; single frames use a 4x larger batch.
+    Windows longer than 5 frames teach the causal cache of chunks after the second, which 17-frame
+    clips need. init: continue from a VAE file. kind_weights: sampling weight per video kind.
+    """
     from diffusers import AutoencoderKLWan
+
+    from ..vae import load_vae
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     clips = _clips(Path(data), limit)
-    vae = AutoencoderKLWan(**(config or SMALL_VAE)).train()
+    vae = (load_vae(init) if init else AutoencoderKLWan(**(config or SMALL_VAE))).train()
+    weights = np.array([(kind_weights or {}).get(k, 1.0) for k in KINDS] * (len(clips) // len(KINDS)))
+    weights = weights / weights.sum()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))))
     log, start = [], time.perf_counter()
     frames = clips.shape[2]
     for step in range(steps):
-        idx = torch.from_numpy(rng.integers(0, len(clips), batch_size))
+        window = windows[step % len(windows)]
+        idx = torch.from_numpy(rng.choice(len(clips), batch_size * (4 if window == 1 else 1), p=weights))
         t0 = int(rng.integers(0, frames - window + 1))
         x = clips[idx, :, t0: t0 + window].float()
         posterior = vae.encode(x).latent_dist
@@ -70,14 +83,18 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     vae.eval()
     with torch.no_grad():
         mus = torch.cat([vae.encode(clips[i: i + 8].float()).latent_dist.mode() for i in range(0, min(len(clips), 256), 8)])
-        mse = ((vae.decode(vae.encode(clips[:32].float()).latent_dist.mode()).sample - clips[:32].float()) ** 2).mean().item()
+        psnr = {}
+        for k, kind in enumerate(KINDS):  # whole clips, so every causal chunk is measured
+            x = clips[k: 32: len(KINDS)].float()
+            mse = ((vae.decode(vae.encode(x).latent_dist.mode()).sample - x) ** 2).mean().item()
+            psnr[kind] = 10 * math.log10(4.0 / max(mse, 1e-12))  # signal range is [-1, 1]
     dims = (0, 2, 3, 4)
     vae.register_to_config(latents_mean=mus.mean(dims).tolist(), latents_std=mus.std(dims).tolist())
     path = save_vae_original(vae, out / "vae.safetensors")
-    psnr = 10 * math.log10(4.0 / max(mse, 1e-12))  # signal range is [-1, 1]
     with atomic_path(out / "vae_log.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in log))
     with atomic_path(out / "vae_summary.json") as tmp:
-        tmp.write_text(json.dumps(dict(steps=steps, reconstruction_psnr_db=psnr, seconds=time.perf_counter() - start,
-                                       config=config or SMALL_VAE), indent=2))
+        tmp.write_text(json.dumps(dict(steps=steps, windows=list(windows), lr=lr, init=None if init is None else str(init),
+                                       kind_weights=kind_weights, reconstruction_psnr_db=psnr,
+                                       seconds=time.perf_counter() - start, config=dict(vae.config)), indent=2, default=str))
     return path

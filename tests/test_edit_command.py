@@ -1,0 +1,60 @@
+"""`python -m vera edit` with the embedded vera-tiny on a 17-frame real clip."""
+import json
+
+import pytest
+import torch
+
+from vera.__main__ import main
+from vera.bundle import tiny_available
+from vera.video import read_png, read_rgba_video
+
+pytestmark = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in vera/assets/vera-tiny")
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory):
+    out = tmp_path_factory.mktemp("edit")
+    code = main(["edit", "--prompt", "add a large red circle moving from left to right", "--out", str(out),
+                 "--frames", "17", "--steps", "6", "--rgba", "both"])
+    assert code in (0, None)
+    return out
+
+
+def test_writes_every_file(edited):
+    for name in ("edit_layer_rgba.mov", "edit_layer_rgba.webm", "alpha.mp4", "final_composite.mp4", "side_by_side.png",
+                 "side_by_side.mp4", "report.json"):
+        assert (edited / name).is_file() and (edited / name).stat().st_size > 0, name
+    for folder, prefix in (("edit_layer_rgba", "edit"), ("alpha", "alpha"), ("final_composite", "final")):
+        assert len(list((edited / folder).glob(f"{prefix}_*.png"))) == 17
+    report = json.loads((edited / "report.json").read_text())
+    assert report["frames"] == 17 and report["size"] == [176, 144] and report["model"] == "vera-tiny"
+    assert report["preservation"]["preserved_exact"] == 1.0
+    assert set(report["timings"]) >= {"sample_s", "decode_s", "total_s", "load_s"}
+
+
+def test_rgba_files_read_back_with_the_alpha_they_were_written_with(edited):
+    alpha = torch.stack([read_png(edited / f"alpha/alpha_{i:05d}.png")[..., 0] for i in range(17)])
+    png = torch.stack([read_png(edited / f"edit_layer_rgba/edit_{i:05d}.png") for i in range(17)])
+    assert png.shape == (17, 144, 176, 4) and torch.equal(png[..., 3], alpha)
+    assert 0 < (alpha > 0).float().mean() < 1  # the matte is neither empty nor everything
+    for suffix, tolerance in (("mov", 1), ("webm", 2)):
+        video = read_rgba_video(edited / f"edit_layer_rgba.{suffix}")
+        assert video.shape == png.shape
+        assert (video[..., 3].int() - alpha.int()).abs().max() <= tolerance, suffix
+
+
+def test_final_composite_png_keeps_source_bytes_where_alpha_is_zero(edited):
+    from vera.data.clips import bundled_clip
+    from vera.video import read_video
+
+    source, _ = read_video(bundled_clip(), max_frames=17)
+    final = torch.stack([read_png(edited / f"final_composite/final_{i:05d}.png") for i in range(17)])
+    alpha = torch.stack([read_png(edited / f"alpha/alpha_{i:05d}.png") for i in range(17)])
+    untouched = alpha[..., 0] == 0
+    assert torch.equal(final[untouched], source[untouched])
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    assert main(["edit", "--input", str(tmp_path / "missing.mp4"), "--prompt", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    assert main(["edit", "--prompt", "x", "--out", str(tmp_path / "o"), "--size", "60x64"]) == 2
