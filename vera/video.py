@@ -89,14 +89,15 @@ def read_png(path: str | Path) -> torch.Tensor:
 
 RGBA_CODECS = {  # container suffix -> (codec, pixel format, options); both keep an alpha channel
     ".mov": ("prores_ks", "yuva444p10le", {"profile": "4444", "vendor": "apl0"}),
-    ".webm": ("libvpx-vp9", "yuva420p", {"crf": "10", "b": "0", "auto-alt-ref": "0"}),
+    ".webm": ("libvpx-vp9", "yuva420p", {"lossless": "1", "auto-alt-ref": "0"}),
 }
 
 
 def write_rgba_video(frames: torch.Tensor, path: str | Path, fps: float = 16.0) -> Path:
     """uint8 `[T, H, W, 4]` straight RGBA -> ProRes 4444 `.mov` or VP9-with-alpha `.webm` (by suffix).
 
-    ProRes 4444 keeps 8-bit alpha within one level; VP9 alpha is lossy (yuva420p, crf 10)."""
+    Both keep 8-bit alpha within one level (tested); VP9 is written in lossless mode (its
+    colour is 4:2:0-subsampled)."""
     import av
 
     path = Path(path)
