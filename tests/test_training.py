@@ -145,3 +145,28 @@ def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="must start identical"):
         shared_base_lora(model, rank=4)
+
+
+def test_same_script_runs_data_parallel_on_two_processes(setup, files, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each takes its own slice of the batch; the schedule stays in steps."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vera.weights import detect
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vera", "train", "--mode", "vera",
+           "--data", str(setup["root"] / "data"), "--out", str(out), "--init", str(setup["wan"]), "--vae",
+           str(files["vae_original"]), "--text-encoder", str(setup["text_dir"]), "--steps", "2", "--batch-size", "2",
+           "--warmup", "4", "--lr", "1e-3", "--checkpoint-every", "0"]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert log[-1]["processes"] == 2 and log[-1]["step"] == 2
+    assert log[-1]["lr"] == pytest.approx(1e-4 * 2 / 4)  # edit group: 0.1 x 1e-3, warm-up 2 of 4 steps
+    assert detect(out / "vera.safetensors").format == "vera"
+    assert sorted(p.name for p in (out / "checkpoint").glob("random_states_*")) == ["random_states_0.pkl", "random_states_1.pkl"]

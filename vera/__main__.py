@@ -82,7 +82,8 @@ def cmd_train(args) -> int:
     model_config = VeraConfig.from_json(open(args.model_config).read()) if args.model_config else None
     path = train(config, args.data, args.out, args.vae, args.text_encoder, init=args.init, model_config=model_config,
                  train_text=args.train_text_encoder, resume=not args.no_resume, cache_dir=args.cache_dir)
-    print(f"wrote {path}")
+    if path is not None:
+        print(f"wrote {path}")
     return 0
 
 

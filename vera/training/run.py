@@ -58,8 +58,9 @@ def load_baseline(path: str | Path) -> WanVideoModel:
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str | Path, text_encoder: str | Path,
           init: str | Path | None = None, model_config: VeraConfig | None = None, train_text: bool = False,
-          resume: bool = True, progress: bool = True, cache_dir: str | Path | None = None) -> Path:
-    """cache_dir: where encoded latents are kept (default out/cache); runs on the same data and VAE can share it."""
+          resume: bool = True, progress: bool = True, cache_dir: str | Path | None = None) -> Path | None:
+    """Returns the final weights' path (None on processes other than the main one).
+    cache_dir: where encoded latents are kept (default out/cache); runs on the same data and VAE can share it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vae = load_vae(vae_file)
@@ -85,7 +86,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str 
     trainer.run(progress)
     acc = trainer.accelerator
     if not acc.is_main_process:
-        return out
+        return None
     model = trainer.unwrapped()
     meta = {"train_config": json.dumps(asdict(config))}
     if config.mode == "vera":

@@ -122,7 +122,9 @@ class Trainer:
 
         cuda = torch.cuda.is_available()
         precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if cuda else "no")
-        self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+        # the schedule is in optimizer steps, whatever the process count (accelerate would otherwise step
+        # it once per process per step)
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda, step_scheduler_with_optimizer=False)
         self.config, self.out, self.text, self.train_text = config, Path(out), text, train_text
         self.out.mkdir(parents=True, exist_ok=True)
         self.latents = latents
@@ -220,13 +222,14 @@ class Trainer:
             if cfg.grad_clip:
                 acc.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
             self.optimizer.step()
+            lr_used = self.optimizer.param_groups[0]["lr"]  # first group (edit in vera mode), this step's rate
             self.scheduler.step()
             self.step += 1
             value = acc.reduce(loss.detach(), "mean").item()
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
             if acc.is_main_process and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
-                record = dict(step=self.step, loss=value, **parts, lr=self.scheduler.get_last_lr()[0],
+                record = dict(step=self.step, loss=value, **parts, lr=lr_used, processes=acc.num_processes,
                               seconds=round(time.perf_counter() - start, 2))
                 with log_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -244,7 +247,9 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
+        acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / "trainer_state.json").write_text(json.dumps(dict(step=self.step, config=asdict(self.config))))
             old = self.out / ".checkpoint.old"

@@ -65,7 +65,9 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     frames = clips.shape[2]
     for step in range(steps):
         window = windows[step % len(windows)]
-        idx = torch.from_numpy(rng.choice(len(clips), batch_size * (4 if window == 1 else 1), p=weights))
+        count = batch_size * (4 if window == 1 else 1)
+        idx = rng.integers(0, len(clips), count) if kind_weights is None else rng.choice(len(clips), count, p=weights)
+        idx = torch.from_numpy(idx)
         t0 = int(rng.integers(0, frames - window + 1))
         x = clips[idx, :, t0: t0 + window].float()
         posterior = vae.encode(x).latent_dist
