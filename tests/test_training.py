@@ -9,7 +9,7 @@ from vera.data.synthetic import SyntheticBuilder, vocabulary
 from vera.training.latents import encode_dataset
 from vera.training.text_model import build_text_encoder
 from vera.training.trainer import Trainer, TrainConfig, vera_param_groups
-from vera.weights import load_model
+from vera.weights import load_model, save_vera
 
 SMALL = VeraConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, text_dim=32, freq_dim=32, name="test")
 
@@ -116,7 +116,7 @@ def test_mask_dropout_reaches_the_model(setup, tmp_path):
         assert seen[-1].tolist() == [0.0 if t == "object_addition" else 1.0 for t in tasks]
 
 
-def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup):
+def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup, tmp_path):
     from vera.model import VeraModel
     from vera.training.lora import merge_lora, shared_base_lora, weight_bytes
 
@@ -145,6 +145,13 @@ def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="must start identical"):
         shared_base_lora(model, rank=4)
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    assert len(ptrs) == len(set(ptrs)) == len(model.state_dict())  # every branch owns its tensors again
+    path = save_vera(model, tmp_path / "merged.safetensors")
+    with torch.no_grad():
+        reloaded = load_model(path)(*x[:3], torch.tensor([500.0]), ctx, x[3])
+    for a, b in zip(after, reloaded):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
 def test_same_script_runs_data_parallel_on_two_processes(setup, files, tmp_path):

@@ -36,16 +36,16 @@ def shared_base_lora(model, rank: int, alpha: float | None = None):
     from peft import LoraConfig, inject_adapter_in_model
 
     edit = model.branches["edit"]
+    paths = _linear_paths(edit)
+    for name in BRANCHES[1:]:  # check everything before changing anything
+        if not all(torch.equal(_get(model.branches[name], p).weight, _get(edit, p).weight) for p in paths):
+            raise ValueError(
+                "LoRA training ties the branches to one shared base, so they must start identical: "
+                "pass a Wan2.1 T2V file as --init (not a trained Vera file)"
+            )
     for name in BRANCHES[1:]:
-        branch = model.branches[name]
-        for path in _linear_paths(edit):
-            mine, base = _get(branch, path), _get(edit, path)
-            if not torch.equal(mine.weight, base.weight):
-                raise ValueError(
-                    "LoRA training ties the branches to one shared base, so they must start identical: "
-                    "pass a Wan2.1 T2V file as --init (not a trained Vera file)"
-                )
-            _set(branch, path, base)  # the same module object: one copy of its weights
+        for path in paths:
+            _set(model.branches[name], path, _get(edit, path))  # the same module object: one copy of its weights
     for path in _linear_paths(edit):
         _get(edit, path).requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=TARGETS, lora_dropout=0.0)
@@ -63,7 +63,8 @@ def shared_base_lora(model, rank: int, alpha: float | None = None):
 
 
 def merge_lora(model):
-    """Replace every LoRA-wrapped Linear with a plain Linear holding base + its adapter delta (own copy)."""
+    """Replace every LoRA-wrapped Linear with a plain Linear holding base + its adapter delta, and untie the rest:
+    each branch ends with its own tensors (a standard Vera model)."""
     from peft.tuners.lora import LoraLayer
 
     for name in BRANCHES:
@@ -78,6 +79,12 @@ def merge_lora(model):
                     if base.bias is not None:
                         merged.bias.copy_(base.bias)
                 _set(branch, path, merged.to(base.weight.device))
+        # Linear layers without adapters (embeddings, head) still share the base tensors: give each branch its own
+        for path in _linear_paths(branch):
+            layer = _get(branch, path)
+            layer.weight = nn.Parameter(layer.weight.detach().clone())
+            if layer.bias is not None:
+                layer.bias = nn.Parameter(layer.bias.detach().clone())
         for p in branch.parameters():
             p.requires_grad_(True)
     return model
