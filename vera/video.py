@@ -152,7 +152,10 @@ def read_frames(path: str | Path, max_frames: int | None = None, start: int = 0)
             files = files[:max_frames]
         if not files:
             raise ValueError(f"{path}: folder has no PNG frames")
-        arrays = [np.array(Image.open(p).convert("L" if Image.open(p).mode in ("L", "I", "I;16") else "RGB")) for p in files]
+        arrays = []
+        for file in files:
+            with Image.open(file) as img:
+                arrays.append(np.array(img.convert("L" if img.mode in ("L", "I", "I;16") else "RGB")))
         arr = np.stack(arrays)
         return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]), 16.0
     frames, fps = read_video(path, None if max_frames is None else start + max_frames)

@@ -18,11 +18,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import layers
-from ..video import atomic_path, read_video, write_png_sequence
+from ..video import atomic_path, read_frames, write_png_sequence
 
 TASKS = ("object_addition", "background_change")
 VIDEO_KEYS = ("source", "edit", "alpha", "composite")
@@ -58,24 +57,12 @@ class LayeredSample:
 
 
 def _read_frames(path: Path, sample_id: str, key: str) -> torch.Tensor:
-    from PIL import Image
-
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
-        if not files:
-            raise SampleError(f"sample {sample_id}: {key} folder {path} has no PNG frames")
-        arrays = []
-        for p in files:
-            img = Image.open(p)
-            arrays.append(np.array(img.convert("L" if img.mode in ("L", "I", "I;16") else "RGB")))
-        arr = np.stack(arrays)
-        return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None])
-    if path.is_file():
-        try:
-            return read_video(path)[0]
-        except Exception as err:  # PyAV raises many types for unreadable files
-            raise SampleError(f"sample {sample_id}: {key} video {path} cannot be decoded ({err})") from err
-    raise SampleError(f"sample {sample_id}: {key} path {path} does not exist")
+    if not path.exists():
+        raise SampleError(f"sample {sample_id}: {key} path {path} does not exist")
+    try:
+        return read_frames(path)[0]
+    except Exception as err:  # PyAV and Pillow raise many types for unreadable files
+        raise SampleError(f"sample {sample_id}: {key} at {path} cannot be read ({err})") from err
 
 
 def _as_matte(frames: torch.Tensor, sample_id: str, key: str) -> torch.Tensor:

@@ -119,7 +119,7 @@ def stage_bundle(work: Path, s: dict, dest: Path = BUNDLE_DIR) -> None:
     shutil.copytree(work / "t2v" / "text_encoder", dest / "text_encoder")
     recipe = dict(command=f"python -m vera.training.tiny_recipe --work {work} --scale full", scale=s,
                   model=json.loads(TINY_MODEL.to_json()), base_lr=BASE_LR, text_encoder_dim=TINY_MODEL.text_dim,
-                  train_configs={m: json.loads((work / m / "train_config.json").read_text()) for m in ("t2v", "vera")
+                  train_configs={m: json.loads((work / m / "train_config.json").read_text()) for m in ("t2v", "vera", "baseline")
                                  if (work / m / "train_config.json").exists()},
                   vae=json.loads((work / "vae" / "vae_summary.json").read_text()), resolution=[64, 64], frames=17,
                   sampling=SAMPLING,
