@@ -1,3 +1,12 @@
-"""ComfyUI node adapters (thin: ComfyUI types <-> `vera` calls). The node set lands with the node-pack issue."""
+"""ComfyUI node adapters (thin: ComfyUI types <-> `vera` calls), classic node API.
+
+One module per node family; each lists its classes in `NODES = {id: (display name, class)}`.
+"""
+from . import layer_ops
+
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+for _module in (layer_ops,):
+    for _id, (_name, _cls) in _module.NODES.items():
+        NODE_CLASS_MAPPINGS[_id] = _cls
+        NODE_DISPLAY_NAME_MAPPINGS[_id] = _name
