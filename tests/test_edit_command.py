@@ -58,3 +58,24 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert main(["edit", "--input", str(tmp_path / "missing.mp4"), "--prompt", "x", "--out", str(tmp_path / "o")]) == 2
     assert "missing.mp4" in capsys.readouterr().err
     assert main(["edit", "--prompt", "x", "--out", str(tmp_path / "o"), "--size", "60x64"]) == 2
+
+
+def test_eval_reports_vera_and_the_baseline_per_task(tmp_path):
+    from vera.data.clips import load_background_clips
+    from vera.data.layout import write_manifest, write_sample
+    from vera.data.synthetic import SyntheticBuilder
+    from vera.edit_command import load_bundle
+    from vera.evaluate import evaluate, table
+    from vera.single import WanVideoModel
+
+    builder = SyntheticBuilder(load_background_clips(max_frames=20), frames=9, height=64, width=64)
+    write_manifest(tmp_path, [write_sample(tmp_path, builder.sample(9, 0, t)) for t in ("object_addition", "background_change")])
+    bundle = load_bundle("vera-tiny", None, None, "cpu", torch.float32)
+    baseline = WanVideoModel(bundle.model.config, source_conditioning=True).eval()
+    report = evaluate(tmp_path, bundle, baseline, steps=3, alpha_cutoff=0.1)
+    for who in ("vera", "baseline"):
+        assert set(report[who]) == {"object_addition", "background_change"}
+    for task in report["vera"].values():
+        assert task["count"] == 1 and task["preserved_exact"] == 1.0 and 0 <= task["alpha"]["iou"] <= 1
+    assert report["baseline"]["object_addition"]["preserved_exact"] < 1.0  # it regenerates every pixel
+    assert "baseline" in table(report) and report["settings"]["alpha_cutoff"] == 0.1

@@ -99,7 +99,7 @@ def cmd_eval(args) -> int:
     d = bundle.defaults
     report = evaluate(args.data, bundle, baseline, steps=args.steps or d["steps"], cfg=args.cfg or d["cfg"],
                       shift=args.shift or d["shift"], seed=args.seed, masks=args.masks, limit=args.limit,
-                      alpha_cutoff=args.alpha_cutoff if args.alpha_cutoff is not None else d.get("alpha_cutoff", 0.0),
+                      alpha_cutoff=args.alpha_cutoff if args.alpha_cutoff is not None else d["alpha_cutoff"],
                       progress=lambda i, n: print(f"\r{i}/{n}", end="", flush=True))
     print()
     write_report(report, args.out)

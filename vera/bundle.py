@@ -14,7 +14,8 @@ import torch
 
 TINY_NAME = "vera-tiny"
 TINY_DIR = Path(__file__).resolve().parent / "assets" / "vera-tiny"
-TINY_DEFAULTS = dict(steps=25, cfg=4.0, shift=3.0, sampler="unipc", negative_prompt="")
+# sampling defaults for Vera checkpoints (Wan2.1's); vera-tiny's come from its recipe.json
+CHECKPOINT_DEFAULTS = dict(steps=50, cfg=5.0, shift=5.0, sampler="unipc", negative_prompt="", alpha_cutoff=0.0)
 
 
 @dataclass
@@ -38,9 +39,9 @@ def load_tiny(dtype=torch.float32, device="cpu", attention_backend: str = "auto"
 
     if not (folder / "vera.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: the vera-tiny weights are missing (train them with python -m vera.training.tiny_recipe)")
-    recipe = json.loads((folder / "recipe.json").read_text()) if (folder / "recipe.json").is_file() else {}
-    height, width = recipe.get("resolution", [64, 64])
+    recipe = json.loads((folder / "recipe.json").read_text())  # resolution and sampling defaults it was tuned with
+    height, width = recipe["resolution"]
     model = load_model(folder / "vera.safetensors", dtype=dtype, device=device, attention_backend=attention_backend).eval()
     vae = load_vae(folder / "vae.safetensors", dtype=torch.float32, device=device)
     text = TextEncoder.from_folder(folder / "text_encoder", device=device)
-    return Bundle(model, vae, text, (height, width), dict(TINY_DEFAULTS, **recipe.get("sampling", {})), TINY_NAME)
+    return Bundle(model, vae, text, (height, width), recipe["sampling"], TINY_NAME)

@@ -22,7 +22,7 @@ def parse_size(text: str | None) -> tuple[int, int] | str | None:
 
 def load_bundle(model: str, vae: str | None, text_encoder: str | None, device: str, dtype: torch.dtype,
                 attention: str = "auto"):
-    from .bundle import TINY_NAME, Bundle, load_tiny
+    from .bundle import CHECKPOINT_DEFAULTS, TINY_NAME, Bundle, load_tiny
 
     if model == TINY_NAME:
         return load_tiny(dtype=dtype, device=device, attention_backend=attention)
@@ -34,7 +34,7 @@ def load_bundle(model: str, vae: str | None, text_encoder: str | None, device: s
         raise ValueError(f"--model {model}: a checkpoint other than vera-tiny also needs --vae FILE and --text-encoder FOLDER")
     return Bundle(load_model(model, dtype=dtype, device=device, attention_backend=attention).eval(),
                   load_vae(vae, device=device), TextEncoder.from_folder(text_encoder, device=device), None,
-                  dict(steps=50, cfg=5.0, shift=5.0, sampler="unipc", negative_prompt=""), Path(model).name)
+                  dict(CHECKPOINT_DEFAULTS), Path(model).name)
 
 
 def run_edit(args) -> dict:
@@ -70,17 +70,15 @@ def run_edit(args) -> dict:
     result = edit(source, args.prompt, bundle.model, bundle.vae, bundle.text_encoder, negative_prompt=negative,
                   mask_frames=mask, steps=steps, cfg=cfg, shift=shift, seed=args.seed, sampler=sampler,
                   frame_policy=args.frame_policy, work_size=work_size,
-                  alpha_cutoff=args.alpha_cutoff if args.alpha_cutoff is not None else d.get("alpha_cutoff", 0.0),
+                  alpha_cutoff=args.alpha_cutoff if args.alpha_cutoff is not None else d["alpha_cutoff"],
                   callback=lambda info: bar.update(1))
     bar.close()
     result.timings["load_s"] = load_s
-    files = write_outputs(result, args.out, fps, args.rgba, dict(input=str(source_path), model=bundle.name, device=device,
-                                                                  mask=args.mask))
-    untouched = result.alpha[..., 0] == 0
-    exact = bool(torch.equal(result.final[untouched], result.source[untouched]))
+    files, report = write_outputs(result, args.out, fps, args.rgba, dict(input=str(source_path), model=bundle.name,
+                                                                          device=device, mask=args.mask))
     print(f"wrote {args.out}: " + ", ".join(files.values()))
-    print(f"edited {float((~untouched).float().mean()):.1%} of pixels; untouched pixels bit-identical to the source: {exact}; "
-          f"total {time.perf_counter() - t0:.1f} s")
+    print(f"edited {report['edited_fraction']:.1%} of pixels; share of untouched pixels bit-identical to the source: "
+          f"{report['preservation']['preserved_exact']}; total {time.perf_counter() - t0:.1f} s")
     return files
 
 

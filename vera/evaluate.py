@@ -15,25 +15,8 @@ import torch
 from . import metrics
 from .data.layout import load_manifest, load_sample
 from .pipeline import edit, frames_to_video, video_to_frames
-from .sampling import initial_noise, make_scheduler
+from .sampling import sample_single
 from . import vae as vae_ops
-
-
-@torch.no_grad()
-def sample_single(model, context, negative, source_latent, steps: int, cfg: float, shift: float, seed: int,
-                  sampler: str = "unipc") -> torch.Tensor:
-    """Denoise one latent with a single-branch v2v model (CFG with batched cond/uncond)."""
-    scheduler = make_scheduler(sampler, shift)
-    scheduler.set_timesteps(steps)
-    x = initial_noise(tuple(source_latent.shape), seed, source_latent.device, count=1)[0]
-    length = max(context.shape[1], negative.shape[1])
-    pad = lambda c: torch.cat([c, c.new_zeros(c.shape[0], length - c.shape[1], c.shape[2])], 1)
-    ctx = torch.cat([pad(negative), pad(context)])
-    for t in scheduler.timesteps:
-        timestep = t.reshape(1).float().expand(2)
-        uncond, cond = model(torch.cat([x, x]), timestep, ctx, torch.cat([source_latent, source_latent])).chunk(2)
-        x = scheduler.step(uncond + cfg * (cond - uncond), t, x, return_dict=False)[0]
-    return x
 
 
 def _use_mask(task: str, policy: str) -> bool:
@@ -47,6 +30,7 @@ def evaluate(data: str | Path, bundle, baseline=None, steps: int = 25, cfg: floa
     data = Path(data)
     entries = load_manifest(data)[:limit]
     records = []
+    negative = bundle.text_encoder.encode([""]) if baseline is not None else None
     for n, entry in enumerate(entries):
         sample = load_sample(data, entry)
         gt = sample.float_layers()
@@ -60,7 +44,6 @@ def evaluate(data: str | Path, bundle, baseline=None, steps: int = 25, cfg: floa
                                                 result.model_composite))
         if baseline is not None:
             context = bundle.text_encoder.encode([sample.instruction])
-            negative = bundle.text_encoder.encode([""])
             source_latent = vae_ops.encode(bundle.vae, frames_to_video(gt["source"]))
             latent = sample_single(baseline, context, negative, source_latent, steps, cfg, shift, seed, sampler)
             output = (video_to_frames(vae_ops.decode(bundle.vae, latent)) * 255).round().to(torch.uint8)

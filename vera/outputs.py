@@ -23,12 +23,13 @@ def side_by_side(result: EditResult) -> torch.Tensor:
 
 
 def write_outputs(result: EditResult, out: str | Path, fps: float, rgba_format: str = "mov",
-                  report_extra: dict | None = None) -> dict[str, str]:
+                  report_extra: dict | None = None) -> tuple[dict[str, str], dict]:
     """Write every file of an edit into `out` (each atomically; existing inputs are never touched).
 
     edit_layer_rgba/ (PNG, straight alpha) and edit_layer_rgba.mov (ProRes 4444) and/or .webm (VP9),
     alpha/ (8-bit grey PNG) and alpha.mp4, final_composite/ (PNG, lossless: untouched pixels are the
     source's bytes) and final_composite.mp4 (H.264 for viewing), side_by_side.png/.mp4, report.json.
+    Returns (files written, the report).
     """
     if rgba_format not in RGBA_FORMATS:
         raise ValueError(f"rgba_format {rgba_format!r} is not one of {RGBA_FORMATS}")
@@ -61,4 +62,4 @@ def write_outputs(result: EditResult, out: str | Path, fps: float, rgba_format: 
     with video.atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(metrics.json_safe(report), indent=2, default=str))
     files["report"] = "report.json"
-    return files
+    return files, report

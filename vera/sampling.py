@@ -134,3 +134,20 @@ def sample(
 
 def _split(x: torch.Tensor, channels: int) -> dict[str, torch.Tensor]:
     return dict(zip(("edit", "alpha", "composite"), x.split(channels, dim=1)))
+
+
+@torch.no_grad()
+def sample_single(model, context: torch.Tensor, negative: torch.Tensor, source: torch.Tensor, steps: int, cfg: float,
+                  shift: float, seed: int, sampler: str = "unipc") -> torch.Tensor:
+    """Denoise one latent with a single-branch video-to-video model (`vera.single.WanVideoModel`), same
+    schedule, seeded noise and batched CFG as `sample`. source `[B, 16, T', h, w]` -> latent of that shape."""
+    scheduler = make_scheduler(sampler, shift)
+    scheduler.set_timesteps(steps, device=source.device)
+    x = initial_noise(tuple(source.shape), seed, source.device, count=1)[0]
+    length = max(context.shape[1], negative.shape[1])
+    ctx = torch.cat([_pad_to(negative, length).expand(context.shape[0], -1, -1), _pad_to(context, length)])
+    for t in scheduler.timesteps:
+        timestep = t.reshape(1).float().expand(2 * source.shape[0])
+        uncond, cond = model(torch.cat([x, x]), timestep, ctx, torch.cat([source, source])).chunk(2)
+        x = scheduler.step(uncond + cfg * (cond - uncond), t, x, return_dict=False)[0]
+    return x

@@ -20,7 +20,16 @@ def _video(frames: torch.Tensor) -> torch.Tensor:
 
 
 def cache_key(root: Path, vae_file: Path | None) -> str:
-    digest = hashlib.sha256((Path(root) / "manifest.jsonl").read_bytes())
+    """A digest of the manifest, the size and mtime of every file it points to, and the VAE file."""
+    root = Path(root)
+    digest = hashlib.sha256((root / "manifest.jsonl").read_bytes())
+    for entry in load_manifest(root):
+        for key in LATENT_KEYS:
+            if entry.get(key):
+                path = root / entry[key]
+                for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+                    st = f.stat()
+                    digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     if vae_file is not None:
         digest.update(Path(vae_file).read_bytes())
     return digest.hexdigest()[:16]
@@ -37,26 +46,21 @@ def encode_dataset(root: str | Path, vae, batch_size: int = 8, progress=None, to
     for start in range(0, len(entries), batch_size):
         samples = [load_sample(root, e, tolerance) for e in entries[start: start + batch_size]]
         layers = [s.float_layers() for s in samples]
-        for key in LATENT_KEYS:
-            present = [lay[key] for lay in layers if key in lay]
-            if not present:
-                out[key].append(None)
-                continue
-            latent = vae_ops.encode(vae, torch.cat([_video(f) for f in present]))
-            if len(present) < len(layers):  # some samples have no mask
-                full = torch.zeros(len(layers), *latent.shape[1:])
-                full[torch.tensor([key in lay for lay in layers])] = latent.cpu()
-                latent = full
-            out[key].append(latent.cpu())
+        source = vae_ops.encode(vae, torch.cat([_video(lay["source"]) for lay in layers])).cpu()
+        out["source"].append(source)
+        for key in LATENT_KEYS[1:]:
+            present = [i for i, lay in enumerate(layers) if key in lay]
+            latent = torch.zeros_like(source)
+            if present:
+                latent[present] = vae_ops.encode(vae, torch.cat([_video(layers[i][key]) for i in present])).cpu()
+            out[key].append(latent)
         meta["has_mask"] += [s.mask is not None for s in samples]
         meta["task"] += [s.task for s in samples]
         meta["instruction"] += [s.instruction for s in samples]
         meta["id"] += [s.id for s in samples]
         if progress is not None:
             progress(min(start + batch_size, len(entries)), len(entries))
-    ref = next(x for x in out["source"] if x is not None)
-    cache = {k: torch.cat([x if x is not None else torch.zeros(batch_size, *ref.shape[1:]) for x in v])[: len(entries)]
-             for k, v in out.items()}
+    cache = {k: torch.cat(v) for k, v in out.items()}
     cache["has_mask"] = torch.tensor(meta.pop("has_mask"))
     cache.update(meta)
     return cache
