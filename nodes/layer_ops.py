@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 
 from ..vera import layers
+from .previews import layer_previews
 
 CATEGORY = "Vera/layers"
 
 
-def _alpha4(alpha: torch.Tensor, like: torch.Tensor, name: str = "alpha") -> torch.Tensor:
+def as_alpha_frames(alpha: torch.Tensor, like: torch.Tensor, name: str = "alpha") -> torch.Tensor:
     """MASK `[T, H, W]` (or `[H, W]`) -> `[T, H, W, 1]` matching the frames of `like` `[T, H, W, C]`."""
     a = alpha if alpha.ndim == 3 else alpha.unsqueeze(0)
     if a.shape[0] == 1 and like.shape[0] > 1:
@@ -52,13 +53,14 @@ class VeraComposite:
     def composite(self, source, edit_layer, alpha, model_composite=None, recover_semi_transparent=False):
         if edit_layer.shape != source.shape:
             raise ValueError(f"edit_layer {tuple(edit_layer.shape)} and source {tuple(source.shape)} differ in shape")
-        a = _alpha4(alpha, source)
+        a = as_alpha_frames(alpha, source)
         base = source
         if recover_semi_transparent:
             if model_composite is None:
                 raise ValueError("recover_semi_transparent needs the model_composite input connected")
             base = layers.recover_preserved(model_composite.to(source), edit_layer, a, source)
-        return (layers.composite(base, edit_layer.to(source), a),)
+        final = layers.composite(base, edit_layer.to(source), a)
+        return {"ui": {"vera_layers": [layer_previews(source, edit_layer, a, final)]}, "result": (final,)}
 
 
 class VeraAlphaRefine:

@@ -8,6 +8,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "VAE", "CLIP", "INT", "FLOAT", "BOOLEAN", "STRING"}
+OUR_TYPES = {"VERA_MODEL", "VERA_SOURCE", "VERA_LAYERS"}
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +21,41 @@ def pack():
     return module
 
 
+def run(pack, node_id, **inputs):
+    """Call a node the way ComfyUI's executor does; returns (outputs tuple, ui dict or None)."""
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    out = getattr(cls(), cls.FUNCTION)(**inputs)
+    if isinstance(out, dict):
+        return tuple(out.get("result", ())), out.get("ui")
+    return out, None
+
+
+EXPECTED_NODES = {"VeraLoadModel", "VeraTextEncode", "VeraBundledVAE", "VeraEncode", "VeraSampler", "VeraDecodeLayers",
+                  "VeraComposite", "VeraSaveLayers", "VeraAlphaRefine", "VeraDifferenceHeatmap"}
+
+
 def test_every_node_is_well_formed_for_comfyui(pack):
     assert pack.WEB_DIRECTORY == "./web" and set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
-    assert pack.NODE_CLASS_MAPPINGS
+    assert set(pack.NODE_CLASS_MAPPINGS) == EXPECTED_NODES
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert cls.CATEGORY.startswith("Vera/") and cls.DESCRIPTION
         assert callable(getattr(cls(), cls.FUNCTION))
-        assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
-        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
+        assert isinstance(cls.RETURN_TYPES, tuple)
+        assert all(t in COMFY_TYPES | OUR_TYPES for t in cls.RETURN_TYPES), (node_id, cls.RETURN_TYPES)
+        if cls.RETURN_TYPES:
+            assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+        else:
+            assert cls.OUTPUT_NODE is True, f"{node_id} returns nothing, so it must be an output node"
         spec = cls.INPUT_TYPES()
         assert set(spec) <= {"required", "optional", "hidden"}
         for section in ("required", "optional"):
             for name, (kind, options) in spec.get(section, {}).items():
-                assert kind in COMFY_TYPES or isinstance(kind, list), (node_id, name, kind)
+                assert isinstance(kind, list) or kind in COMFY_TYPES | OUR_TYPES, (node_id, name, kind)
                 assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+                if isinstance(kind, list):
+                    assert kind and options.get("default", kind[0]) in kind, (node_id, name)
+                elif "default" in options and kind in ("INT", "FLOAT"):
+                    assert options.get("min", -float("inf")) <= options["default"] <= options.get("max", float("inf"))
 
 
 def frames(seed, t=3, h=16, w=16):
@@ -45,14 +67,16 @@ def test_composite_node_is_exact_outside_the_matte(pack):
     source, edit = frames(0), frames(1)
     alpha = torch.zeros(3, 16, 16)
     alpha[:, 4:10, 4:10] = 0.5
-    (final,) = node.composite(source, edit, alpha)
+    (final,), ui = run(pack, "VeraComposite", source=source, edit_layer=edit, alpha=alpha)
     outside = alpha == 0
     assert torch.equal(final[outside], source[outside])
     torch.testing.assert_close(final[~outside], 0.5 * source[~outside] + 0.5 * edit[~outside])
+    assert set(ui["vera_layers"][0]["frames"][0]) == {"source", "edit", "alpha", "composite"}
     # eq. 3: a composite made over a different plate gives that plate back under the semi-transparent matte
     plate = frames(2)
     comp = 0.5 * plate + 0.5 * edit
-    (recovered,) = node.composite(source, edit, alpha, model_composite=comp, recover_semi_transparent=True)
+    (recovered,), _ = run(pack, "VeraComposite", source=source, edit_layer=edit, alpha=alpha, model_composite=comp,
+                            recover_semi_transparent=True)
     torch.testing.assert_close(recovered[~outside], comp[~outside])
     with pytest.raises(ValueError, match="needs the model_composite"):
         node.composite(source, edit, alpha, recover_semi_transparent=True)

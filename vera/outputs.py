@@ -22,32 +22,44 @@ def side_by_side(result: EditResult) -> torch.Tensor:
     return layers.to_uint8(torch.cat(panels, dim=2))
 
 
-def write_outputs(result: EditResult, out: str | Path, fps: float, rgba_format: str = "mov",
-                  report_extra: dict | None = None) -> tuple[dict[str, str], dict]:
-    """Write every file of an edit into `out` (each atomically; existing inputs are never touched).
+def write_layer_files(edit_layer: torch.Tensor, alpha: torch.Tensor, final: torch.Tensor, out: str | Path,
+                      fps: float, rgba_format: str = "mov", name: str = "") -> dict[str, str]:
+    """Write the layers an artist composites with into `out` (each file atomically).
 
-    edit_layer_rgba/ (PNG, straight alpha) and edit_layer_rgba.mov (ProRes 4444) and/or .webm (VP9),
-    alpha/ (8-bit grey PNG) and alpha.mp4, final_composite/ (PNG, lossless: untouched pixels are the
-    source's bytes) and final_composite.mp4 (H.264 for viewing), side_by_side.png/.mp4, report.json.
-    Returns (files written, the report).
+    edit_layer `[T, H, W, 3]` and alpha `[T, H, W, 1]` float in [0, 1]; final uint8 `[T, H, W, 3]`.
+    Files: {name}edit_layer_rgba/ (PNG, straight alpha) and {name}edit_layer_rgba.mov (ProRes 4444)
+    and/or .webm (VP9), {name}alpha/ (8-bit grey PNG) and .mp4, {name}final_composite/ (PNG, lossless)
+    and .mp4 (H.264, for viewing). Returns {kind: relative path}.
     """
     if rgba_format not in RGBA_FORMATS:
         raise ValueError(f"rgba_format {rgba_format!r} is not one of {RGBA_FORMATS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    alpha_u8 = layers.to_uint8(result.alpha)
-    rgba = torch.cat([layers.to_uint8(result.edit_layer), alpha_u8], dim=-1)
+    alpha_u8 = layers.to_uint8(alpha)
+    rgba = torch.cat([layers.to_uint8(edit_layer), alpha_u8], dim=-1)
     files = {}
-    video.write_png_sequence(rgba, out / "edit_layer_rgba", "edit")
-    files["edit_layer_png"] = "edit_layer_rgba/"
+    video.write_png_sequence(rgba, out / f"{name}edit_layer_rgba", "edit")
+    files["edit_layer_png"] = f"{name}edit_layer_rgba/"
     for suffix in (("mov", "webm") if rgba_format == "both" else (rgba_format,)):
-        video.write_rgba_video(rgba, out / f"edit_layer_rgba.{suffix}", fps)
-        files[f"edit_layer_{suffix}"] = f"edit_layer_rgba.{suffix}"
-    video.write_png_sequence(alpha_u8, out / "alpha", "alpha")
-    video.write_mp4(alpha_u8.expand(-1, -1, -1, 3), out / "alpha.mp4", fps)
-    video.write_png_sequence(result.final, out / "final_composite", "final")
-    video.write_mp4(result.final, out / "final_composite.mp4", fps)
-    files.update(alpha_png="alpha/", alpha_mp4="alpha.mp4", final_png="final_composite/", final_mp4="final_composite.mp4")
+        video.write_rgba_video(rgba, out / f"{name}edit_layer_rgba.{suffix}", fps)
+        files[f"edit_layer_{suffix}"] = f"{name}edit_layer_rgba.{suffix}"
+    video.write_png_sequence(alpha_u8, out / f"{name}alpha", "alpha")
+    video.write_mp4(alpha_u8.expand(-1, -1, -1, 3), out / f"{name}alpha.mp4", fps)
+    video.write_png_sequence(final, out / f"{name}final_composite", "final")
+    video.write_mp4(final, out / f"{name}final_composite.mp4", fps)
+    files.update(alpha_png=f"{name}alpha/", alpha_mp4=f"{name}alpha.mp4", final_png=f"{name}final_composite/",
+                 final_mp4=f"{name}final_composite.mp4")
+    return files
+
+
+def write_outputs(result: EditResult, out: str | Path, fps: float, rgba_format: str = "mov",
+                  report_extra: dict | None = None) -> tuple[dict[str, str], dict]:
+    """Write every file of an edit into `out` (each atomically; existing inputs are never touched):
+    the layer files (see `write_layer_files`), side_by_side.png/.mp4 and report.json.
+    Returns (files written, the report).
+    """
+    out = Path(out)
+    files = write_layer_files(result.edit_layer, result.alpha, result.final, out, fps, rgba_format)
     panel = side_by_side(result)
     video.write_png(panel[panel.shape[0] // 2], out / "side_by_side.png")
     video.write_mp4(panel, out / "side_by_side.mp4", fps)

@@ -136,6 +136,114 @@ def encode_prompt(text_encoder, prompt, context, what: str) -> torch.Tensor | No
     return text_encoder.encode([prompt])
 
 
+@dataclass
+class EncodedSource:
+    """The source as the sampler needs it, and how to map the model's outputs back.
+
+    source_latent / mask_latent: normalised latents `[1, 16, T', h, w]` (float32, CPU); mask_latent is
+    None without a mask. source_u8: `[T, H, W, 3]` uint8, the frames the layers line up with (the
+    original, or its crop). work_size: (h, w) the model ran at, or None for the source's own size.
+    """
+
+    source_latent: torch.Tensor
+    mask_latent: torch.Tensor | None
+    geometry: Geometry
+    source_u8: torch.Tensor
+    work_size: tuple[int, int] | None = None
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return tuple(self.source_u8.shape[1:3])
+
+
+def _check_work_size(work_size) -> tuple[int, int] | None:
+    if work_size is None:
+        return None
+    h, w = int(work_size[0]), int(work_size[1])
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or min(h, w) < SIZE_MULTIPLE:
+        raise ValueError(f"work_size {w}x{h}: width and height must be multiples of 16 (at least 16)")
+    return h, w
+
+
+def _mask_frames(mask_frames: torch.Tensor, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """`[T, H, W]`, `[T, H, W, 1]`, or one frame `[1, H, W(, 1)]` / `[H, W]` (used for every frame) -> `[T, H, W, 1]`."""
+    mask = mask_frames.float()
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(-1)
+    if mask.ndim != 4 or mask.shape[-1] != 1:
+        raise ValueError(f"mask_frames must be [T, H, W] (or one frame [H, W]), got shape {tuple(mask_frames.shape)}")
+    if mask.shape[0] == 1 and frames > 1:
+        mask = mask.expand(frames, -1, -1, -1)
+    if tuple(mask.shape[:3]) != (frames, *size):
+        raise ValueError(f"mask_frames {tuple(mask.shape[:3])} must match the source {(frames, *size)} (frames, height, "
+                         "width), or be a single frame of the source's size; resize the mask to the video")
+    return mask
+
+
+@torch.no_grad()
+def encode_source(codec, source_frames: torch.Tensor, mask_frames: torch.Tensor | None = None,
+                  frame_policy: str = "error", work_size: tuple[int, int] | None = None) -> EncodedSource:
+    """Validate, fit (pad / crop / resize) and VAE-encode the source and optional mask.
+
+    codec: see `vae.WanCodec` (a diffusers VAE is wrapped automatically). source_frames: `[T, H, W, 3]`
+    uint8 or float in [0, 1]. mask_frames: `[T, H, W]` in [0, 1], 1 = region that may change.
+    """
+    codec = vae_ops.as_codec(codec)
+    source_f, source_u8 = as_float_frames(source_frames, "source_frames")
+    full_size = tuple(source_f.shape[1:3])
+    work_size = _check_work_size(work_size)
+    model_in = resize_frames(source_f, work_size) if work_size is not None else source_f
+    geo = plan_geometry(*model_in.shape[:3], frame_policy)
+    source_latent = codec.encode_video(frames_to_video(fit_frames(model_in, geo))).float().cpu()
+    mask_latent = None
+    if mask_frames is not None:
+        mask = _mask_frames(mask_frames, source_f.shape[0], full_size)
+        if work_size is not None:
+            mask = resize_frames(mask, work_size)
+        mask = fit_frames(mask, geo).clamp(0, 1)
+        mask_latent = vae_ops.encode_matte(codec, mask.permute(3, 0, 1, 2).unsqueeze(0)).float().cpu()
+    if work_size is not None:  # the grid is a multiple of 16 already: only frames can have been cropped
+        out_u8 = source_u8[: min(geo.model[0], geo.original[0])]
+    else:
+        out_u8 = unfit_frames(fit_frames(source_u8, geo), geo)  # the original, or its crop
+    return EncodedSource(source_latent, mask_latent, geo, out_u8, work_size)
+
+
+@torch.no_grad()
+def decode_layers(codec, latents: dict[str, torch.Tensor], encoded: EncodedSource) -> tuple[torch.Tensor, ...]:
+    """Three latents -> (edit `[T, H, W, 3]`, alpha `[T, H, W, 1]`, model composite `[T, H, W, 3]`), float in
+    [0, 1], at the size and frame count of `encoded.source_u8`."""
+    codec = vae_ops.as_codec(codec)
+    geo = encoded.geometry
+    edit_rgb = video_to_frames(codec.decode_video(latents["edit"]))
+    alpha = vae_ops.decode_matte(codec, latents["alpha"])[0].permute(1, 2, 3, 0)
+    model_comp = video_to_frames(codec.decode_video(latents["composite"]))
+    out = []
+    for x in (edit_rgb, alpha, model_comp):
+        x = unfit_frames(x, geo)
+        if encoded.work_size is not None:
+            x = resize_frames(x, encoded.output_size)
+        out.append(x.float().cpu())
+    return tuple(out)
+
+
+def final_composite(source_u8: torch.Tensor, edit_rgb: torch.Tensor, alpha: torch.Tensor,
+                    model_composite: torch.Tensor | None = None, recover_semi_transparent: bool = False) -> torch.Tensor:
+    """Eq. 2 over the untouched source (uint8 `[T, H, W, 3]`); where alpha is 0 the source bytes are kept.
+
+    With recovery (eq. 3), the source under semi-transparent alpha is replaced by what the model's
+    composite implies lies there."""
+    base = source_u8
+    if recover_semi_transparent:
+        if model_composite is None:
+            raise ValueError("recover_semi_transparent needs the model's composite")
+        preserved = layers.recover_preserved(model_composite, edit_rgb, alpha, source_u8.float() / 255)
+        base = torch.where(alpha > 0, layers.to_uint8(preserved), source_u8)
+    return layers.composite_uint8(base, edit_rgb, alpha)
+
+
 @torch.no_grad()
 def edit(
     source_frames: torch.Tensor,
@@ -172,14 +280,6 @@ def edit(
     so untouched pixels stay bit-identical at the source's own resolution.
     """
     timings, start = {}, time.perf_counter()
-    source_f, source_u8 = as_float_frames(source_frames, "source_frames")
-    full_size = tuple(source_f.shape[1:3])
-    if work_size is not None:
-        work_size = (int(work_size[0]), int(work_size[1]))
-        if work_size[0] % SIZE_MULTIPLE or work_size[1] % SIZE_MULTIPLE or min(work_size) < SIZE_MULTIPLE:
-            raise ValueError(f"work_size {work_size[1]}x{work_size[0]}: width and height must be multiples of 16")
-        source_f = resize_frames(source_f, work_size)
-    geo = plan_geometry(*source_f.shape[:3], frame_policy)
     device = next(model.parameters()).device
     ctx = encode_prompt(text_encoder, prompt, context, "prompt")
     if ctx is None:
@@ -190,46 +290,26 @@ def edit(
     timings["text_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
-    src_model = fit_frames(source_f, geo)
-    source_latent = vae_ops.encode(vae, frames_to_video(src_model)).to(device)
-    mask_latent = None
-    if mask_frames is not None:
-        mask = mask_frames.float() if mask_frames.ndim == 4 else mask_frames.float().unsqueeze(-1)
-        if mask.shape[:3] != (source_f.shape[0], *full_size):
-            raise ValueError(f"mask_frames {tuple(mask.shape[:3])} must match source_frames "
-                             f"{(source_f.shape[0], *full_size)} (T, H, W)")
-        if work_size is not None:
-            mask = resize_frames(mask, work_size)
-        mask = fit_frames(mask, geo).clamp(0, 1)
-        mask_latent = vae_ops.encode_matte(vae, mask.permute(3, 0, 1, 2).unsqueeze(0)).to(device)
+    encoded = encode_source(vae, source_frames, mask_frames, frame_policy, work_size)
     timings["encode_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    latents = sample(model, ctx.to(device), source_latent, mask_latent, None if neg is None else neg.to(device),
-                     steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler, batch_cfg=batch_cfg,
-                     callback=callback, should_stop=should_stop)
+    mask_latent = None if encoded.mask_latent is None else encoded.mask_latent.to(device)
+    latents = sample(model, ctx.to(device), encoded.source_latent.to(device), mask_latent,
+                     None if neg is None else neg.to(device), steps=steps, cfg=cfg, shift=shift, seed=seed,
+                     sampler=sampler, batch_cfg=batch_cfg, callback=callback, should_stop=should_stop)
     timings["sample_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    edit_rgb = unfit_frames(video_to_frames(vae_ops.decode(vae, latents["edit"])), geo)
-    alpha = unfit_frames(vae_ops.decode_matte(vae, latents["alpha"])[0].permute(1, 2, 3, 0), geo)
-    model_comp = unfit_frames(video_to_frames(vae_ops.decode(vae, latents["composite"])), geo)
+    edit_rgb, alpha, model_comp = decode_layers(vae, latents, encoded)
     timings["decode_s"] = time.perf_counter() - t
 
-    if work_size is not None:
-        edit_rgb, alpha, model_comp = (resize_frames(x, full_size) for x in (edit_rgb, alpha, model_comp))
-        src_out_u8 = source_u8[: edit_rgb.shape[0]]
-    else:
-        src_out_u8 = unfit_frames(fit_frames(source_u8, geo), geo)  # the original, or its crop
     alpha = layers.quantize_alpha(alpha, alpha_cutoff)
-    base = src_out_u8
-    if recover_semi_transparent:
-        preserved = layers.recover_preserved(model_comp, edit_rgb, alpha, src_out_u8.float() / 255)
-        base = torch.where(alpha > 0, layers.to_uint8(preserved), src_out_u8)
-    final = layers.composite_uint8(base, edit_rgb, alpha)
+    final = final_composite(encoded.source_u8, edit_rgb, alpha, model_comp, recover_semi_transparent)
     timings["total_s"] = time.perf_counter() - start
+    geo = encoded.geometry
     settings = dict(prompt=prompt, negative_prompt=negative_prompt if neg is not None else None, steps=steps, cfg=cfg,
                     shift=shift, seed=seed, sampler=sampler, frame_policy=frame_policy, alpha_cutoff=alpha_cutoff,
                     recover_semi_transparent=recover_semi_transparent, model_grid=geo.model,
-                    source_size=(geo.original[0], *full_size), work_size=work_size)
-    return EditResult(edit_rgb, alpha, model_comp, final, src_out_u8, latents, timings, settings)
+                    source_size=(geo.original[0], *encoded.output_size), work_size=encoded.work_size)
+    return EditResult(edit_rgb, alpha, model_comp, final, encoded.source_u8, latents, timings, settings)

@@ -163,7 +163,7 @@ def save_vae_original(vae, path: str | Path) -> Path:
     return atomic_save({names[k]: v for k, v in state.items()}, path, {"config": json.dumps(cfg)})
 
 
-def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, vae.config.z_dim, 1, 1, 1)
     mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=like.device).view(shape)
     std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=like.device).view(shape)
@@ -184,13 +184,15 @@ def encode(vae, video: torch.Tensor) -> torch.Tensor:
         )
     param = next(vae.parameters())
     mu = vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()
-    mean, std = _stats(vae, mu)
+    mean, std = latent_stats(vae, mu)
     return (mu - mean) / std
 
 
 def encode_matte(vae, matte: torch.Tensor) -> torch.Tensor:
-    """Alpha or mask `[B, 1, T, H, W]` in [0, 1] -> latent of the same matte as a 3-channel grey video."""
-    return encode(vae, (matte * 2 - 1).expand(-1, 3, -1, -1, -1))
+    """Alpha or mask `[B, 1, T, H, W]` in [0, 1] -> latent of the same matte as a 3-channel grey video.
+
+    `vae` is a diffusers AutoencoderKLWan or any codec (see `WanCodec`)."""
+    return as_codec(vae).encode_video((matte * 2 - 1).expand(-1, 3, -1, -1, -1))
 
 
 @torch.no_grad()
@@ -203,7 +205,7 @@ def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None]
     one chunk; `chunk_callback(done, total)` reports progress. Equal to `vae.decode` (tested).
     """
     param = next(vae.parameters())
-    mean, std = _stats(vae, latent)
+    mean, std = latent_stats(vae, latent)
     z = (latent.float() * std + mean).to(device=param.device, dtype=param.dtype)
     if getattr(vae, "use_tiling", False):
         return vae.decode(z).sample.float().clamp(-1, 1).to(out_device)
@@ -220,6 +222,28 @@ def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None]
     return torch.cat(chunks, dim=2)
 
 
-def decode_matte(vae, latent: torch.Tensor, **kwargs) -> torch.Tensor:
+def decode_matte(vae, latent: torch.Tensor) -> torch.Tensor:
     """Latent of a grey matte -> `[B, 1, T, H, W]` in [0, 1] (mean of the three decoded channels)."""
-    return ((decode(vae, latent, **kwargs).mean(dim=1, keepdim=True) + 1) / 2).clamp(0, 1)
+    return ((as_codec(vae).decode_video(latent).mean(dim=1, keepdim=True) + 1) / 2).clamp(0, 1)
+
+
+class WanCodec:
+    """The codec interface the pipeline uses, over a diffusers AutoencoderKLWan.
+
+    encode_video: `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `[B, 16, T', H/8, W/8]`.
+    decode_video: the inverse, float32 on the CPU. Other codecs (e.g. ComfyUI's VAE, adapted in
+    `nodes/`) implement the same two methods.
+    """
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return encode(self.vae, video)
+
+    def decode_video(self, latent: torch.Tensor) -> torch.Tensor:
+        return decode(self.vae, latent)
+
+
+def as_codec(vae):
+    return vae if hasattr(vae, "encode_video") else WanCodec(vae)

@@ -1,0 +1,177 @@
+"""The edit path: Vera Encode -> Vera Sampler -> Vera Decode Layers.
+
+ComfyUI types: IMAGE `[T, H, W, 3]` float 0..1 (a video is a batch of frames); MASK `[T, H, W]`;
+CONDITIONING `[[tensor [1, L, text_dim], dict]]`. Our sockets: VERA_MODEL, VERA_SOURCE, VERA_LAYERS.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..vera import layers
+from ..vera.pipeline import FRAME_POLICIES, decode_layers, encode_source
+from ..vera.sampling import SAMPLERS, Interrupted, sample
+from . import host
+from .handles import VERA_LAYERS, VERA_MODEL, VERA_SOURCE, VeraLayers
+from .previews import layer_previews
+from .vae_bridge import ComfyVAECodec
+
+CATEGORY = "Vera/sampling"
+
+
+class VeraEncode:
+    DESCRIPTION = ("Encode the source video (and, for background changes, a coarse mask) with the VAE into what "
+                   "the Vera Sampler conditions on. Vera needs 1 + 4k frames and sizes that are multiples of 16: "
+                   "frame_policy says whether to stop with an error, pad, or crop.")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = (VERA_SOURCE,)
+    RETURN_NAMES = ("vera_source",)
+    OUTPUT_TOOLTIPS = ("The encoded source (and mask), with how to map the layers back to the video.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("VAE", {"tooltip": "ComfyUI's Wan2.1 VAE (VAELoader, wan_2.1_vae.safetensors), or "
+                                           "Vera Bundled VAE for vera-tiny."}),
+                "video": ("IMAGE", {"tooltip": "The source video as a batch of frames (e.g. from Get Video Components)."}),
+                "frame_policy": (list(FRAME_POLICIES), {"default": "error", "tooltip": (
+                    "When the video is not 1 + 4k frames or its size not a multiple of 16. error: stop and say "
+                    "how to fix it. pad: repeat the last frame / edge pixels, then cut the outputs back. crop: "
+                    "drop trailing frames and centre-crop (outputs are the cropped video).")}),
+                "work_width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": (
+                    "Run the model at this width (multiple of 16); 0 = the video's own width. The layers are "
+                    "scaled back, and the final composite is made over the full-size source.")}),
+                "work_height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": (
+                    "Run the model at this height (multiple of 16); 0 = the video's own height.")}),
+            },
+            "optional": {
+                "edit_region": ("MASK", {"tooltip": (
+                    "Optional coarse mask, 1 = region the edit may change (background change: the background). "
+                    "One frame is used for every frame. Leave unconnected for object addition.")}),
+            },
+        }
+
+    def encode(self, vae, video, frame_policy="error", work_width=0, work_height=0, edit_region=None):
+        if (work_width == 0) != (work_height == 0):
+            raise ValueError(f"work_width {work_width} / work_height {work_height}: set both (multiples of 16) "
+                             "or leave both at 0 for the video's own size")
+        work_size = (work_height, work_width) if work_width else None
+        encoded = encode_source(ComfyVAECodec(vae), video[..., :3], edit_region, frame_policy, work_size)
+        return (encoded,)
+
+
+def conditioning_context(conditioning, name: str, text_dim: int) -> torch.Tensor:
+    """CONDITIONING -> `[1, L, text_dim]` float32, as the encoder gave it (ComfyUI's Wan encoder: L >= 512, zeros
+    past the prompt, as Wan2.1 was trained)."""
+    if not isinstance(conditioning, (list, tuple)) or not conditioning:
+        raise ValueError(f"{name}: expected CONDITIONING (a list of [tensor, dict]); connect a text encode node")
+    if len(conditioning) > 1:
+        raise ValueError(f"{name}: {len(conditioning)} conditionings were combined; Vera takes one prompt per input")
+    context = conditioning[0][0]
+    if context.ndim != 3 or context.shape[0] != 1:
+        raise ValueError(f"{name}: text embeddings must be [1, tokens, dim], got {tuple(context.shape)}")
+    if context.shape[-1] != text_dim:
+        hint = ("Vera Text Encode (bundled)" if text_dim != 4096 else
+                "CLIPTextEncode with CLIPLoader (umt5_xxl_*.safetensors, type wan)")
+        raise ValueError(f"{name}: text embeddings are {context.shape[-1]}-wide but this model expects {text_dim}; "
+                         f"encode the prompt with {hint}")
+    return context.float().cpu()
+
+
+class VeraSampler:
+    DESCRIPTION = ("Generate the edit layer, alpha matte and composite jointly (three-branch flow matching with "
+                   "classifier-free guidance). Shows progress; Cancel stops it before the next step.")
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = (VERA_LAYERS,)
+    RETURN_NAMES = ("vera_layers",)
+    OUTPUT_TOOLTIPS = ("The three layer latents (edit, alpha, composite), for Vera Decode Layers.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vera_model": (VERA_MODEL, {"tooltip": "From Load Vera Model."}),
+                "positive": ("CONDITIONING", {"tooltip": "The edit instruction (CLIPTextEncode with the Wan "
+                                                         "text encoder, or Vera Text Encode for vera-tiny)."}),
+                "negative": ("CONDITIONING", {"tooltip": "The negative prompt, used when cfg is above 1."}),
+                "vera_source": (VERA_SOURCE, {"tooltip": "From Vera Encode."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "Noise seed; the same seed gives the same result on any device."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 200, "tooltip": (
+                    "Denoising steps (Wan default 50; vera-tiny was tuned at 25).")}),
+                "cfg": ("FLOAT", {"default": 5.0, "min": 1.0, "max": 20.0, "step": 0.1, "tooltip": (
+                    "Guidance scale; 1 disables guidance and the negative prompt (Wan default 5; vera-tiny 2).")}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "tooltip": (
+                    "Flow-matching schedule shift: higher spends more steps at high noise (Wan 3-5; vera-tiny 3).")}),
+                "sampler": (list(SAMPLERS), {"default": "unipc", "tooltip": (
+                    "unipc: Wan's multistep solver (fewer steps). euler: first-order flow-matching Euler.")}),
+            },
+            "optional": {
+                "batch_cfg": ("BOOLEAN", {"default": True, "tooltip": (
+                    "Run the positive and negative passes as one batch: faster, about twice the activation memory.")}),
+            },
+        }
+
+    def sample(self, vera_model, positive, negative, vera_source, seed, steps, cfg, shift, sampler, batch_cfg=True):
+        model = vera_model.model
+        text_dim = model.config.text_dim
+        context = conditioning_context(positive, "positive", text_dim)
+        neg = conditioning_context(negative, "negative", text_dim) if cfg != 1.0 else None
+        device = next(model.parameters()).device
+        progress = host.Progress(steps)
+        mask = vera_source.mask_latent
+        try:
+            latents = sample(model, context.to(device), vera_source.source_latent.to(device),
+                             None if mask is None else mask.to(device), None if neg is None else neg.to(device),
+                             steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler, batch_cfg=batch_cfg,
+                             callback=lambda info: progress.update(info.step), should_stop=host.interrupt_requested)
+        except Interrupted:
+            host.raise_interrupt()
+        latents = {k: v.float().cpu() for k, v in latents.items()}
+        settings = dict(model=vera_model.name, seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler)
+        return (VeraLayers(latents, vera_source, settings),)
+
+
+class VeraDecodeLayers:
+    DESCRIPTION = ("Decode the three layers with the VAE, at the source video's size and frame count. Composite "
+                   "them over the source with Vera Composite; untouched pixels then stay bit-identical.")
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("edit_layer", "alpha (1 = opaque)", "model_composite", "source")
+    OUTPUT_TOOLTIPS = (
+        "The edit layer (RGB); meaningful where alpha > 0.",
+        "The matte: 1 = edit layer opaque, 0 = source shows through (the opposite of LoadImage's mask). "
+        "Quantised to 8 bits.",
+        "The composite branch's own output (for eq. 3 recovery and checks; not bit-exact outside the edit).",
+        "The source frames these layers line up with (cropped if frame_policy was crop).",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("VAE", {"tooltip": "The same VAE that encoded the source."}),
+                "vera_layers": (VERA_LAYERS, {"tooltip": "From Vera Sampler."}),
+                "alpha_cutoff": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                    "Matte values below this become 0 (source untouched there); removes faint haze from decoding. "
+                    "vera-tiny was tuned at 0.1.")}),
+            }
+        }
+
+    def decode(self, vae, vera_layers, alpha_cutoff=0.0):
+        encoded = vera_layers.source
+        edit_rgb, alpha, model_comp = decode_layers(ComfyVAECodec(vae), vera_layers.latents, encoded)
+        alpha = layers.quantize_alpha(alpha, alpha_cutoff)
+        source = encoded.source_u8.float() / 255
+        ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, model_comp)]}
+        return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source)}
+
+
+NODES = {
+    "VeraEncode": ("Vera Encode", VeraEncode),
+    "VeraSampler": ("Vera Sampler", VeraSampler),
+    "VeraDecodeLayers": ("Vera Decode Layers", VeraDecodeLayers),
+}

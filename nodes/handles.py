@@ -1,0 +1,35 @@
+"""What travels between Vera nodes on our own socket types.
+
+VERA_MODEL  -> VeraModelHandle: the MoT model plus what a bundle (vera-tiny) brings along.
+VERA_SOURCE -> vera.pipeline.EncodedSource: source (and mask) latents and how to map outputs back.
+VERA_LAYERS -> VeraLayers: the three sampled latents with the source they belong to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..vera.pipeline import EncodedSource
+
+VERA_MODEL = "VERA_MODEL"
+VERA_SOURCE = "VERA_SOURCE"
+VERA_LAYERS = "VERA_LAYERS"
+
+
+@dataclass
+class VeraModelHandle:
+    model: torch.nn.Module
+    name: str
+    weight_dtype: str
+    text_encoder: object | None = None  # bundled (vera-tiny) text encoder, else None
+    vae: object | None = None  # bundled VAE (diffusers AutoencoderKLWan), else None
+    work_size: tuple[int, int] | None = None  # (h, w) a bundle was trained at
+    defaults: dict = field(default_factory=dict)
+
+
+@dataclass
+class VeraLayers:
+    latents: dict[str, torch.Tensor]  # "edit", "alpha", "composite": normalised `[1, 16, T', h, w]`, CPU float32
+    source: EncodedSource
+    settings: dict = field(default_factory=dict)

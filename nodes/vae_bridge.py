@@ -1,0 +1,87 @@
+"""Vera's codec interface (`encode_video` / `decode_video` on normalised latents, see vera.vae.WanCodec)
+over a ComfyUI-style VAE, and vera-tiny's VAE behind ComfyUI's VAE interface.
+
+ComfyUI's VAE (`comfy.sd.VAE`, from VAELoader with wan_2.1_vae.safetensors): `encode(IMAGE [T, H, W, 3]
+in [0, 1])` -> raw latent `[1, 16, T', H/8, W/8]` (posterior mean, not normalised); `decode(raw)` ->
+`[1, T, H, W, 3]` in [0, 1]. Vera's model works on latents normalised with the Wan2.1 VAE's
+per-channel mean/std, which we take from diffusers' AutoencoderKLWan defaults (the same 16 values
+ComfyUI's Wan21 latent format uses).
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from ..vera import vae as vae_ops
+
+
+def wan21_latent_stats() -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan2.1 VAE latent mean and std, `[1, 16, 1, 1, 1]` each."""
+    from diffusers import AutoencoderKLWan
+
+    params = inspect.signature(AutoencoderKLWan.__init__).parameters
+    shape = (1, -1, 1, 1, 1)
+    return (torch.tensor(params["latents_mean"].default).view(shape),
+            torch.tensor(params["latents_std"].default).view(shape))
+
+
+class ComfyVAECodec:
+    """Normalised-latent codec over any object with ComfyUI's VAE `encode` / `decode` conventions."""
+
+    def __init__(self, vae, name: str = "vae"):
+        if vae is None:
+            raise ValueError(f"{name}: no VAE connected; connect VAELoader (wan_2.1_vae.safetensors) or, for "
+                             "vera-tiny, Vera Bundled VAE")
+        channels, dims = getattr(vae, "latent_channels", 16), getattr(vae, "latent_dim", 3)
+        if channels != 16 or dims != 3:
+            raise ValueError(f"{name}: this VAE has {channels}-channel {dims}-D latents; Vera needs the Wan2.1 video "
+                             "VAE (16 channels, 3-D): load wan_2.1_vae.safetensors (the Wan2.2 VAE does not fit)")
+        self.vae = vae
+        self.mean, self.std = getattr(vae, "vera_latent_stats", None) or wan21_latent_stats()
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """`[1, 3, T, H, W]` in [-1, 1] -> normalised latent `[1, 16, T', H/8, W/8]` (float32, CPU)."""
+        frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+        raw = self.vae.encode(frames).float().cpu()
+        return (raw - self.mean) / self.std
+
+    def decode_video(self, latent: torch.Tensor) -> torch.Tensor:
+        """Normalised latent -> `[1, 3, T, H, W]` in [-1, 1] (float32, CPU)."""
+        images = self.vae.decode(latent.float().cpu() * self.std + self.mean)
+        images = images[0] if images.ndim == 5 else images
+        return (images[..., :3].float().cpu().permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1).clamp(-1, 1)
+
+
+class BundledVAE:
+    """A diffusers AutoencoderKLWan (vera-tiny's) with ComfyUI's VAE interface, so both our nodes and
+    ComfyUI's VAEEncode / VAEDecode can use it. `vera_latent_stats` tells ComfyVAECodec its own
+    normalisation (vera-tiny's VAE is not Wan2.1's)."""
+
+    latent_channels = 16
+    latent_dim = 3
+
+    def __init__(self, vae):
+        self.vae = vae
+        self.vera_latent_stats = tuple(s.cpu() for s in vae_ops.latent_stats(vae, torch.zeros(1)))
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """IMAGE `[T, H, W, C]` in [0, 1] -> raw latent `[1, 16, T', H/8, W/8]`."""
+        video = pixels[..., :3].permute(3, 0, 1, 2).unsqueeze(0).float() * 2 - 1
+        mean, std = self.vera_latent_stats
+        return vae_ops.encode(self.vae, video).cpu() * std + mean
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """Raw latent `[1, 16, T', h, w]` -> `[1, T, H, W, 3]` in [0, 1]."""
+        mean, std = self.vera_latent_stats
+        video = vae_ops.decode(self.vae, (samples.float().cpu() - mean) / std)
+        return ((video.permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1)
+
+    def spacial_compression_encode(self) -> int:
+        return 8
+
+    def spacial_compression_decode(self) -> int:
+        return 8
+
+    def temporal_compression_decode(self) -> int:
+        return 4

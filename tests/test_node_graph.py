@@ -1,0 +1,238 @@
+"""The Vera nodes run end to end through the same calls ComfyUI makes (no ComfyUI here): vera-tiny and
+tiny random Wan files, the VAE bridge, cancel, progress, errors and the saved files."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vera import layers, pipeline, video
+from vera.bundle import load_tiny, tiny_available
+from vera.data.clips import bundled_clip
+from vera.tiny import tiny_vae
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_tiny = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in this checkout")
+
+
+@pytest.fixture(scope="module")
+def pack():
+    spec = importlib.util.spec_from_file_location("comfyui_vera_graph", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(pack, node_id, **inputs):
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    out = getattr(cls(), cls.FUNCTION)(**inputs)
+    if isinstance(out, dict):
+        return tuple(out.get("result", ())), out.get("ui")
+    return out, None
+
+
+@pytest.fixture(scope="module")
+def clip():
+    frames, _ = video.read_frames(bundled_clip(), 17)
+    return frames.float() / 255  # IMAGE [17, 144, 176, 3]
+
+
+@pytest.fixture(scope="module")
+def tiny(pack):
+    (handle,), _ = run(pack, "VeraLoadModel", model_name="vera-tiny", weight_dtype="auto", attention="auto")
+    (vae,), _ = run(pack, "VeraBundledVAE", vera_model=handle)
+    return handle, vae
+
+
+def text(pack, handle, prompt):
+    (cond,), _ = run(pack, "VeraTextEncode", vera_model=handle, text=prompt)
+    return cond
+
+
+@needs_tiny
+def test_vera_tiny_graph_matches_the_library_and_keeps_untouched_pixels(pack, tiny, clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERA_OUTPUT_DIR", str(tmp_path / "output"))
+    handle, vae = tiny
+    prompt = "add a large red circle moving from left to right"
+    (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip, frame_policy="error", work_width=64, work_height=64)
+    (lay,), _ = run(pack, "VeraSampler", vera_model=handle, positive=text(pack, handle, prompt),
+                    negative=text(pack, handle, ""), vera_source=source, seed=7, steps=6, cfg=2.0, shift=3.0,
+                    sampler="unipc")
+    (edit, alpha, model_comp, src), ui = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=lay, alpha_cutoff=0.1)
+    assert edit.shape == clip.shape and alpha.shape == clip.shape[:3] and torch.equal(src, clip)
+    assert len(ui["vera_layers"][0]["frames"]) == 16  # previews for the layer viewer
+
+    # the library's one-call path (diffusers VAE directly, no ComfyUI-style bridge) gives the same layers
+    bundle = load_tiny()
+    ref = pipeline.edit(clip, prompt, bundle.model, bundle.vae, bundle.text_encoder, steps=6, cfg=2.0, shift=3.0, seed=7,
+                        alpha_cutoff=0.1, work_size=(64, 64))
+    torch.testing.assert_close(edit, ref.edit_layer, atol=2e-4, rtol=0)
+    assert (alpha - ref.alpha[..., 0]).abs().max() <= 1 / 255 + 1e-6
+    assert (alpha > 0).any() and (alpha == 0).any()
+
+    (final,), _ = run(pack, "VeraComposite", source=src, edit_layer=edit, alpha=alpha)
+    untouched = alpha == 0
+    assert torch.equal(layers.to_uint8(final)[untouched], layers.to_uint8(clip)[untouched])
+
+    _, ui = run(pack, "VeraSaveLayers", edit_layer=edit, alpha=alpha, final=final, filename_prefix="shots/sh 010",
+                fps=16.0, rgba_format="both", source=src)
+    folder = tmp_path / "output" / ui["vera_layers"][0]["folder"]
+    assert folder == tmp_path / "output" / "shots" / "sh_010_00001"
+    rgba = video.read_rgba_video(folder / "sh_010_edit_layer_rgba.mov")
+    assert (rgba[..., 3].int() - layers.to_uint8(alpha).int()).abs().max() <= 1
+    pngs = sorted((folder / "sh_010_final_composite").glob("*.png"))
+    assert len(pngs) == 17 and torch.equal(video.read_png(pngs[5]), layers.to_uint8(final[5]))
+    listed = {(f["subfolder"], f["filename"]) for f in ui["vera_files"]}
+    assert ("shots/sh_010_00001", "sh_010_edit_layer_rgba.webm") in listed and all(
+        f["type"] == "output" for f in ui["vera_files"])
+    _, ui2 = run(pack, "VeraSaveLayers", edit_layer=edit, alpha=alpha, final=final, filename_prefix="shots/sh 010")
+    assert ui2["vera_layers"][0]["folder"] == "shots/sh_010_00002"  # a new folder, the first one untouched
+    assert not list((tmp_path / "output" / "shots").glob(".*partial"))
+
+
+@needs_tiny
+def test_sampler_reports_progress_and_cancel_stops_before_the_next_step(pack, tiny, clip, monkeypatch):
+    handle, vae = tiny
+    host = pack.nodes.host
+    (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip[:5], frame_policy="error", work_width=64,
+                       work_height=64)
+    seen = []
+
+    class Recorder:
+        def __init__(self, total):
+            self.total = total
+
+        def update(self, done):
+            seen.append((done, self.total))
+
+    monkeypatch.setattr(host, "Progress", Recorder)
+    monkeypatch.setattr(host, "interrupt_requested", lambda: len(seen) >= 2)
+    cond = text(pack, handle, "add a blue square")
+    with pytest.raises(InterruptedError):
+        run(pack, "VeraSampler", vera_model=handle, positive=cond, negative=cond, vera_source=source, seed=0,
+            steps=10, cfg=2.0, shift=3.0, sampler="euler")
+    assert seen == [(1, 10), (2, 10)]  # stopped before step 3 of 10
+
+
+@needs_tiny
+def test_encode_and_sampler_inputs_are_checked(pack, tiny, clip):
+    handle, vae = tiny
+    with pytest.raises(ValueError, match=r"10 frames .*trim to 9 or pad to 13"):
+        run(pack, "VeraEncode", vae=vae, video=clip[:10, :64, :64], frame_policy="error", work_width=0, work_height=0)
+    (padded,), _ = run(pack, "VeraEncode", vae=vae, video=clip[:10, :60, :64], frame_policy="pad", work_width=0,
+                       work_height=0)
+    assert padded.geometry.model == (13, 64, 64) and padded.source_u8.shape == (10, 60, 64, 3)
+    with pytest.raises(ValueError, match="set both"):
+        run(pack, "VeraEncode", vae=vae, video=clip, work_width=64, work_height=0)
+    box = torch.zeros(1, 144, 176)
+    box[:, 20:60, 30:90] = 1
+    (with_mask,), _ = run(pack, "VeraEncode", vae=vae, video=clip[:5], work_width=64, work_height=64, edit_region=box)
+    assert with_mask.mask_latent is not None and with_mask.mask_latent.shape == with_mask.source_latent.shape
+    with pytest.raises(ValueError, match="edit_region|mask_frames"):
+        run(pack, "VeraEncode", vae=vae, video=clip[:5], work_width=64, work_height=64, edit_region=box[:, :100])
+    wan_width = [[torch.zeros(1, 512, 4096), {}]]
+    with pytest.raises(ValueError, match="4096-wide but this model expects 64.*Vera Text Encode"):
+        run(pack, "VeraSampler", vera_model=handle, positive=wan_width, negative=wan_width, vera_source=with_mask,
+            seed=0, steps=1, cfg=2.0, shift=3.0, sampler="euler")
+    cond = text(pack, handle, "add a blue square")
+    with pytest.raises(ValueError, match="combined"):
+        run(pack, "VeraSampler", vera_model=handle, positive=cond + cond, negative=cond, vera_source=with_mask,
+            seed=0, steps=1, cfg=2.0, shift=3.0, sampler="euler")
+
+
+class ComfyStyleVAE:
+    """A stand-in with ComfyUI's VAE conventions: raw (un-normalised) latents, IMAGE in, [1, T, H, W, C] out,
+    and no `vera_latent_stats`, so the bridge must use the Wan2.1 statistics."""
+
+    latent_channels, latent_dim = 16, 3
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    def encode(self, pixels):
+        video = pixels.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1
+        return self.vae.encode(video).latent_dist.mode()
+
+    def decode(self, raw):
+        out = self.vae.decode(raw).sample.clamp(-1, 1)
+        return ((out.permute(0, 2, 3, 4, 1) + 1) / 2)
+
+
+def test_comfy_vae_bridge_normalises_like_wan(pack):
+    from vera.vae import WanCodec
+
+    vae = tiny_vae(3)  # diffusers' default latents_mean / latents_std: Wan2.1's
+    bridge = pack.nodes.vae_bridge
+    ours, comfy = WanCodec(vae), bridge.ComfyVAECodec(ComfyStyleVAE(vae))
+    clip = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latent = ours.encode_video(clip)
+    torch.testing.assert_close(comfy.encode_video(clip), latent, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(comfy.decode_video(latent), ours.decode_video(latent), atol=1e-5, rtol=1e-5)
+    # the bundled-VAE adapter speaks ComfyUI's interface and round-trips through the bridge
+    bundled = bridge.BundledVAE(vae)
+    raw = bundled.encode(((clip[0].permute(1, 2, 3, 0)) + 1) / 2)
+    torch.testing.assert_close((raw - bundled.vera_latent_stats[0]) / bundled.vera_latent_stats[1], latent,
+                               atol=1e-5, rtol=1e-5)
+    assert bundled.decode(raw).shape == (1, 5, 32, 32, 3)
+
+    class Wan22:
+        latent_channels, latent_dim = 48, 3
+
+    with pytest.raises(ValueError, match="48-channel.*wan_2.1_vae"):
+        bridge.ComfyVAECodec(Wan22())
+
+
+def test_load_model_node_lists_and_loads_wan_files_with_each_dtype(pack, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    from vera.safetensors_io import atomic_save
+    from vera.tiny import tiny_diffusers_wan, wan_original_state_dict
+
+    atomic_save(wan_original_state_dict(tiny_diffusers_wan(0)), models / "diffusion_models" / "wan_tiny_t2v.safetensors",
+                {"num_attention_heads": "4"})  # a width-64 model's head count is not in its shapes
+    monkeypatch.setenv("VERA_MODELS_DIR", str(models))
+    choices = pack.NODE_CLASS_MAPPINGS["VeraLoadModel"].INPUT_TYPES()["required"]["model_name"][0]
+    assert choices == ["vera-tiny", "wan_tiny_t2v.safetensors"]
+    (fp32,), _ = run(pack, "VeraLoadModel", model_name="wan_tiny_t2v.safetensors", weight_dtype="fp32", attention="sdpa")
+    (fp8,), _ = run(pack, "VeraLoadModel", model_name="wan_tiny_t2v.safetensors", weight_dtype="fp8", attention="sdpa")
+    assert fp32.text_encoder is None and fp32.model.dtype == torch.float32
+    FP8Linear = pack.vera.fp8.FP8Linear  # the pack's own copy of the module (ComfyUI-style import)
+    assert sum(isinstance(m, FP8Linear) for m in fp8.model.modules()) == 3 * 2 * (4 + 4 + 2)  # branches x layers x linears
+    g = torch.Generator().manual_seed(0)
+    lat = [torch.randn(1, 16, 2, 8, 8, generator=g) for _ in range(4)]
+    ctx = torch.randn(1, 12, 32, generator=g)
+    with torch.no_grad():
+        a = fp32.model(*lat[:3], torch.tensor([500.0]), ctx, lat[3])
+        b = fp8.model(*lat[:3], torch.tensor([500.0]), ctx, lat[3])
+    for x, y in zip(a, b):
+        assert ((x - y).norm() / x.norm()) < 0.05
+    with pytest.raises(RuntimeError, match="xformers.*CUDA"):
+        run(pack, "VeraLoadModel", model_name="wan_tiny_t2v.safetensors", weight_dtype="fp32", attention="xformers")
+    with pytest.raises(FileNotFoundError, match="gone.safetensors.*models/diffusion_models"):
+        run(pack, "VeraLoadModel", model_name="gone.safetensors", weight_dtype="fp32", attention="sdpa")
+    with pytest.raises(ValueError, match="no bundled text encoder"):
+        run(pack, "VeraTextEncode", vera_model=fp32, text="hello")
+
+
+def test_fp8_linear_matches_a_naive_dequantised_reference():
+    from vera.fp8 import FP8Linear
+
+    linear = torch.nn.Linear(24, 40)
+    x = torch.randn(3, 24)
+    q = FP8Linear(linear)
+    scale = linear.weight.abs().max() / 448
+    reference = x @ ((linear.weight / scale).to(torch.float8_e4m3fn).float() * scale).T + linear.bias
+    torch.testing.assert_close(q(x), reference, atol=1e-6, rtol=1e-6)
+    assert q.weight.dtype == torch.float8_e4m3fn and (q(x) - linear(x)).abs().max() < 0.05
+
+
+def test_save_names_stay_inside_the_output_folder(pack):
+    safe_prefix = pack.nodes.save_nodes.safe_prefix
+    assert safe_prefix("vera/edit") == (Path("vera"), "edit")
+    assert safe_prefix("my shot: take#2") == (Path(), "my_shot_take_2")
+    assert safe_prefix("") == (Path(), "vera")
+    for bad in ("../x", "/etc/x", "a/../../b", "C:/x"):
+        with pytest.raises(ValueError, match="inside ComfyUI's output folder"):
+            safe_prefix(bad)
