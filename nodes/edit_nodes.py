@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..vera import layers
-from ..vera.pipeline import FRAME_POLICIES, decode_layers, encode_source
+from ..vera.pipeline import FRAME_POLICIES, decode_layers, encode_source, final_composite
 from ..vera.sampling import SAMPLERS, Interrupted, sample
 from . import host
 from .handles import VERA_LAYERS, VERA_MODEL, VERA_SOURCE, VeraLayers
@@ -166,7 +166,8 @@ class VeraDecodeLayers:
         edit_rgb, alpha, model_comp = decode_layers(ComfyVAECodec(vae), vera_layers.latents, encoded)
         alpha = layers.quantize_alpha(alpha, alpha_cutoff)
         source = encoded.source_u8.float() / 255
-        ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, model_comp)]}
+        preview_final = final_composite(encoded.source_u8, edit_rgb, alpha)  # what Vera Composite will give
+        ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, preview_final)]}
         return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source)}
 
 

@@ -1,0 +1,88 @@
+"""The shared workflows: well-formed, only our nodes and ComfyUI core nodes, consistent links, valid values,
+and the UI and API file of each workflow describing the same graph."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("vera_workflow_script", ROOT / "scripts" / "workflows.py")
+wf = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = wf
+spec.loader.exec_module(wf)
+
+UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
+API_FILES = sorted((ROOT / "workflows" / "api").glob("*_api.json"))
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return wf.load_pack()
+
+
+def test_each_workflow_has_both_formats_and_all_four_exist():
+    names = {p.stem for p in UI_FILES}
+    assert names == {p.stem[: -len("_api")] for p in API_FILES}
+    assert names == {"vera_tiny_object_addition", "vera_tiny_background_change", "vera_wan13b_object_addition",
+                     "vera_wan13b_background_change"}
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_workflow_links_are_consistent(path, pack):
+    ui = json.loads(path.read_text())
+    assert ui["version"] == 0.4 and {"nodes", "links", "groups", "config", "extra"} <= set(ui)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert len(nodes) == len(ui["nodes"]) and ui["last_node_id"] >= max(nodes)
+    links = {l[0]: l for l in ui["links"]}
+    assert len(links) == len(ui["links"]) and ui["last_link_id"] >= max(links)
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        output, target = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
+        assert link_id in output["links"] and target["link"] == link_id, (path.name, link_id)
+        assert output["type"] == target["type"] == kind, (path.name, link_id)
+    for node in ui["nodes"]:
+        assert node["type"] in pack.NODE_CLASS_MAPPINGS or node["type"] in wf.CORE_NODES, node["type"]
+        for slot in node["inputs"]:
+            assert slot["link"] is None or links[slot["link"]][3] == node["id"]
+        for output in node["outputs"]:
+            assert all(links[i][1] == node["id"] for i in output["links"])
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_api_workflow_is_valid_for_our_nodes(path, pack):
+    api = json.loads(path.read_text())
+    for node_id, node in api.items():
+        kind = node["class_type"]
+        assert kind in pack.NODE_CLASS_MAPPINGS or kind in wf.CORE_NODES, kind
+        assert node["_meta"]["title"]
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):  # a link: [source id, output slot] of a matching type
+                src = api[value[0]]
+                outputs = wf.node_signature(src["class_type"], pack)[2]
+                assert value[1] < len(outputs), (path.name, node_id, name)
+        if kind not in pack.NODE_CLASS_MAPPINGS:
+            continue
+        spec = pack.NODE_CLASS_MAPPINGS[kind].INPUT_TYPES()
+        assert set(spec["required"]) <= set(node["inputs"]), (path.name, node_id)
+        for name, value in node["inputs"].items():
+            expected, options = {**spec["required"], **spec.get("optional", {})}[name]
+            if isinstance(value, list):
+                src = api[value[0]]
+                assert wf.node_signature(src["class_type"], pack)[2][value[1]][1] == expected, (path.name, name)
+            elif isinstance(expected, list) and name != "model_name":  # model files differ per machine
+                assert value in expected, (path.name, name, value)
+            elif expected in ("INT", "FLOAT"):
+                assert options.get("min", value) <= value <= options.get("max", value), (path.name, name, value)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_and_api_files_describe_the_same_graph(path, pack):
+    ui = json.loads(path.read_text())
+    api = json.loads((ROOT / "workflows" / "api" / f"{path.stem}_api.json").read_text())
+    assert wf.ui_to_api(ui, pack) == api
+
+
+def test_workflow_files_are_what_the_builder_writes(pack):
+    stale = [p.name for p, text in wf.render_all(pack).items() if p.read_text() != text]
+    assert not stale, f"regenerate with python scripts/workflows.py: {stale}"
