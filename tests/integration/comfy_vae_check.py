@@ -1,0 +1,43 @@
+"""Run by tests/integration with ComfyUI's own Python, inside a ComfyUI checkout (cwd): ComfyUI's Wan2.1 VAE
+(comfy.sd.VAE) behind our bridge must give the same normalised latents and frames as our diffusers path.
+
+    python comfy_vae_check.py PACK_DIR VAE_FILE    -> prints a JSON report
+"""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+pack_dir, vae_file = Path(sys.argv[1]), Path(sys.argv[2])
+sys.argv = [sys.argv[0]] + ([] if torch.cuda.is_available() else ["--cpu"])  # ComfyUI parses its flags at import
+sys.path.insert(0, ".")
+import comfy.options  # noqa: E402
+
+comfy.options.enable_args_parsing()  # as ComfyUI's main.py does, so --cpu is honoured
+import comfy.latent_formats  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.utils  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("vera_pack_check", pack_dir / "__init__.py",
+                                              submodule_search_locations=[str(pack_dir)])
+pack = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = pack
+spec.loader.exec_module(pack)
+bridge, vae_ops = pack.nodes.vae_bridge, pack.vera.vae
+
+comfy_vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(vae_file)))
+ours = vae_ops.WanCodec(vae_ops.load_vae(vae_file))
+theirs = bridge.ComfyVAECodec(comfy_vae)
+video = torch.rand(1, 3, 5, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+with torch.no_grad():
+    a, b = ours.encode_video(video), theirs.encode_video(video)
+    da, db = ours.decode_video(a), theirs.decode_video(a)
+fmt = comfy.latent_formats.Wan21()
+mean, std = bridge.wan21_latent_stats()
+print(json.dumps(dict(
+    encode_max_abs=float((a - b).abs().max()), latent_abs_mean=float(a.abs().mean()),
+    decode_max_abs=float((da - db).abs().max()), comfy_vae_dtype=str(comfy_vae.vae_dtype),
+    stats_match_comfy_wan21=bool(torch.allclose(fmt.latents_mean, mean) and torch.allclose(fmt.latents_std, std)),
+)))

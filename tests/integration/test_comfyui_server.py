@@ -1,0 +1,163 @@
+"""Integration with a real ComfyUI (skipped unless one is given).
+
+    VERA_COMFYUI_URL=http://127.0.0.1:8188   a running ComfyUI with this pack in custom_nodes, or
+    COMFYUI_DIR=/path/to/ComfyUI             a checkout: the pack is linked into custom_nodes and a server is
+                                             started (COMFYUI_PYTHON: its Python, default this one).
+COMFYUI_DIR (with COMFYUI_PYTHON) also enables the check of ComfyUI's own Wan VAE behind our bridge.
+`bash scripts/integration.sh` sets all of this up on a CPU machine with ../shared/tools/comfyui-host.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from vera import client, layers, video
+from vera.data.clips import bundled_clip
+
+ROOT = Path(__file__).resolve().parents[2]
+URL, COMFYUI_DIR = os.environ.get("VERA_COMFYUI_URL"), os.environ.get("COMFYUI_DIR")
+COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
+pytestmark = pytest.mark.skipif(not (URL or COMFYUI_DIR), reason="set VERA_COMFYUI_URL or COMFYUI_DIR to run")
+
+
+def _get(server, path):
+    with urllib.request.urlopen(server + path, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def server():
+    if URL:
+        yield URL.rstrip("/")
+        return
+    link = Path(COMFYUI_DIR) / "custom_nodes" / ROOT.name
+    if not link.exists():
+        link.symlink_to(ROOT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)],
+                               cwd=COMFYUI_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(180):
+        try:
+            _get(url, "/system_stats")
+            break
+        except OSError:
+            assert process.poll() is None, "ComfyUI exited during start"
+            time.sleep(1)
+    yield url
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def pack():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import workflows
+
+    return workflows, workflows.load_pack()
+
+
+def test_object_info_lists_every_vera_node_and_the_core_nodes_our_workflows_use(server, pack):
+    workflows, ours = pack
+    info = _get(server, "/object_info")
+    for node_id, cls in ours.NODE_CLASS_MAPPINGS.items():
+        assert node_id in info, f"{node_id} missing from /object_info (did the pack import?)"
+        assert info[node_id]["category"] == cls.CATEGORY
+        spec = cls.INPUT_TYPES()
+        assert set(info[node_id]["input"]["required"]) == set(spec["required"])
+        assert set(info[node_id]["input"].get("optional", {})) == set(spec.get("optional", {}))
+    for name, (links, widgets, outputs, _) in workflows.CORE_NODES.items():
+        assert name in info, f"core node {name} is not in this ComfyUI"
+        declared = info[name]["input_order"]
+        assert [n for n in declared["required"] + declared.get("optional", []) if n not in dict(links)] == widgets, name
+        assert [t for t in info[name]["output"]] == [t for _, t in outputs], name
+
+
+def test_workflows_are_listed_as_the_packs_templates(server):
+    templates = _get(server, "/workflow_templates")
+    listed = next((names for names in templates.values() if "vera_tiny_object_addition" in names), None)
+    assert listed is not None and set(listed) == {p.stem for p in (ROOT / "workflows").glob("*.json")}
+
+
+@pytest.mark.parametrize("name", ["vera_tiny_object_addition", "vera_tiny_background_change"])
+def test_vera_tiny_api_workflow_runs_and_keeps_untouched_pixels(server, name, tmp_path):
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    out = tmp_path / "out"
+    args = client.build_parser().parse_args(["--server", server, "--workflow", str(ROOT / "workflows" / "api" /
+                                             f"{name}_api.json"), "--input", str(clip), "--seed", "5",
+                                             "--out", str(out), "--timeout", "600"])
+    lines = []
+    paths = client.run(args, log=lines.append)
+    print("\n".join(lines[-4:]))
+    finals = sorted(p for p in paths if p.parent.name.endswith("final_composite") and p.suffix == ".png")
+    alphas = sorted(p for p in paths if p.parent.name.endswith("_alpha") and p.suffix == ".png")
+    movs = [p for p in paths if p.suffix == ".mov"]
+    assert len(finals) == len(alphas) == 17 and len(movs) == 1
+    source, _ = video.read_frames(bundled_clip(), 17)
+    final = torch.stack([video.read_png(p) for p in finals])
+    alpha = torch.stack([video.read_png(p) for p in alphas])[..., 0]
+    untouched = alpha == 0
+    assert untouched.any() and (~untouched).any()
+    assert torch.equal(final[untouched], source[untouched]), "pixels outside the matte changed"
+    rgba = video.read_rgba_video(movs[0])
+    assert (rgba[..., 3].int() - alpha.int()).abs().max() <= 1
+    print(f"{name}: {len(paths)} files, {float((~untouched).float().mean()):.1%} of pixels edited, "
+          "untouched pixels bit-identical to the source")
+
+
+def test_cancel_stops_the_sampler_within_a_step(server, tmp_path):
+    import websocket
+
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    client.set_input(workflow, "Vera Sampler", "steps", 200)
+    client.set_input(workflow, "Vera Sampler", "seed", int(time.time()))
+    comfy = client.ComfyClient(server)
+    ws = websocket.create_connection(f"{server.replace('http', 'ws', 1)}/ws?clientId={comfy.client_id}", timeout=60)
+    prompt_id = comfy.submit(workflow)
+    steps_seen, interrupted_at, end = 0, None, None
+    deadline = time.time() + 300
+    while time.time() < deadline and end is None:
+        raw = ws.recv()
+        if isinstance(raw, bytes):
+            continue
+        message = json.loads(raw)
+        data = message.get("data", {})
+        if message["type"] == "progress" and data.get("prompt_id") == prompt_id:
+            steps_seen = data["value"]
+            if steps_seen == 3 and interrupted_at is None:
+                interrupted_at = steps_seen
+                urllib.request.urlopen(urllib.request.Request(f"{server}/interrupt", data=b"{}", method="POST"))
+        if message["type"] in ("execution_interrupted", "execution_success", "execution_error") and \
+                data.get("prompt_id") == prompt_id:
+            end = message["type"]
+    ws.close()
+    print(f"cancel: requested after step {interrupted_at}, last step reported {steps_seen} of 200, ended by {end}")
+    assert end == "execution_interrupted" and steps_seen <= interrupted_at + 1
+
+
+@pytest.mark.skipif(not COMFYUI_DIR, reason="needs COMFYUI_DIR (ComfyUI's own modules)")
+def test_comfyui_wan_vae_behind_our_bridge_matches_diffusers(tmp_path):
+    from vera.tiny import tiny_vae  # noqa: F401  (diffusers is importable here)
+    from diffusers import AutoencoderKLWan
+
+    from vera.vae import save_vae_original
+
+    torch.manual_seed(0)
+    vae_file = save_vae_original(AutoencoderKLWan().eval(), tmp_path / "wan21_vae_random.safetensors")  # real shapes
+    result = subprocess.run([COMFYUI_PYTHON, str(Path(__file__).with_name("comfy_vae_check.py")), str(ROOT),
+                             str(vae_file)], cwd=COMFYUI_DIR, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print("ComfyUI Wan VAE vs diffusers:", report)
+    assert report["stats_match_comfy_wan21"]
+    assert report["encode_max_abs"] < 1e-3 * max(1.0, report["latent_abs_mean"]) and report["decode_max_abs"] < 1e-3
