@@ -236,3 +236,32 @@ def test_save_names_stay_inside_the_output_folder(pack):
     for bad in ("../x", "/etc/x", "a/../../b", "C:/x"):
         with pytest.raises(ValueError, match="inside ComfyUI's output folder"):
             safe_prefix(bad)
+
+
+def test_wan_width_graph_takes_clip_text_encode_conditioning_and_a_comfy_vae(pack, tmp_path, monkeypatch):
+    """A Wan-shaped model (text width 4096) loaded from models/diffusion_models, CONDITIONING shaped as ComfyUI's
+    CLIPTextEncode gives it for the Wan text encoder, and a VAE with ComfyUI's interface."""
+    from vera.safetensors_io import atomic_save
+    from vera.tiny import tiny_diffusers_wan, wan_original_state_dict
+
+    models = tmp_path / "models"
+    atomic_save(wan_original_state_dict(tiny_diffusers_wan(1, text_dim=4096)),
+                models / "diffusion_models" / "wan_4096.safetensors", {"num_attention_heads": "4"})
+    monkeypatch.setenv("VERA_MODELS_DIR", str(models))
+    (handle,), _ = run(pack, "VeraLoadModel", model_name="wan_4096.safetensors", weight_dtype="auto", attention="auto")
+    vae = ComfyStyleVAE(tiny_vae(0))
+    clip = torch.rand(5, 32, 48, 3, generator=torch.Generator().manual_seed(1))
+    (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip, frame_policy="error", work_width=0, work_height=0)
+
+    def clip_text_encode(seed):  # [1, 512, 4096], zero past the prompt, with ComfyUI's extra dict
+        context = torch.zeros(1, 512, 4096)
+        context[0, :7] = torch.randn(7, 4096, generator=torch.Generator().manual_seed(seed))
+        return [[context, {"pooled_output": None}]]
+
+    (lay,), _ = run(pack, "VeraSampler", vera_model=handle, positive=clip_text_encode(1), negative=clip_text_encode(2),
+                    vera_source=source, seed=0, steps=2, cfg=5.0, shift=5.0, sampler="euler", batch_cfg=False)
+    (edit, alpha, comp, src), _ = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=lay, alpha_cutoff=0.0)
+    assert edit.shape == clip.shape and alpha.shape == clip.shape[:3] and torch.equal(src, layers.to_uint8(clip).float() / 255)
+    with pytest.raises(ValueError, match="64-wide but this model expects 4096.*CLIPTextEncode"):
+        run(pack, "VeraSampler", vera_model=handle, positive=[[torch.zeros(1, 16, 64), {}]],
+            negative=clip_text_encode(2), vera_source=source, seed=0, steps=1, cfg=5.0, shift=5.0, sampler="euler")
