@@ -25,7 +25,6 @@ class VeraModelHandle:
     text_encoder: object | None = None  # bundled (vera-tiny) text encoder, else None
     vae: object | None = None  # bundled VAE (diffusers AutoencoderKLWan), else None
     work_size: tuple[int, int] | None = None  # (h, w) a bundle was trained at
-    defaults: dict = field(default_factory=dict)
 
 
 @dataclass

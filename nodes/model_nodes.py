@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..vera import attention as attention_ops
-from ..vera.bundle import CHECKPOINT_DEFAULTS, TINY_NAME, load_tiny
+from ..vera.bundle import TINY_NAME, load_tiny
 from . import host
 from .handles import VERA_MODEL, VeraModelHandle
 from .vae_bridge import BundledVAE
@@ -37,11 +37,11 @@ def load_handle(model_name: str, weight_dtype: str = "auto", attention: str = "a
     if model_name == TINY_NAME:
         bundle = load_tiny(dtype=dtype, device=device, attention_backend=attention)
         handle = VeraModelHandle(bundle.model, TINY_NAME, weight_dtype, bundle.text_encoder, bundle.vae,
-                                 bundle.work_size, dict(bundle.defaults))
+                                 bundle.work_size)
     else:
         model = load_model(host.model_path("diffusion_models", model_name), dtype=dtype, device=device,
                            attention_backend=attention).eval()
-        handle = VeraModelHandle(model, model_name, weight_dtype, defaults=dict(CHECKPOINT_DEFAULTS))
+        handle = VeraModelHandle(model, model_name, weight_dtype)
     if weight_dtype == "fp8":
         quantize_blocks(handle.model)
     handle.model.requires_grad_(False)

@@ -106,10 +106,10 @@ def to_ui(nodes: list[Node], pack, note: str) -> dict:
                 link_id = len(links) + 1
                 links.append([link_id, src, src_slot, n.id, slot, kind])
                 out_links.setdefault((src, src_slot), []).append(link_id)
+    link_of = {(l[3], l[4]): l[0] for l in links}  # (target node, target slot) -> link id
     for n in nodes:
         in_links, widget_names, outputs, extra = node_signature(n.class_type, pack)
         row = rows[depth[n.id]] = rows.get(depth[n.id], -1) + 1
-        link_of = {(l[3], l[4]): l[0] for l in links}
         ui_nodes.append({
             "id": n.id, "type": n.class_type, "title": n.title,
             "pos": [40 + 360 * depth[n.id], 40 + 260 * row], "size": [320, 200], "flags": {}, "order": 0, "mode": 0,
