@@ -57,7 +57,8 @@ class VeraEncode:
             raise ValueError(f"work_width {work_width} / work_height {work_height}: set both (multiples of 16) "
                              "or leave both at 0 for the video's own size")
         work_size = (work_height, work_width) if work_width else None
-        encoded = encode_source(ComfyVAECodec(vae), video[..., :3], edit_region, frame_policy, work_size)
+        encoded = encode_source(ComfyVAECodec(vae), video[..., :3], edit_region, frame_policy, work_size,
+                                names=("video", "edit_region"))
         return (encoded,)
 
 

@@ -165,7 +165,7 @@ def _check_work_size(work_size) -> tuple[int, int] | None:
     return h, w
 
 
-def _mask_frames(mask_frames: torch.Tensor, frames: int, size: tuple[int, int]) -> torch.Tensor:
+def _mask_frames(mask_frames: torch.Tensor, frames: int, size: tuple[int, int], name: str = "mask_frames") -> torch.Tensor:
     """`[T, H, W]`, `[T, H, W, 1]`, or one frame `[1, H, W(, 1)]` / `[H, W]` (used for every frame) -> `[T, H, W, 1]`."""
     mask = mask_frames.float()
     if mask.ndim == 2:
@@ -173,33 +173,35 @@ def _mask_frames(mask_frames: torch.Tensor, frames: int, size: tuple[int, int]) 
     if mask.ndim == 3:
         mask = mask.unsqueeze(-1)
     if mask.ndim != 4 or mask.shape[-1] != 1:
-        raise ValueError(f"mask_frames must be [T, H, W] (or one frame [H, W]), got shape {tuple(mask_frames.shape)}")
+        raise ValueError(f"{name} must be [T, H, W] (or one frame [H, W]), got shape {tuple(mask_frames.shape)}")
     if mask.shape[0] == 1 and frames > 1:
         mask = mask.expand(frames, -1, -1, -1)
     if tuple(mask.shape[:3]) != (frames, *size):
-        raise ValueError(f"mask_frames {tuple(mask.shape[:3])} must match the source {(frames, *size)} (frames, height, "
+        raise ValueError(f"{name} {tuple(mask.shape[:3])} must match the source {(frames, *size)} (frames, height, "
                          "width), or be a single frame of the source's size; resize the mask to the video")
     return mask
 
 
 @torch.no_grad()
 def encode_source(codec, source_frames: torch.Tensor, mask_frames: torch.Tensor | None = None,
-                  frame_policy: str = "error", work_size: tuple[int, int] | None = None) -> EncodedSource:
+                  frame_policy: str = "error", work_size: tuple[int, int] | None = None,
+                  names: tuple[str, str] = ("source_frames", "mask_frames")) -> EncodedSource:
     """Validate, fit (pad / crop / resize) and VAE-encode the source and optional mask.
 
     codec: see `vae.WanCodec` (a diffusers VAE is wrapped automatically). source_frames: `[T, H, W, 3]`
     uint8 or float in [0, 1]. mask_frames: `[T, H, W]` in [0, 1], 1 = region that may change.
+    names: what errors call the two inputs (the caller's own parameter or socket names).
     """
     codec = vae_ops.as_codec(codec)
-    source_f, source_u8 = as_float_frames(source_frames, "source_frames")
+    source_f, source_u8 = as_float_frames(source_frames, names[0])
     full_size = tuple(source_f.shape[1:3])
     work_size = _check_work_size(work_size)
     model_in = resize_frames(source_f, work_size) if work_size is not None else source_f
-    geo = plan_geometry(*model_in.shape[:3], frame_policy)
+    geo = plan_geometry(*model_in.shape[:3], frame_policy, name=names[0])
     source_latent = codec.encode_video(frames_to_video(fit_frames(model_in, geo))).float().cpu()
     mask_latent = None
     if mask_frames is not None:
-        mask = _mask_frames(mask_frames, source_f.shape[0], full_size)
+        mask = _mask_frames(mask_frames, source_f.shape[0], full_size, names[1])
         if work_size is not None:
             mask = resize_frames(mask, work_size)
         mask = fit_frames(mask, geo).clamp(0, 1)
