@@ -17,6 +17,14 @@ def _deterministic():
 
 
 @pytest.fixture(scope="session")
+def pack():
+    """The node pack, imported by file location as ComfyUI imports a custom node folder."""
+    from helpers import workflow_script
+
+    return workflow_script().load_pack()
+
+
+@pytest.fixture(scope="session")
 def tiny_wan():
     return tiny.tiny_diffusers_wan(seed=0)
 

@@ -1,5 +1,31 @@
-"""Shared test inputs."""
+"""Shared test inputs, the workflow script, and calling a node as ComfyUI does."""
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def workflow_script():
+    """scripts/workflows.py as a module (it also imports the pack the way ComfyUI does: `load_pack`)."""
+    name = "vera_workflow_script"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "workflows.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def run_node(pack, node_id, **inputs):
+    """Call a node the way ComfyUI's executor does; returns (outputs tuple, ui dict or None)."""
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    out = getattr(cls(), cls.FUNCTION)(**inputs)
+    if isinstance(out, dict):
+        return tuple(out.get("result", ())), out.get("ui")
+    return out, None
 
 
 def inputs(batch=1, frames=3, size=8, text=12, text_dim=32, seed=1, mask=False):

@@ -1,37 +1,17 @@
 """The Vera nodes run end to end through the same calls ComfyUI makes (no ComfyUI here): vera-tiny and
 tiny random Wan files, the VAE bridge, cancel, progress, errors and the saved files."""
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_node as run
 
 from vera import layers, pipeline, video
 from vera.bundle import load_tiny, tiny_available
 from vera.data.clips import bundled_clip
 from vera.tiny import tiny_vae
 
-ROOT = Path(__file__).resolve().parents[1]
 needs_tiny = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in this checkout")
-
-
-@pytest.fixture(scope="module")
-def pack():
-    spec = importlib.util.spec_from_file_location("comfyui_vera_graph", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(pack, node_id, **inputs):
-    cls = pack.NODE_CLASS_MAPPINGS[node_id]
-    out = getattr(cls(), cls.FUNCTION)(**inputs)
-    if isinstance(out, dict):
-        return tuple(out.get("result", ())), out.get("ui")
-    return out, None
 
 
 @pytest.fixture(scope="module")

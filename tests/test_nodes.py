@@ -1,33 +1,10 @@
 """The pack's nodes, loaded the way ComfyUI loads a custom node folder (as a package by file location)."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import run_node as run
 
-ROOT = Path(__file__).resolve().parents[1]
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "VAE", "CLIP", "INT", "FLOAT", "BOOLEAN", "STRING"}
 OUR_TYPES = {"VERA_MODEL", "VERA_SOURCE", "VERA_LAYERS"}
-
-
-@pytest.fixture(scope="module")
-def pack():
-    spec = importlib.util.spec_from_file_location("comfyui_vera_pack", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(pack, node_id, **inputs):
-    """Call a node the way ComfyUI's executor does; returns (outputs tuple, ui dict or None)."""
-    cls = pack.NODE_CLASS_MAPPINGS[node_id]
-    out = getattr(cls(), cls.FUNCTION)(**inputs)
-    if isinstance(out, dict):
-        return tuple(out.get("result", ())), out.get("ui")
-    return out, None
 
 
 EXPECTED_NODES = {"VeraLoadModel", "VeraTextEncode", "VeraBundledVAE", "VeraEncode", "VeraSampler", "VeraDecodeLayers",

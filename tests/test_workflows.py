@@ -1,25 +1,15 @@
 """The shared workflows: well-formed, only our nodes and ComfyUI core nodes, consistent links, valid values,
 and the UI and API file of each workflow describing the same graph."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import workflow_script
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("vera_workflow_script", ROOT / "scripts" / "workflows.py")
-wf = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = wf
-spec.loader.exec_module(wf)
-
+wf = workflow_script()
 UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
 API_FILES = sorted((ROOT / "workflows" / "api").glob("*_api.json"))
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return wf.load_pack()
 
 
 def test_each_workflow_has_both_formats_and_all_four_exist():

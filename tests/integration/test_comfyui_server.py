@@ -58,16 +58,10 @@ def server():
     process.wait(30)
 
 
-@pytest.fixture(scope="module")
-def pack():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import workflows
-
-    return workflows, workflows.load_pack()
-
-
 def test_object_info_lists_every_vera_node_and_the_core_nodes_our_workflows_use(server, pack):
-    workflows, ours = pack
+    from helpers import workflow_script
+
+    workflows, ours = workflow_script(), pack
     info = _get(server, "/object_info")
     for node_id, cls in ours.NODE_CLASS_MAPPINGS.items():
         assert node_id in info, f"{node_id} missing from /object_info (did the pack import?)"
