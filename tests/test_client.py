@@ -153,3 +153,14 @@ def test_successful_run_downloads_outputs_without_overwriting(stub, tmp_path):
     paths[0].write_bytes(b"edited by the artist")
     client.run(args(server.url, tmp_path), log=lambda *_: None)
     assert paths[0].read_bytes() == b"edited by the artist"  # an existing file is never replaced
+
+
+def test_a_server_cannot_make_the_client_write_outside_its_folder(stub, tmp_path):
+    outputs = {"22": {"vera_files": [{"filename": "evil.sh", "subfolder": "../../", "type": "output"}]}}
+    server = stub({("POST", "/prompt"): (200, {"prompt_id": "p3", "number": 0, "node_errors": {}}),
+                   ("GET", "/history/p3"): (200, {"p3": {"status": {"status_str": "success", "completed": True},
+                                                         "outputs": outputs}}),
+                   ("GET", "/view"): (200, b"#!/bin/sh")})
+    with pytest.raises(client.ClientError, match="refusing to write 'evil.sh'"):
+        client.run(args(server.url, tmp_path), log=lambda *_: None)
+    assert not (tmp_path.parent / "evil.sh").exists()

@@ -101,7 +101,9 @@ class ComfyClient:
 
     def download(self, item: dict, out: Path) -> Path:
         query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
-        target = out / item.get("subfolder", "") / item["filename"]
+        target = (out / item.get("subfolder", "") / item["filename"]).resolve()
+        if not target.is_relative_to(out.resolve()):
+            raise ClientError(f"refusing to write {item['filename']!r} (subfolder {item.get('subfolder')!r}) outside {out}")
         if target.exists():
             return target  # already fetched (outputs are write-once on the server); never overwritten here
         data = self._request("GET", f"/view?{query}")
