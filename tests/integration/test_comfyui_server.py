@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vera import client, layers, video
+from vera import client, video
 from vera.data.clips import bundled_clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +141,6 @@ def test_cancel_stops_the_sampler_within_a_step(server, tmp_path):
 
 @pytest.mark.skipif(not COMFYUI_DIR, reason="needs COMFYUI_DIR (ComfyUI's own modules)")
 def test_comfyui_wan_vae_behind_our_bridge_matches_diffusers(tmp_path):
-    from vera.tiny import tiny_vae  # noqa: F401  (diffusers is importable here)
     from diffusers import AutoencoderKLWan
 
     from vera.vae import save_vae_original
