@@ -140,17 +140,51 @@ def test_cancel_stops_the_sampler_within_a_step(server, tmp_path):
 
 
 @pytest.mark.skipif(not COMFYUI_DIR, reason="needs COMFYUI_DIR (ComfyUI's own modules)")
-def test_comfyui_wan_vae_behind_our_bridge_matches_diffusers(tmp_path):
-    from diffusers import AutoencoderKLWan
-
-    from vera.vae import save_vae_original
-
-    torch.manual_seed(0)
-    vae_file = save_vae_original(AutoencoderKLWan().eval(), tmp_path / "wan21_vae_random.safetensors")  # real shapes
+def test_comfyui_wan_vae_behind_our_bridge_matches_diffusers(random_wan21_vae_file):
     result = subprocess.run([COMFYUI_PYTHON, str(Path(__file__).with_name("comfy_vae_check.py")), str(ROOT),
-                             str(vae_file)], cwd=COMFYUI_DIR, capture_output=True, text=True, timeout=900)
+                             str(random_wan21_vae_file)], cwd=COMFYUI_DIR, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print("ComfyUI Wan VAE vs diffusers:", report)
     assert report["stats_match_comfy_wan21"]
     assert report["encode_max_abs"] < 1e-3 * max(1.0, report["latent_abs_mean"]) and report["decode_max_abs"] < 1e-3
+
+
+@pytest.fixture(scope="module")
+def random_wan21_vae_file(tmp_path_factory):
+    """A Wan2.1 VAE with the real shapes and random weights (ComfyUI layout), as users' wan_2.1_vae.safetensors."""
+    from diffusers import AutoencoderKLWan
+
+    from vera.vae import save_vae_original
+
+    torch.manual_seed(0)
+    return save_vae_original(AutoencoderKLWan().eval(), tmp_path_factory.mktemp("vae") / "wan21_vae_random.safetensors")
+
+
+@pytest.mark.skipif(not COMFYUI_DIR, reason="needs COMFYUI_DIR (to put a VAE file into its models/vae)")
+def test_comfyui_vae_loader_plugs_into_our_nodes_on_the_server(server, random_wan21_vae_file, tmp_path):
+    name = "vera_test_wan21_vae_random.safetensors"
+    target = Path(COMFYUI_DIR) / "models" / "vae" / name
+    if target.is_symlink():  # ours, from an earlier run (its target may be gone)
+        target.unlink()
+    target.symlink_to(random_wan21_vae_file)
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    workflow["5"] = {"class_type": "VAELoader", "inputs": {"vae_name": name}, "_meta": {"title": "Wan2.1 VAE"}}
+    client.set_input(workflow, "Source frames", "length", 5)
+    client.set_input(workflow, "Vera Sampler", "steps", 2)
+    client.set_input(workflow, "Vera Sampler", "seed", int(time.time()))
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    comfy = client.ComfyClient(server)
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))
+    entry = comfy.wait(comfy.submit(workflow), {}, time.time() + 900, log=lambda *_: None)
+    items = client.output_files(entry)
+    paths = [comfy.download(item, tmp_path / "out") for item in items]
+    finals = sorted(p for p in paths if p.parent.name.endswith("final_composite") and p.suffix == ".png")
+    alphas = sorted(p for p in paths if p.parent.name.endswith("_alpha") and p.suffix == ".png")
+    source, _ = video.read_frames(bundled_clip(), 5)
+    final = torch.stack([video.read_png(p) for p in finals])
+    alpha = torch.stack([video.read_png(p) for p in alphas])[..., 0]
+    assert len(finals) == 5 and torch.equal(final[alpha == 0], source[alpha == 0])
+    print(f"VAELoader -> Vera nodes on the server: {len(paths)} files, {float((alpha > 0).float().mean()):.1%} of pixels "
+          "under the (untrained-for-this-VAE) matte, the rest bit-identical")
