@@ -130,9 +130,7 @@ class VeraSampler:
                              callback=lambda info: progress.update(info.step), should_stop=host.interrupt_requested)
         except Interrupted:
             host.raise_interrupt()
-        latents = {k: v.float().cpu() for k, v in latents.items()}
-        settings = dict(model=vera_model.name, seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler)
-        return (VeraLayers(latents, vera_source, settings),)
+        return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source),)
 
 
 class VeraDecodeLayers:

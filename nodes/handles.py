@@ -6,7 +6,7 @@ VERA_LAYERS -> VeraLayers: the three sampled latents with the source they belong
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -21,14 +21,11 @@ VERA_LAYERS = "VERA_LAYERS"
 class VeraModelHandle:
     model: torch.nn.Module
     name: str
-    weight_dtype: str
     text_encoder: object | None = None  # bundled (vera-tiny) text encoder, else None
     vae: object | None = None  # bundled VAE (diffusers AutoencoderKLWan), else None
-    work_size: tuple[int, int] | None = None  # (h, w) a bundle was trained at
 
 
 @dataclass
 class VeraLayers:
     latents: dict[str, torch.Tensor]  # "edit", "alpha", "composite": normalised `[1, 16, T', h, w]`, CPU float32
     source: EncodedSource
-    settings: dict = field(default_factory=dict)

@@ -34,16 +34,18 @@ def load_handle(model_name: str, weight_dtype: str = "auto", attention: str = "a
     if attention == "xformers":
         attention_ops.resolve_backend("xformers", device)  # a clear error now rather than at the first step
     dtype = compute_dtype(weight_dtype, device)
+    # fp8: build on the CPU and quantize there, so the device never holds the full-precision copy
+    build_on = torch.device("cpu") if weight_dtype == "fp8" else device
     if model_name == TINY_NAME:
-        bundle = load_tiny(dtype=dtype, device=device, attention_backend=attention)
-        handle = VeraModelHandle(bundle.model, TINY_NAME, weight_dtype, bundle.text_encoder, bundle.vae,
-                                 bundle.work_size)
+        bundle = load_tiny(dtype=dtype, device=build_on, attention_backend=attention)
+        handle = VeraModelHandle(bundle.model, TINY_NAME, bundle.text_encoder, bundle.vae.to(device))
     else:
-        model = load_model(host.model_path("diffusion_models", model_name), dtype=dtype, device=device,
+        model = load_model(host.model_path("diffusion_models", model_name), dtype=dtype, device=build_on,
                            attention_backend=attention).eval()
-        handle = VeraModelHandle(model, model_name, weight_dtype)
+        handle = VeraModelHandle(model, model_name)
     if weight_dtype == "fp8":
         quantize_blocks(handle.model)
+        handle.model.to(device)
     handle.model.requires_grad_(False)
     host.free_memory()
     return handle

@@ -57,5 +57,4 @@ def layer_previews(source: torch.Tensor | None = None, edit: torch.Tensor | None
             name = f"vera_{run}_{kind}_{index:05d}.png"
             video.write_png(image, folder / name)
             frames[slot][kind] = dict(filename=name, subfolder="", type="temp")
-    height, width = next(iter(as_float.values())).shape[1:3]
-    return dict(frames=frames, frame_indices=picks, total_frames=count, width=int(width), height=int(height))
+    return dict(frames=frames, frame_indices=picks, total_frames=count)

@@ -7,7 +7,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-
 from ..vera import layers
 from ..vera.outputs import RGBA_FORMATS, write_layer_files
 from . import host

@@ -67,15 +67,11 @@ class BundledVAE:
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """IMAGE `[T, H, W, C]` in [0, 1] -> raw latent `[1, 16, T', H/8, W/8]`."""
-        video = pixels[..., :3].permute(3, 0, 1, 2).unsqueeze(0).float() * 2 - 1
-        mean, std = self.vera_latent_stats
-        return vae_ops.encode(self.vae, video).cpu() * std + mean
+        return vae_ops.encode_raw(self.vae, pixels[..., :3].permute(3, 0, 1, 2).unsqueeze(0).float() * 2 - 1).cpu()
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Raw latent `[1, 16, T', h, w]` -> `[1, T, H, W, 3]` in [0, 1]."""
-        mean, std = self.vera_latent_stats
-        video = vae_ops.decode(self.vae, (samples.float().cpu() - mean) / std)
-        return ((video.permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1)
+        return ((vae_ops.decode_raw(self.vae, samples.float()).permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1)
 
     def spacial_compression_encode(self) -> int:
         return 8

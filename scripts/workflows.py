@@ -154,7 +154,7 @@ def _source(nodes, file_name: str, frames: int) -> int:
     return 3
 
 
-def _finish(nodes, vae: tuple[int, int], frames: int, alpha_cutoff: float, prefix: str) -> None:
+def _finish(nodes, vae: tuple[int, int], alpha_cutoff: float, prefix: str) -> None:
     nodes += [
         Node(20, "VeraDecodeLayers", "Vera Decode Layers", {"alpha_cutoff": alpha_cutoff},
              {"vae": vae, "vera_layers": (12, 0)}),
@@ -170,7 +170,7 @@ def _finish(nodes, vae: tuple[int, int], frames: int, alpha_cutoff: float, prefi
 def tiny_workflow(task: str) -> list[Node]:
     """vera-tiny on CPU: its bundled VAE and text encoder, model run at 64x64, layers scaled back."""
     nodes: list[Node] = []
-    frames = _source(nodes, "vera_example.mp4", 17)
+    frames_node = _source(nodes, "vera_example.mp4", 17)
     prompt = ("add a large red circle moving from left to right" if task == "object_addition"
               else "replace the background with a blue and white stripes")
     nodes += [
@@ -179,7 +179,7 @@ def tiny_workflow(task: str) -> list[Node]:
         Node(6, "VeraTextEncode", "Positive prompt", {"text": prompt}, {"vera_model": (4, 0)}),
         Node(7, "VeraTextEncode", "Negative prompt", {"text": ""}, {"vera_model": (4, 0)}),
     ]
-    encode_links = {"vae": (5, 0), "video": (frames, 0)}
+    encode_links = {"vae": (5, 0), "video": (frames_node, 0)}
     if task == "background_change":  # edit region = everything but a box around the person (1 = may change)
         nodes += [Node(8, "SolidMask", "Whole frame", {"value": 1.0, "width": 176, "height": 144}),
                   Node(9, "SolidMask", "Subject box", {"value": 0.0, "width": 116, "height": 144}),
@@ -192,7 +192,7 @@ def tiny_workflow(task: str) -> list[Node]:
                                                  "batch_cfg": True},
              {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0), "vera_source": (11, 0)}),
     ]
-    _finish(nodes, (5, 0), 17, 0.1, f"vera/tiny_{task}")
+    _finish(nodes, (5, 0), 0.1, f"vera/tiny_{task}")
     return nodes
 
 
@@ -204,7 +204,7 @@ WAN_NEGATIVE = ("bright colors, overexposed, static, blurred details, subtitles,
 def wan_workflow(task: str) -> list[Node]:
     """Wan2.1-1.3B-based Vera weights with ComfyUI's own Wan VAE and umT5 text encoder, 49 frames at 832x480."""
     nodes: list[Node] = []
-    frames = _source(nodes, "vera_source_832x480.mp4", 49)
+    frames_node = _source(nodes, "vera_source_832x480.mp4", 49)
     prompt = ("add a red vintage bicycle leaning against the wall on the left" if task == "object_addition"
               else "replace the background with a snowy mountain village at dusk")
     nodes += [
@@ -216,7 +216,7 @@ def wan_workflow(task: str) -> list[Node]:
         Node(6, "CLIPTextEncode", "Positive prompt", {"text": prompt}, {"clip": (13, 0)}),
         Node(7, "CLIPTextEncode", "Negative prompt", {"text": WAN_NEGATIVE}, {"clip": (13, 0)}),
     ]
-    encode_links = {"vae": (5, 0), "video": (frames, 0)}
+    encode_links = {"vae": (5, 0), "video": (frames_node, 0)}
     if task == "background_change":
         nodes.append(Node(10, "LoadImageMask", "Edit region (white = may change)",
                           {"image": "vera_background_mask.png", "channel": "red"}))
@@ -228,7 +228,7 @@ def wan_workflow(task: str) -> list[Node]:
                                                  "batch_cfg": True},
              {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0), "vera_source": (11, 0)}),
     ]
-    _finish(nodes, (5, 0), 49, 0.0, f"vera/wan13b_{task}")
+    _finish(nodes, (5, 0), 0.0, f"vera/wan13b_{task}")
     return nodes
 
 

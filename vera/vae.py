@@ -171,11 +171,9 @@ def latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def encode(vae, video: torch.Tensor) -> torch.Tensor:
-    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `[B, 16, T', H/8, W/8]` (float32).
-
-    Uses the posterior mean (deterministic), as Wan's video-to-video pipelines do.
-    """
+def encode_raw(vae, video: torch.Tensor) -> torch.Tensor:
+    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> the VAE's own latent `[B, 16, T', H/8, W/8]` (float32, not
+    normalised; what ComfyUI's VAE.encode returns). Uses the posterior mean, as Wan's v2v pipelines do."""
     _, _, frames, height, width = video.shape
     if (frames - 1) % 4 or height % 8 or width % 8:
         raise ValueError(
@@ -183,7 +181,12 @@ def encode(vae, video: torch.Tensor) -> torch.Tensor:
             "multiples of 8 (it silently drops extra frames otherwise); pad or trim first"
         )
     param = next(vae.parameters())
-    mu = vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()
+    return vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()
+
+
+def encode(vae, video: torch.Tensor) -> torch.Tensor:
+    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `(mu - latents_mean) / latents_std`."""
+    mu = encode_raw(vae, video)
     mean, std = latent_stats(vae, mu)
     return (mu - mean) / std
 
@@ -196,17 +199,17 @@ def encode_matte(vae, matte: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None] | None = None,
-           out_device="cpu") -> torch.Tensor:
-    """Normalised latent `[B, 16, T', h, w]` -> video `[B, 3, 1 + 4(T'-1), 8h, 8w]` in [-1, 1], float32 on `out_device`.
+def decode_raw(vae, z: torch.Tensor, chunk_callback: Callable[[int, int], None] | None = None,
+               out_device="cpu") -> torch.Tensor:
+    """The VAE's own latent `[B, 16, T', h, w]` -> video `[B, 3, 1 + 4(T'-1), 8h, 8w]` in [-1, 1], float32 on
+    `out_device`.
 
     Decodes one latent frame at a time through the VAE's causal cache (as diffusers does inside
     `decode`), moving each decoded chunk off the device at once so device memory stays bounded by
     one chunk; `chunk_callback(done, total)` reports progress. Equal to `vae.decode` (tested).
     """
     param = next(vae.parameters())
-    mean, std = latent_stats(vae, latent)
-    z = (latent.float() * std + mean).to(device=param.device, dtype=param.dtype)
+    z = z.to(device=param.device, dtype=param.dtype)
     if getattr(vae, "use_tiling", False):
         return vae.decode(z).sample.float().clamp(-1, 1).to(out_device)
     vae.clear_cache()
@@ -220,6 +223,13 @@ def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None]
             chunk_callback(i + 1, total)
     vae.clear_cache()
     return torch.cat(chunks, dim=2)
+
+
+def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None] | None = None,
+           out_device="cpu") -> torch.Tensor:
+    """Normalised latent `[B, 16, T', h, w]` -> video in [-1, 1] (see `decode_raw`)."""
+    mean, std = latent_stats(vae, latent)
+    return decode_raw(vae, latent.float() * std + mean, chunk_callback, out_device)
 
 
 def decode_matte(vae, latent: torch.Tensor) -> torch.Tensor:
