@@ -111,7 +111,7 @@ class VeraSampler:
             },
             "optional": {
                 "batch_cfg": ("BOOLEAN", {"default": True, "tooltip": (
-                    "Run the positive and negative passes as one batch: faster, about twice the activation memory.")}),
+                    "Run the positive and negative passes as one batch of two (faster); off runs them one after the other, holding one pass's activations at a time.")}),
             },
         }
 

@@ -93,7 +93,7 @@ def test_refused_workflow_lists_each_node_error(stub, tmp_path):
         client.run(args(server.url, tmp_path, "--steps", "500"), log=lambda *_: None)
     assert error.value.exit_code == 2
     assert "node 12 (VeraSampler) input 'steps': Value 500 bigger than max of 200" in str(error.value)
-    sent = json.loads(server.requests[0][2])
+    sent = json.loads(next(body for method, path, body in server.requests if path == "/prompt"))
     assert sent["prompt"]["12"]["inputs"]["steps"] == 500 and sent["client_id"]
 
 
@@ -130,7 +130,8 @@ def test_bad_answers_and_bad_requests_are_explained(stub, tmp_path):
     ui_format.write_text((ROOT / "workflows" / "vera_tiny_object_addition.json").read_text())
     with pytest.raises(client.ClientError, match="UI format; use the \\*_api.json"):
         client.load_workflow(ui_format)
-    assert not any(method == "POST" and path == "/prompt" for method, path, _ in server.requests[1:])
+    # only the first run reached /prompt: every later mistake is caught before anything is submitted
+    assert sum(method == "POST" and path == "/prompt" for method, path, _ in server.requests) == 1
 
 
 def test_successful_run_downloads_outputs_without_overwriting(stub, tmp_path):

@@ -112,9 +112,11 @@ class ComfyClient:
         return target
 
     # progress -----------------------------------------------------------------------------------
-    def wait(self, prompt_id: str, titles: dict[str, str], deadline: float, log=print) -> dict:
-        """Follow the run until it ends; returns its history entry (raises ClientError on failure)."""
-        socket = self._open_websocket(log)
+    def wait(self, prompt_id: str, titles: dict[str, str], deadline: float, log=print, socket=None) -> dict:
+        """Follow the run until it ends; returns its history entry (raises ClientError on failure).
+
+        socket: from `open_websocket`, opened before `submit` so no message is missed; without one the
+        history is polled."""
         try:
             while time.time() < deadline:
                 message = None
@@ -137,7 +139,7 @@ class ComfyClient:
                 socket.close()
         raise ClientError(f"no result within the time limit; the run may still be going (prompt {prompt_id})", 4)
 
-    def _open_websocket(self, log):
+    def open_websocket(self, log=print):
         try:
             import websocket
         except ImportError:
@@ -303,9 +305,15 @@ def run(args, log=print) -> list[Path]:
     for text in args.set or []:
         set_input(workflow, *parse_set(text))
     titles = {i: n.get("_meta", {}).get("title", n["class_type"]) for i, n in workflow.items()}
-    prompt_id = client.submit(workflow)
+    socket = client.open_websocket(log)
+    try:
+        prompt_id = client.submit(workflow)
+    except ClientError:
+        if socket is not None:
+            socket.close()
+        raise
     log(f"queued prompt {prompt_id} on {client.server}")
-    entry = client.wait(prompt_id, titles, time.time() + args.timeout, log)
+    entry = client.wait(prompt_id, titles, time.time() + args.timeout, log, socket)
     items = output_files(entry)
     if not items:
         raise ClientError("the run finished but saved no files; does the workflow end in Vera Save Layers?")
