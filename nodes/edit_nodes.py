@@ -8,8 +8,11 @@ from __future__ import annotations
 import torch
 
 from ..vera import layers
-from ..vera.pipeline import FRAME_POLICIES, decode_layers, encode_source, final_composite
-from ..vera.sampling import SAMPLERS, Interrupted, sample
+from ..vera.geometry import FRAME_POLICIES
+from ..vera.pipeline import decode_layers, encode_source
+from ..vera.sampling import Interrupted, sample
+from ..vera.settings import (CFG_RANGE, MAX_SEED, MAX_STEPS, SAMPLERS, SHIFT_RANGE, WAN_DEFAULTS,
+                             SamplingSettings, check_value)
 from . import host
 from .handles import VERA_LAYERS, VERA_MODEL, VERA_SOURCE, VeraLayers
 from .previews import layer_previews
@@ -98,36 +101,43 @@ class VeraSampler:
                                                          "text encoder, or Vera Text Encode for vera-tiny)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt, used when cfg is above 1."}),
                 "vera_source": (VERA_SOURCE, {"tooltip": "From Vera Encode."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "seed": ("INT", {"default": WAN_DEFAULTS.seed, "min": 0, "max": MAX_SEED,
+                                 "control_after_generate": True,
                                  "tooltip": "Noise seed; the same seed gives the same result on any device."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 200, "tooltip": (
-                    "Denoising steps (Wan default 50; vera-tiny was tuned at 25).")}),
-                "cfg": ("FLOAT", {"default": 5.0, "min": 1.0, "max": 20.0, "step": 0.1, "tooltip": (
-                    "Guidance scale; 1 disables guidance and the negative prompt (Wan default 5; vera-tiny 2).")}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "tooltip": (
-                    "Flow-matching schedule shift: higher spends more steps at high noise (Wan 3-5; vera-tiny 3).")}),
-                "sampler": (list(SAMPLERS), {"default": "unipc", "tooltip": (
+                "steps": ("INT", {"default": WAN_DEFAULTS.steps, "min": 1, "max": MAX_STEPS, "tooltip": (
+                    "Denoising steps (Wan2.1's default; a bundled model such as vera-tiny records its own in "
+                    "its workflow).")}),
+                "cfg": ("FLOAT", {"default": WAN_DEFAULTS.cfg, "min": CFG_RANGE[0], "max": CFG_RANGE[1], "step": 0.1,
+                                  "tooltip": "Guidance scale; 1 disables guidance and the negative prompt."}),
+                "shift": ("FLOAT", {"default": WAN_DEFAULTS.shift, "min": 0.1, "max": SHIFT_RANGE[1], "step": 0.1,
+                                    "tooltip": "Flow-matching schedule shift: higher spends more steps at "
+                                               "high noise (Wan uses 3 to 5)."}),
+                "sampler": (list(SAMPLERS), {"default": WAN_DEFAULTS.sampler, "tooltip": (
                     "unipc: Wan's multistep solver (fewer steps). euler: first-order flow-matching Euler.")}),
             },
             "optional": {
-                "batch_cfg": ("BOOLEAN", {"default": True, "tooltip": (
-                    "Run the positive and negative passes as one batch of two (faster); off runs them one after the other, holding one pass's activations at a time.")}),
+                "batch_cfg": ("BOOLEAN", {"default": WAN_DEFAULTS.batch_cfg, "tooltip": (
+                    "Run the positive and negative passes as one batch of two (faster); off runs them one "
+                    "after the other, holding one pass's activations at a time.")}),
             },
         }
 
-    def sample(self, vera_model, positive, negative, vera_source, seed, steps, cfg, shift, sampler, batch_cfg=True):
+    def sample(self, vera_model, positive, negative, vera_source, seed, steps, cfg, shift, sampler,
+               batch_cfg=True):
+        settings = SamplingSettings(steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
+                                    batch_cfg=batch_cfg)
         model = vera_model.model
         text_dim = model.config.text_dim
         context = conditioning_context(positive, "positive", text_dim)
-        neg = conditioning_context(negative, "negative", text_dim) if cfg != 1.0 else None
+        neg = conditioning_context(negative, "negative", text_dim) if settings.guided else None
         device = next(model.parameters()).device
         progress = host.Progress(steps)
         mask = vera_source.mask_latent
         try:
             latents = sample(model, context.to(device), vera_source.source_latent.to(device),
                              None if mask is None else mask.to(device), None if neg is None else neg.to(device),
-                             steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler, batch_cfg=batch_cfg,
-                             callback=lambda info: progress.update(info.step), should_stop=host.interrupt_requested)
+                             settings, callback=lambda info: progress.update(info.step),
+                             should_stop=host.interrupt_requested)
         except Interrupted:
             host.raise_interrupt()
         return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source),)
@@ -154,18 +164,20 @@ class VeraDecodeLayers:
             "required": {
                 "vae": ("VAE", {"tooltip": "The same VAE that encoded the source."}),
                 "vera_layers": (VERA_LAYERS, {"tooltip": "From Vera Sampler."}),
-                "alpha_cutoff": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
-                    "Matte values below this become 0 (source untouched there); removes faint haze from decoding. "
-                    "vera-tiny was tuned at 0.1.")}),
+                "alpha_cutoff": ("FLOAT", {"default": WAN_DEFAULTS.alpha_cutoff, "min": 0.0, "max": 1.0,
+                                           "step": 0.01, "tooltip": (
+                    "Matte values below this become 0 (source untouched there); removes faint haze from "
+                    "decoding. A bundled model such as vera-tiny records its own in its workflow.")}),
             }
         }
 
     def decode(self, vae, vera_layers, alpha_cutoff=0.0):
+        alpha_cutoff = check_value("alpha_cutoff", alpha_cutoff)
         encoded = vera_layers.source
         edit_rgb, alpha, model_comp = decode_layers(ComfyVAECodec(vae), vera_layers.latents, encoded)
         alpha = layers.quantize_alpha(alpha, alpha_cutoff)
         source = encoded.source_u8.float() / 255
-        preview_final = final_composite(encoded.source_u8, edit_rgb, alpha)  # what Vera Composite will give
+        preview_final = layers.final_composite(source, edit_rgb, alpha)  # what Vera Composite gives
         ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, preview_final)]}
         return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source)}
 

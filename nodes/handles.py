@@ -1,6 +1,7 @@
 """What travels between Vera nodes on our own socket types.
 
-VERA_MODEL  -> VeraModelHandle: the MoT model plus what a bundle (vera-tiny) brings along.
+VERA_MODEL  -> vera.bundle.Bundle: the MoT model plus what travels with it (vera-tiny: its VAE,
+               text encoder and sampling defaults).
 VERA_SOURCE -> vera.pipeline.EncodedSource: source (and mask) latents and how to map outputs back.
 VERA_LAYERS -> VeraLayers: the three sampled latents with the source they belong to.
 """
@@ -15,14 +16,6 @@ from ..vera.pipeline import EncodedSource
 VERA_MODEL = "VERA_MODEL"
 VERA_SOURCE = "VERA_SOURCE"
 VERA_LAYERS = "VERA_LAYERS"
-
-
-@dataclass
-class VeraModelHandle:
-    model: torch.nn.Module
-    name: str
-    text_encoder: object | None = None  # bundled (vera-tiny) text encoder, else None
-    vae: object | None = None  # bundled VAE (diffusers AutoencoderKLWan), else None
 
 
 @dataclass

@@ -54,12 +54,9 @@ class VeraComposite:
         if edit_layer.shape != source.shape:
             raise ValueError(f"edit_layer {tuple(edit_layer.shape)} and source {tuple(source.shape)} differ in shape")
         a = as_alpha_frames(alpha, source)
-        base = source
-        if recover_semi_transparent:
-            if model_composite is None:
-                raise ValueError("recover_semi_transparent needs the model_composite input connected")
-            base = layers.recover_preserved(model_composite.to(source), edit_layer, a, source)
-        final = layers.composite(base, edit_layer.to(source), a)
+        if recover_semi_transparent and model_composite is None:
+            raise ValueError("recover_semi_transparent needs the model_composite input connected")
+        final = layers.final_composite(source, edit_layer, a, model_composite, recover_semi_transparent)
         return {"ui": {"vera_layers": [layer_previews(source, edit_layer, a, final)]}, "result": (final,)}
 
 

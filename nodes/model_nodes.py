@@ -3,52 +3,23 @@ from __future__ import annotations
 
 import torch
 
-from ..vera import attention as attention_ops
-from ..vera.bundle import TINY_NAME, load_tiny
+from ..vera.attention import BACKEND_CHOICES
+from ..vera.bundle import TINY_NAME, Bundle, load_bundle
+from ..vera.precision import WEIGHT_DTYPES
 from . import host
-from .handles import VERA_MODEL, VeraModelHandle
+from .handles import VERA_MODEL
 from .vae_bridge import BundledVAE
 
 CATEGORY = "Vera/loaders"
-WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp8", "fp32")
-ATTENTION = ("auto", "xformers", "sdpa")
 
 
-def compute_dtype(weight_dtype: str, device: torch.device) -> torch.dtype:
-    """The dtype activations run in: auto and fp8 pick bf16 on GPUs that have it, fp16 on older GPUs,
-    fp32 on the CPU."""
-    if weight_dtype in ("auto", "fp8"):
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if host.supports_bf16(device) else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[weight_dtype]
-
-
-def load_handle(model_name: str, weight_dtype: str = "auto", attention: str = "auto") -> VeraModelHandle:
-    from ..vera.fp8 import quantize_blocks
-    from ..vera.weights import load_model
-
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {WEIGHT_DTYPES}")
-    device = host.device()
-    if attention == "xformers":
-        attention_ops.resolve_backend("xformers", device)  # a clear error now rather than at the first step
-    dtype = compute_dtype(weight_dtype, device)
-    # fp8: build on the CPU and quantize there, so the device never holds the full-precision copy
-    build_on = torch.device("cpu") if weight_dtype == "fp8" else device
-    if model_name == TINY_NAME:
-        bundle = load_tiny(dtype=dtype, device=build_on, attention_backend=attention)
-        handle = VeraModelHandle(bundle.model, TINY_NAME, bundle.text_encoder, bundle.vae.to(device))
-    else:
-        model = load_model(host.model_path("diffusion_models", model_name), dtype=dtype, device=build_on,
-                           attention_backend=attention).eval()
-        handle = VeraModelHandle(model, model_name)
-    if weight_dtype == "fp8":
-        quantize_blocks(handle.model)
-        handle.model.to(device)
-    handle.model.requires_grad_(False)
+def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str = "auto") -> Bundle:
+    """vera-tiny, or a file listed under models/diffusion_models, on ComfyUI's device."""
+    path = model_name if model_name == TINY_NAME else host.model_path("diffusion_models", model_name)
+    bundle = load_bundle(path, weight_dtype, host.device(), attention)
+    bundle.model.eval().requires_grad_(False)
     host.free_memory()
-    return handle
+    return bundle
 
 
 class VeraLoadModel:
@@ -71,16 +42,16 @@ class VeraLoadModel:
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip": (
                     "Precision of the weights. auto: bf16 on GPU, fp32 on CPU. fp8: transformer weights stored "
                     "in float8 (about half of bf16's memory), computed in bf16.")}),
-                "attention": (list(ATTENTION), {"default": "auto", "tooltip": (
+                "attention": (list(BACKEND_CHOICES), {"default": "auto", "tooltip": (
                     "Attention kernel. auto: xformers on CUDA when installed, else PyTorch SDPA.")}),
             }
         }
 
     def load(self, model_name, weight_dtype="auto", attention="auto"):
-        return (load_handle(model_name, weight_dtype, attention),)
+        return (load_vera_bundle(model_name, weight_dtype, attention),)
 
 
-def _require_bundle(vera_model: VeraModelHandle, part: str, instead: str):
+def _require_bundle(vera_model: Bundle, part: str, instead: str):
     value = getattr(vera_model, part)
     if value is None:
         raise ValueError(f"vera_model: {vera_model.name} has no bundled {part.replace('_', ' ')}; {instead}")

@@ -1,5 +1,5 @@
-"""Vera's codec interface (`encode_video` / `decode_video` on normalised latents, see vera.vae.WanCodec)
-over a ComfyUI-style VAE, and vera-tiny's VAE behind ComfyUI's VAE interface.
+"""Vera's frame codec (`vera.vae.FrameCodec`: frames in, normalised latents out) over a ComfyUI-style
+VAE, and vera-tiny's VAE behind ComfyUI's VAE interface.
 
 ComfyUI's VAE (`comfy.sd.VAE`, from VAELoader with wan_2.1_vae.safetensors): `encode(IMAGE [T, H, W, 3]
 in [0, 1])` -> raw latent `[1, 16, T', H/8, W/8]` (posterior mean, not normalised); `decode(raw)` ->
@@ -27,7 +27,8 @@ def wan21_latent_stats() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ComfyVAECodec:
-    """Normalised-latent codec over any object with ComfyUI's VAE `encode` / `decode` conventions."""
+    """`FrameCodec` over any object with ComfyUI's VAE `encode` / `decode` conventions. Both speak
+    IMAGE frames, so only the latent normalisation happens here."""
 
     def __init__(self, vae, name: str = "vae"):
         if vae is None:
@@ -40,17 +41,16 @@ class ComfyVAECodec:
         self.vae = vae
         self.mean, self.std = getattr(vae, "vera_latent_stats", None) or wan21_latent_stats()
 
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """`[1, 3, T, H, W]` in [-1, 1] -> normalised latent `[1, 16, T', H/8, W/8]` (float32, CPU)."""
-        frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
-        raw = self.vae.encode(frames).float().cpu()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """IMAGE `[T, H, W, 3]` in [0, 1] -> normalised latent `[1, 16, T', H/8, W/8]` (float32, CPU)."""
+        raw = self.vae.encode(frames[..., :3]).float().cpu()
         return (raw - self.mean) / self.std
 
-    def decode_video(self, latent: torch.Tensor) -> torch.Tensor:
-        """Normalised latent -> `[1, 3, T, H, W]` in [-1, 1] (float32, CPU)."""
+    def decode_frames(self, latent: torch.Tensor) -> torch.Tensor:
+        """Normalised latent -> IMAGE `[T, H, W, 3]` in [0, 1] (float32, CPU)."""
         images = self.vae.decode(latent.float().cpu() * self.std + self.mean)
-        images = images[0] if images.ndim == 5 else images
-        return (images[..., :3].float().cpu().permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1).clamp(-1, 1)
+        images = images[0] if images.ndim == 5 else images  # ComfyUI's video VAE: [1, T, H, W, C]
+        return images[..., :3].float().cpu().clamp(0, 1)
 
 
 class BundledVAE:
@@ -62,16 +62,16 @@ class BundledVAE:
     latent_dim = 3
 
     def __init__(self, vae):
-        self.vae = vae
+        self.codec = vae_ops.WanCodec(vae)
         self.vera_latent_stats = tuple(s.cpu() for s in vae_ops.latent_stats(vae, torch.zeros(1)))
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """IMAGE `[T, H, W, C]` in [0, 1] -> raw latent `[1, 16, T', H/8, W/8]`."""
-        return vae_ops.encode_raw(self.vae, pixels[..., :3].permute(3, 0, 1, 2).unsqueeze(0).float() * 2 - 1).cpu()
+        return self.codec.encode_raw_frames(pixels.float())
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Raw latent `[1, 16, T', h, w]` -> `[1, T, H, W, 3]` in [0, 1]."""
-        return ((vae_ops.decode_raw(self.vae, samples.float()).permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1)
+        return self.codec.decode_raw_frames(samples).unsqueeze(0)
 
     def spacial_compression_encode(self) -> int:
         return 8

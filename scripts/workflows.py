@@ -167,17 +167,27 @@ def _finish(nodes, vae: tuple[int, int], alpha_cutoff: float, prefix: str) -> No
     ]
 
 
-def tiny_workflow(task: str) -> list[Node]:
-    """vera-tiny on CPU: its bundled VAE and text encoder, model run at 64x64, layers scaled back."""
+def sampler_widgets(settings, seed: int = 1) -> dict:
+    """The Vera Sampler's widget values from a `SamplingSettings` (the workflow's seed is its own)."""
+    return {"seed": seed, "steps": settings.steps, "cfg": settings.cfg, "shift": settings.shift,
+            "sampler": settings.sampler, "batch_cfg": settings.batch_cfg}
+
+
+def tiny_workflow(task: str, pack) -> list[Node]:
+    """vera-tiny on CPU: its bundled VAE and text encoder, model run at its training size, layers
+    scaled back; clip length and sampling settings from its recipe."""
+    recipe, defaults = pack.vera.bundle.tiny_recipe(), pack.vera.bundle.tiny_defaults()
+    height, width = recipe["resolution"]
     nodes: list[Node] = []
-    frames_node = _source(nodes, "vera_example.mp4", 17)
+    frames_node = _source(nodes, "vera_example.mp4", recipe["frames"])
     prompt = ("add a large red circle moving from left to right" if task == "object_addition"
               else "replace the background with a blue and white stripes")
     nodes += [
         Node(4, "VeraLoadModel", "Load Vera Model", {"model_name": "vera-tiny", "weight_dtype": "auto", "attention": "auto"}),
         Node(5, "VeraBundledVAE", "Vera Bundled VAE", links={"vera_model": (4, 0)}),
         Node(6, "VeraTextEncode", "Positive prompt", {"text": prompt}, {"vera_model": (4, 0)}),
-        Node(7, "VeraTextEncode", "Negative prompt", {"text": ""}, {"vera_model": (4, 0)}),
+        Node(7, "VeraTextEncode", "Negative prompt", {"text": defaults.negative_prompt},
+             {"vera_model": (4, 0)}),
     ]
     encode_links = {"vae": (5, 0), "video": (frames_node, 0)}
     if task == "background_change":  # edit region = everything but a box around the person (1 = may change)
@@ -187,23 +197,19 @@ def tiny_workflow(task: str) -> list[Node]:
                        {"destination": (8, 0), "source": (9, 0)})]
         encode_links["edit_region"] = (10, 0)
     nodes += [
-        Node(11, "VeraEncode", "Vera Encode", {"frame_policy": "crop", "work_width": 64, "work_height": 64}, encode_links),
-        Node(12, "VeraSampler", "Vera Sampler", {"seed": 1, "steps": 25, "cfg": 2.0, "shift": 3.0, "sampler": "unipc",
-                                                 "batch_cfg": True},
+        Node(11, "VeraEncode", "Vera Encode",
+             {"frame_policy": "crop", "work_width": width, "work_height": height}, encode_links),
+        Node(12, "VeraSampler", "Vera Sampler", sampler_widgets(defaults),
              {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0), "vera_source": (11, 0)}),
     ]
-    _finish(nodes, (5, 0), 0.1, f"vera/tiny_{task}")
+    _finish(nodes, (5, 0), defaults.alpha_cutoff, f"vera/tiny_{task}")
     return nodes
 
 
-WAN_NEGATIVE = ("bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
-                "still, overall gray, worst quality, low quality, JPEG artifacts, ugly, deformed, extra fingers, "
-                "poorly drawn hands, poorly drawn face, malformed limbs, messy background")
-
-
-def wan_workflow(task: str) -> list[Node]:
+def wan_workflow(task: str, pack) -> list[Node]:
     """Wan2.1-1.3B-based Vera weights with ComfyUI's own Wan VAE and umT5 text encoder, 49 frames at 832x480."""
     nodes: list[Node] = []
+    defaults = pack.vera.settings.WAN_DEFAULTS
     frames_node = _source(nodes, "vera_source_832x480.mp4", 49)
     prompt = ("add a red vintage bicycle leaning against the wall on the left" if task == "object_addition"
               else "replace the background with a snowy mountain village at dusk")
@@ -214,7 +220,8 @@ def wan_workflow(task: str) -> list[Node]:
         Node(13, "CLIPLoader", "umT5 text encoder", {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
                                                      "type": "wan", "device": "default"}),
         Node(6, "CLIPTextEncode", "Positive prompt", {"text": prompt}, {"clip": (13, 0)}),
-        Node(7, "CLIPTextEncode", "Negative prompt", {"text": WAN_NEGATIVE}, {"clip": (13, 0)}),
+        Node(7, "CLIPTextEncode", "Negative prompt", {"text": defaults.negative_prompt},
+             {"clip": (13, 0)}),
     ]
     encode_links = {"vae": (5, 0), "video": (frames_node, 0)}
     if task == "background_change":
@@ -224,24 +231,23 @@ def wan_workflow(task: str) -> list[Node]:
     nodes += [
         Node(11, "VeraEncode", "Vera Encode", {"frame_policy": "crop", "work_width": 832, "work_height": 480},
              encode_links),
-        Node(12, "VeraSampler", "Vera Sampler", {"seed": 1, "steps": 50, "cfg": 5.0, "shift": 5.0, "sampler": "unipc",
-                                                 "batch_cfg": True},
+        Node(12, "VeraSampler", "Vera Sampler", sampler_widgets(defaults),
              {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0), "vera_source": (11, 0)}),
     ]
-    _finish(nodes, (5, 0), 0.0, f"vera/wan13b_{task}")
+    _finish(nodes, (5, 0), defaults.alpha_cutoff, f"vera/wan13b_{task}")
     return nodes
 
 
 WORKFLOWS = {
-    "vera_tiny_object_addition": (lambda: tiny_workflow("object_addition"),
+    "vera_tiny_object_addition": (lambda pack: tiny_workflow("object_addition", pack),
                                   "vera-tiny on CPU: put a short clip in ComfyUI/input as vera_example.mp4 "
                                   "(or pick yours in Source video)."),
-    "vera_tiny_background_change": (lambda: tiny_workflow("background_change"),
+    "vera_tiny_background_change": (lambda pack: tiny_workflow("background_change", pack),
                                     "vera-tiny on CPU; the edit region is a box-shaped mask for a 176x144 clip."),
-    "vera_wan13b_object_addition": (lambda: wan_workflow("object_addition"),
+    "vera_wan13b_object_addition": (lambda pack: wan_workflow("object_addition", pack),
                                     "Vera-1.3B weights in models/diffusion_models, wan_2.1_vae.safetensors in "
                                     "models/vae, umt5_xxl_fp8_e4m3fn_scaled.safetensors in models/text_encoders."),
-    "vera_wan13b_background_change": (lambda: wan_workflow("background_change"),
+    "vera_wan13b_background_change": (lambda pack: wan_workflow("background_change", pack),
                                       "As the object-addition workflow, plus a mask image in ComfyUI/input (white = "
                                       "background that may change)."),
 }
@@ -250,7 +256,7 @@ WORKFLOWS = {
 def render_all(pack) -> dict[Path, str]:
     files = {}
     for name, (build, note) in WORKFLOWS.items():
-        nodes = build()
+        nodes = build(pack)
         files[ROOT / "workflows" / f"{name}.json"] = json.dumps(to_ui(nodes, pack, note), indent=1) + "\n"
         files[ROOT / "workflows" / "api" / f"{name}_api.json"] = json.dumps(to_api(nodes), indent=1) + "\n"
     return files

@@ -7,8 +7,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import vera  # noqa: E402,F401  (first: keeps diffusers from importing CUDA-only xformers on CPU)
-from vera import tiny  # noqa: E402
+import tiny_models as tiny  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

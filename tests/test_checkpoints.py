@@ -19,6 +19,17 @@ def outputs(model, mask=False):
         return model(**x)
 
 
+def assert_same_model(reference, loaded):
+    """Weights bit-identical; velocities equal up to float reassociation. Tensors mapped from a
+    safetensors file are not 64-byte aligned, so CPU kernels may take other code paths and round
+    differently (about 1e-6 here); 1e-5 relative still catches any mapping error."""
+    ref_state, got_state = reference.state_dict(), loaded.state_dict()
+    assert ref_state.keys() == got_state.keys()
+    assert all(torch.equal(ref_state[k], got_state[k]) for k in ref_state)
+    for a, b in zip(outputs(reference, mask=True), outputs(loaded, mask=True)):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+
+
 def trained_like(path):
     """A Vera model whose conditioning weights are non-zero, as after training."""
     model = load_model(path, num_heads=4).eval()
@@ -36,9 +47,7 @@ def test_vera_round_trip_gives_identical_outputs(files, tmp_path):
     info = detect(path)
     assert info.format == "vera" and info.config == model.config
     assert json.loads(read_header(path)[1]["config"])["dim"] == 64
-    loaded = load_model(path).eval()
-    for a, b in zip(outputs(model, mask=True), outputs(loaded, mask=True)):
-        assert torch.equal(a, b)
+    assert_same_model(model, load_model(path).eval())
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary behind
 
 
@@ -59,8 +68,7 @@ def test_third_party_layout_is_a_table_entry(files, tmp_path):
     path = atomic_save(state, tmp_path / "third_party.safetensors")
     info = detect(path, num_heads=4)
     assert info.format == "vera-diffusers"
-    for a, b in zip(outputs(model, True), outputs(load_model(path, num_heads=4).eval(), True)):
-        assert torch.equal(a, b)
+    assert_same_model(model, load_model(path, num_heads=4).eval())
 
 
 @pytest.mark.parametrize("dtype,stored_as,atol", [(torch.bfloat16, "BF16", 0.05), (torch.float16, "F16", 5e-3)])

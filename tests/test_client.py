@@ -126,6 +126,12 @@ def test_bad_answers_and_bad_requests_are_explained(stub, tmp_path):
         client.run(args(server.url, tmp_path, "--set", "Vera Sampler.stepz=3"), log=lambda *_: None)
     with pytest.raises(client.ClientError, match="connected to another node"):
         client.run(args(server.url, tmp_path, "--set", "Vera Sampler.positive=1"), log=lambda *_: None)
+    for setting, message in (("Vera Sampler.cfg=NaN", "cfg = nan: must be a finite number"),
+                             ("Vera Sampler.steps=0", "steps = 0: must be a whole number"),
+                             ("Vera Decode Layers.alpha_cutoff=2", "alpha_cutoff = 2: must be")):
+        with pytest.raises(client.ClientError, match=message) as err:  # the library's own message
+            client.run(args(server.url, tmp_path, "--set", setting), log=lambda *_: None)
+        assert err.value.exit_code == 2
     ui_format = tmp_path / "ui.json"
     ui_format.write_text((ROOT / "workflows" / "vera_tiny_object_addition.json").read_text())
     with pytest.raises(client.ClientError, match="UI format; use the \\*_api.json"):

@@ -112,7 +112,7 @@ def _paint(root, entry, key, value, frame=3):
     (lambda root, e: shutil.rmtree(root / e["edit"]), "edit path .* does not exist"),
     (lambda root, e: _drop_frame(root, e), "composite has \\(frames, height, width\\) \\(16, 64, 64\\)"),
     (lambda root, e: [_drop_frame(root, e, k) for k in ("source", "edit", "alpha", "composite", "mask")] and None,
-     "16 frames; Vera needs 1 \\+ 4k"),
+     "bad 16 frames \\(Vera needs 1 \\+ 4k frames: trim to 13"),
     (lambda root, e: _paint(root, e, "composite", 255), "composite differs from .* by up to"),
     (lambda root, e: dict(e, task="relighting"), "task 'relighting' is not one of"),
     (lambda root, e: dict(e, instruction="  "), "instruction text is empty"),

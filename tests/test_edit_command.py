@@ -54,6 +54,22 @@ def test_final_composite_png_keeps_source_bytes_where_alpha_is_zero(edited):
     assert torch.equal(final[untouched], source[untouched])
 
 
+def test_fp8_weights_keep_untouched_pixels_bit_exact(tmp_path):
+    from vera.data.clips import bundled_clip
+    from vera.video import read_video
+
+    out = tmp_path / "fp8"
+    assert main(["edit", "--prompt", "add a small blue square moving from top to bottom", "--out", str(out),
+                 "--steps", "4", "--weight-dtype", "fp8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["weight_dtype"] == "fp8" and report["preservation"]["preserved_exact"] == 1.0
+    source, _ = read_video(bundled_clip(), max_frames=17)
+    final = torch.stack([read_png(out / f"final_composite/final_{i:05d}.png") for i in range(17)])
+    alpha = torch.stack([read_png(out / f"alpha/alpha_{i:05d}.png") for i in range(17)])[..., 0]
+    assert 0 < (alpha > 0).float().mean() < 1
+    assert torch.equal(final[alpha == 0], source[alpha == 0])
+
+
 def test_bad_input_is_named(tmp_path, capsys):
     assert main(["edit", "--input", str(tmp_path / "missing.mp4"), "--prompt", "x", "--out", str(tmp_path / "o")]) == 2
     assert "missing.mp4" in capsys.readouterr().err
@@ -64,15 +80,15 @@ def test_eval_reports_vera_and_the_baseline_per_task(tmp_path):
     from vera.data.clips import load_background_clips
     from vera.data.layout import write_manifest, write_sample
     from vera.data.synthetic import SyntheticBuilder
-    from vera.edit_command import load_bundle
+    from vera.bundle import load_bundle
     from vera.evaluate import evaluate, table
     from vera.single import WanVideoModel
 
     builder = SyntheticBuilder(load_background_clips(max_frames=20), frames=9, height=64, width=64)
     write_manifest(tmp_path, [write_sample(tmp_path, builder.sample(9, 0, t)) for t in ("object_addition", "background_change")])
-    bundle = load_bundle("vera-tiny", None, None, "cpu", torch.float32)
+    bundle = load_bundle("vera-tiny", "fp32", "cpu")
     baseline = WanVideoModel(bundle.model.config, source_conditioning=True).eval()
-    report = evaluate(tmp_path, bundle, baseline, steps=3, alpha_cutoff=0.1)
+    report = evaluate(tmp_path, bundle, baseline, bundle.defaults.updated(steps=3, alpha_cutoff=0.1))
     for who in ("vera", "baseline"):
         assert set(report[who]) == {"object_addition", "background_change"}
     for task in report["vera"].values():

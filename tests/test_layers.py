@@ -17,13 +17,34 @@ def test_composite_is_exact_where_alpha_is_zero_even_if_edit_is_nan():
     torch.testing.assert_close(out[:, 4:8, 4:8], 0.75 * src[:, 4:8, 4:8] + 0.25 * edit[:, 4:8, 4:8])
 
 
-def test_uint8_composite_keeps_source_bytes():
+def test_final_composite_keeps_source_bytes_and_agrees_between_uint8_and_float():
     src_u8 = (frames() * 255).to(torch.uint8)
+    edit = frames(seed=3)
     alpha = layers.quantize_alpha(frames(c=1, seed=2) - 0.5)
-    out = layers.composite_uint8(src_u8, frames(seed=3), alpha)
+    out = layers.final_composite(src_u8, edit, alpha)
     zero = alpha[..., 0] == 0
-    assert zero.any() and (~zero).any()
+    assert zero.any() and (~zero).any() and out.dtype == torch.uint8
     assert torch.equal(out[zero], src_u8[zero]) and not torch.equal(out[~zero], src_u8[~zero])
+    # the float path (ComfyUI's IMAGE) is the same composite before rounding: a naive eq. 2
+    src_f = src_u8.float() / 255
+    out_f = layers.final_composite(src_f, edit, alpha)
+    assert out_f.dtype == torch.float32 and torch.equal(out_f[zero], src_f[zero])
+    torch.testing.assert_close(out_f, (1 - alpha) * src_f + alpha * edit, atol=1e-6, rtol=0)
+    assert torch.equal(layers.to_uint8(out_f), out)
+
+
+def test_final_composite_with_recovery_matches_eq3_by_hand():
+    plate, edit, src = frames(seed=7), frames(seed=8), frames(seed=9)
+    alpha = torch.zeros(3, 16, 16, 1)
+    alpha[:, 2:6] = 0.5
+    alpha[:, 6:9] = 1.0
+    model_comp = (1 - alpha) * plate + alpha * edit
+    out = layers.final_composite(src, edit, alpha, model_comp, recover_semi_transparent=True)
+    semi = (alpha[..., 0] > 0) & (alpha[..., 0] < 1)
+    # under the semi-transparent matte the model's composite comes back; elsewhere eq. 2 over the source
+    torch.testing.assert_close(out[semi], model_comp[semi], atol=1e-5, rtol=0)
+    assert torch.equal(out[alpha[..., 0] == 0], src[alpha[..., 0] == 0])
+    torch.testing.assert_close(out[alpha[..., 0] == 1], edit[alpha[..., 0] == 1])
 
 
 def test_quantize_alpha_grid_and_cutoff():

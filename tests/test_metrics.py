@@ -56,4 +56,6 @@ def test_mean_metrics_reports_exact_counts():
     rows = [dict(psnr=float("inf"), alpha=dict(iou=1.0)), dict(psnr=30.0, alpha=dict(iou=0.5)), dict(psnr=None)]
     m = metrics.mean_metrics(rows)
     assert m["psnr"] == 30.0 and m["psnr_exact_count"] == 1 and m["alpha"]["iou"] == 0.75
-    assert metrics.json_safe({"a": [float("inf")]}) == {"a": ["inf"]}
+    from vera.files import json_safe
+
+    assert json_safe({"a": [float("inf"), float("nan"), (1, -float("inf"))]}) == {"a": ["inf", "nan", [1, "-inf"]]}

@@ -100,7 +100,8 @@ def test_bf16_weights_run_close_to_fp32(files):
     x = inputs(mask=True)
     with torch.no_grad():
         full = load_model(files["wan_comfy"], num_heads=4).eval()(**x)
-        half_model = load_model(files["wan_comfy"], num_heads=4, dtype=torch.bfloat16, attention_backend="sdpa").eval()
+        half_model = load_model(files["wan_comfy"], num_heads=4, weight_dtype="bf16",
+                                attention_backend="sdpa").eval()
         half = half_model(**x)
     assert half_model.dtype == torch.bfloat16 and half_model.attention_backend == "sdpa"
     for a, b in zip(full, half):

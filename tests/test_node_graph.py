@@ -7,9 +7,10 @@ import torch
 from helpers import run_node as run
 
 from vera import layers, pipeline, video
-from vera.bundle import load_tiny, tiny_available
+from tiny_models import tiny_diffusers_wan, tiny_vae, wan_original_state_dict
+
+from vera.bundle import load_bundle, tiny_available
 from vera.data.clips import bundled_clip
-from vera.tiny import tiny_vae
 
 needs_tiny = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in this checkout")
 
@@ -46,9 +47,9 @@ def test_vera_tiny_graph_matches_the_library_and_keeps_untouched_pixels(pack, ti
     assert len(ui["vera_layers"][0]["frames"]) == 16  # previews for the layer viewer
 
     # the library's one-call path (diffusers VAE directly, no ComfyUI-style bridge) gives the same layers
-    bundle = load_tiny()
-    ref = pipeline.edit(clip, prompt, bundle.model, bundle.vae, bundle.text_encoder, steps=6, cfg=2.0, shift=3.0, seed=7,
-                        alpha_cutoff=0.1, work_size=(64, 64))
+    bundle = load_bundle("vera-tiny", "fp32", "cpu")
+    settings = bundle.defaults.updated(steps=6, cfg=2.0, shift=3.0, seed=7, alpha_cutoff=0.1)
+    ref = pipeline.edit(bundle, clip, prompt, settings, work_size=(64, 64))
     torch.testing.assert_close(edit, ref.edit_layer, atol=2e-4, rtol=0)
     assert (alpha - ref.alpha[..., 0]).abs().max() <= 1 / 255 + 1e-6
     assert (alpha > 0).any() and (alpha == 0).any()
@@ -147,13 +148,14 @@ def test_comfy_vae_bridge_normalises_like_wan(pack):
     vae = tiny_vae(3)  # diffusers' default latents_mean / latents_std: Wan2.1's
     bridge = pack.nodes.vae_bridge
     ours, comfy = WanCodec(vae), bridge.ComfyVAECodec(ComfyStyleVAE(vae))
-    clip = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    latent = ours.encode_video(clip)
-    torch.testing.assert_close(comfy.encode_video(clip), latent, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(comfy.decode_video(latent), ours.decode_video(latent), atol=1e-5, rtol=1e-5)
+    clip = torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(0))  # IMAGE frames
+    latent = ours.encode_frames(clip)
+    torch.testing.assert_close(comfy.encode_frames(clip), latent, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(comfy.decode_frames(latent), ours.decode_frames(latent), atol=1e-5, rtol=1e-5)
+    assert comfy.decode_frames(latent).shape == clip.shape
     # the bundled-VAE adapter speaks ComfyUI's interface and round-trips through the bridge
     bundled = bridge.BundledVAE(vae)
-    raw = bundled.encode(((clip[0].permute(1, 2, 3, 0)) + 1) / 2)
+    raw = bundled.encode(clip)
     torch.testing.assert_close((raw - bundled.vera_latent_stats[0]) / bundled.vera_latent_stats[1], latent,
                                atol=1e-5, rtol=1e-5)
     assert bundled.decode(raw).shape == (1, 5, 32, 32, 3)
@@ -168,7 +170,6 @@ def test_comfy_vae_bridge_normalises_like_wan(pack):
 def test_load_model_node_lists_and_loads_wan_files_with_each_dtype(pack, tmp_path, monkeypatch):
     models = tmp_path / "models"
     from vera.safetensors_io import atomic_save
-    from vera.tiny import tiny_diffusers_wan, wan_original_state_dict
 
     atomic_save(wan_original_state_dict(tiny_diffusers_wan(0)), models / "diffusion_models" / "wan_tiny_t2v.safetensors",
                 {"num_attention_heads": "4"})  # a width-64 model's head count is not in its shapes
@@ -222,7 +223,6 @@ def test_wan_width_graph_takes_clip_text_encode_conditioning_and_a_comfy_vae(pac
     """A Wan-shaped model (text width 4096) loaded from models/diffusion_models, CONDITIONING shaped as ComfyUI's
     CLIPTextEncode gives it for the Wan text encoder, and a VAE with ComfyUI's interface."""
     from vera.safetensors_io import atomic_save
-    from vera.tiny import tiny_diffusers_wan, wan_original_state_dict
 
     models = tmp_path / "models"
     atomic_save(wan_original_state_dict(tiny_diffusers_wan(1, text_dim=4096)),

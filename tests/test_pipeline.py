@@ -1,10 +1,17 @@
+import dataclasses
+
 import pytest
 import torch
+from tiny_models import HashTextEncoder
 
-from vera.pipeline import edit, plan_geometry
-from vera.tiny import hash_text_embedding
+from vera.bundle import Bundle
+from vera.geometry import plan_geometry
+from vera.pipeline import edit
+from vera.settings import SamplingSettings
 from vera.vae import load_vae
 from vera.weights import load_model
+
+SETTINGS = SamplingSettings(steps=3, cfg=4.0, alpha_cutoff=0.5, seed=1, negative_prompt="")
 
 
 @pytest.fixture(scope="module")
@@ -12,15 +19,11 @@ def models(files):
     model = load_model(files["wan_comfy"], num_heads=4).eval()
     with torch.no_grad():
         model.source_embedding.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
-    return model, load_vae(files["vae_original"])
+    return Bundle(model, "tiny-random", SETTINGS, load_vae(files["vae_original"]), HashTextEncoder())
 
 
-def run(models, src, **kw):
-    model, vae = models
-    args = dict(context=hash_text_embedding("add a ball"), negative_context=hash_text_embedding(""),
-                steps=3, cfg=4.0, alpha_cutoff=0.5, seed=1)
-    args.update(kw)
-    return edit(src, None, model, vae, **args)
+def run(bundle, src, settings=SETTINGS, **kw):
+    return edit(bundle, src, "add a ball", settings, **kw)
 
 
 def source(t=9, h=64, w=64):
@@ -72,19 +75,28 @@ def test_mask_and_recovery_options(models):
         run(models, src, mask_frames=torch.zeros(5, 64, 64))
 
 
-def test_missing_text_inputs_are_explained(models):
-    model, vae = models
-    with pytest.raises(ValueError, match="text encoder"):
-        edit(source(), "add a ball", model, vae, steps=1)
-    with pytest.raises(ValueError, match="negative"):
-        edit(source(), None, model, vae, context=hash_text_embedding("x"), negative_prompt=None, steps=1, cfg=5.0)
+def test_missing_text_encoder_or_vae_is_explained(models):
+    with pytest.raises(ValueError, match="no text encoder.*--text-encoder"):
+        edit(dataclasses.replace(models, text_encoder=None), source(), "add a ball")
+    with pytest.raises(ValueError, match="no VAE.*--vae"):
+        edit(dataclasses.replace(models, vae=None), source(), "add a ball")
+
+
+def test_settings_reach_the_sampler_and_the_result(models):
+    unguided = run(models, source(), SETTINGS.updated(cfg=1.0, alpha_cutoff=0.0))
+    assert unguided.settings.cfg == 1.0 and unguided.settings.alpha_cutoff == 0.0
+    guided = run(models, source())
+    assert not torch.equal(unguided.latents["edit"], guided.latents["edit"])  # cfg was used
+    other_seed = run(models, source(), SETTINGS.updated(seed=2))
+    assert not torch.equal(other_seed.latents["edit"], guided.latents["edit"])
+    assert guided.details["prompt"] == "add a ball" and guided.settings == SETTINGS
 
 
 def test_work_size_runs_small_and_preserves_the_full_size_source(models):
     src = source(t=9, h=72, w=100)  # not multiples of 16: only the model's copy is resized
     result = run(models, src, work_size=(64, 64))
     assert result.final.shape == (9, 72, 100, 3) and result.alpha.shape == (9, 72, 100, 1)
-    assert result.settings["work_size"] == (64, 64)
+    assert result.details["work_size"] == (64, 64)
     untouched = result.alpha[..., 0] == 0
     assert 0.05 < untouched.float().mean() < 0.95
     assert torch.equal(result.final[untouched], src[untouched])

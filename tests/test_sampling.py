@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from vera.sampling import Interrupted, guided_velocity, make_scheduler, sample, shift_sigma
+from vera.settings import SamplingSettings
 
 SHAPE = (1, 16, 3, 4, 4)
 
@@ -24,8 +25,9 @@ def oracle_for(targets, sampler, steps, shift):
 @pytest.mark.parametrize("steps", [3, 25])
 def test_samplers_reach_target_with_oracle_velocity(sampler, steps):
     targets = [torch.randn(SHAPE) for _ in range(3)]
+    settings = SamplingSettings(steps=steps, cfg=1.0, shift=5.0, sampler=sampler, seed=3)
     out = sample(oracle_for(targets, sampler, steps, 5.0), torch.zeros(1, 4, 8), torch.zeros(SHAPE),
-                 steps=steps, cfg=1.0, shift=5.0, sampler=sampler, seed=3)
+                 settings=settings)
     for name, target in zip(("edit", "alpha", "composite"), targets):
         torch.testing.assert_close(out[name], target, atol=1e-5, rtol=0)  # stated tolerance: 1e-5
 
@@ -61,10 +63,11 @@ def test_cfg_matches_formula_batched_and_not():
 
 def test_same_seed_same_output_and_callbacks():
     calls = []
-    kwargs = dict(steps=4, cfg=3.0, negative=torch.zeros(1, 4, 8), sampler="unipc")
-    a = sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE), seed=7, callback=calls.append, **kwargs)
-    b = sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE), seed=7, **kwargs)
-    c = sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE), seed=8, **kwargs)
+    settings = SamplingSettings(steps=4, cfg=3.0, sampler="unipc", seed=7)
+    args = (linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE), None, torch.zeros(1, 4, 8))
+    a = sample(*args, settings, callback=calls.append)
+    b = sample(*args, settings)
+    c = sample(*args, settings.updated(seed=8))
     assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["edit"], c["edit"])
     assert [s.step for s in calls] == [1, 2, 3, 4] and abs(calls[0].sigma - 1.0) < 1e-5
     assert set(calls[-1].denoised) == {"edit", "alpha", "composite"}
@@ -73,6 +76,12 @@ def test_same_seed_same_output_and_callbacks():
 def test_interrupt_hook_stops_within_a_step():
     steps_run = []
     with pytest.raises(Interrupted, match="step 3 of 10"):
-        sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE), steps=10, cfg=1.0,
+        sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE),
+               settings=SamplingSettings(steps=10, cfg=1.0),
                callback=lambda s: steps_run.append(s.step), should_stop=lambda: len(steps_run) >= 2)
     assert steps_run == [1, 2]
+
+
+def test_guided_sampling_without_negative_is_refused():
+    with pytest.raises(ValueError, match="cfg 3 needs negative embeddings"):
+        sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE), settings=SamplingSettings(cfg=3.0))

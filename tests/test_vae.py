@@ -54,11 +54,13 @@ def test_diffusers_named_file_and_folder_load(tiny_vae_model, tmp_path, video):
 
 
 def test_matte_encoding_is_grey_video(tiny_vae_model):
-    matte = torch.rand(1, 1, 5, 32, 32)
-    grey = (matte * 2 - 1).expand(-1, 3, -1, -1, -1)
+    matte = torch.rand(5, 32, 32, 1)  # frames
+    grey = (matte.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1).expand(-1, 3, -1, -1, -1)  # by hand
     torch.testing.assert_close(V.encode_matte(tiny_vae_model, matte), V.encode(tiny_vae_model, grey))
     decoded = V.decode_matte(tiny_vae_model, V.encode_matte(tiny_vae_model, matte))
-    assert decoded.shape == (1, 1, 5, 32, 32) and decoded.min() >= 0 and decoded.max() <= 1
+    assert decoded.shape == (5, 32, 32, 1) and decoded.min() >= 0 and decoded.max() <= 1
+    rgb = V.decode(tiny_vae_model, V.encode_matte(tiny_vae_model, matte))
+    torch.testing.assert_close(decoded[..., 0], ((rgb[0].mean(0) + 1) / 2).clamp(0, 1), atol=1e-6, rtol=0)
 
 
 def test_model_file_given_as_vae_is_refused(files):

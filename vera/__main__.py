@@ -5,7 +5,9 @@ import argparse
 import sys
 
 from . import edit_command
+from .evaluate import MASK_POLICIES
 from .safetensors_io import CheckpointError
+from .training import trainer
 
 
 def describe_vae(path) -> str | None:
@@ -88,18 +90,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .edit_command import load_bundle
     from .evaluate import evaluate, table, write_report
 
-    bundle = load_bundle(args.model, args.vae, args.text_encoder, "cpu", __import__("torch").float32)
+    bundle = edit_command.bundle_from_args(args)
     baseline = None
     if args.baseline:
         from .training.run import load_baseline
         baseline = load_baseline(args.baseline)
-    d = bundle.defaults
-    report = evaluate(args.data, bundle, baseline, steps=args.steps or d["steps"], cfg=args.cfg or d["cfg"],
-                      shift=args.shift or d["shift"], seed=args.seed, masks=args.masks, limit=args.limit,
-                      alpha_cutoff=args.alpha_cutoff if args.alpha_cutoff is not None else d["alpha_cutoff"],
+    settings = edit_command.settings_from_args(args, bundle.defaults)
+    report = evaluate(args.data, bundle, baseline, settings, masks=args.masks, limit=args.limit,
                       progress=lambda i, n: print(f"\r{i}/{n}", end="", flush=True))
     print()
     write_report(report, args.out)
@@ -132,7 +131,7 @@ def main(argv=None) -> int:
     q.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("train", help="train Vera (or the t2v / baseline single-branch models) with accelerate")
-    p.add_argument("--mode", choices=["vera", "t2v", "baseline"], default="vera")
+    p.add_argument("--mode", choices=trainer.MODES, default="vera")
     p.add_argument("--data", required=True, help="layered dataset folder (manifest.jsonl)")
     p.add_argument("--out", required=True, help="run folder: checkpoint/, loss.jsonl, final weights")
     p.add_argument("--init", default=None, help="Wan2.1 T2V file (fresh Vera) or Vera file (continue)")
@@ -144,11 +143,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="per process")
     p.add_argument("--lr", type=float, default=1e-5, help="base rate; branches get 0.1x / 10x / 10x (edit / alpha / composite)")
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--schedule", choices=trainer.SCHEDULES, default="constant")
     p.add_argument("--train-shift", type=float, default=3.0)
     p.add_argument("--lora-rank", type=int, default=0, help="> 0: LoRA adapters per branch on one frozen shared base")
-    p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
-    p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--mixed-precision", choices=trainer.MIXED_PRECISION, default="auto")
+    p.add_argument("--gradient-checkpointing", choices=trainer.GRADIENT_CHECKPOINTING, default="auto")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
@@ -158,18 +157,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("eval", help="metrics of a model (and optionally a baseline) on a layered test split")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="report .json")
-    p.add_argument("--model", default="vera-tiny")
-    p.add_argument("--vae", default=None)
-    p.add_argument("--text-encoder", default=None)
+    edit_command.add_model_arguments(p)
+    edit_command.add_sampling_arguments(p)
     p.add_argument("--baseline", default=None, help="single-branch v2v baseline .safetensors to compare")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--cfg", type=float, default=None)
-    p.add_argument("--shift", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--masks", choices=["auto", "none", "all"], default="auto",
+    p.add_argument("--masks", choices=MASK_POLICIES, default="auto",
                    help="auto: masks for background change only (the paper's protocol)")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--alpha-cutoff", type=float, default=None, help="matte values below this count as 0 (default: the model's)")
     p.set_defaults(func=cmd_eval)
     args = parser.parse_args(argv)
     try:

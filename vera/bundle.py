@@ -1,8 +1,8 @@
-"""`vera-tiny`, the embedded default model: weights committed in `vera/assets/vera-tiny/`.
+"""A loaded model and what travels with it: the one thing the CLI runs and Load Vera Model returns.
 
-It is a small Vera (same MoT code), a small Wan-architecture VAE and a tiny UMT5 text encoder, all
-trained by `python -m vera.training.tiny_recipe` on this repo's synthetic layered data at 64x64,
-17 frames. It knows the synthetic tasks' vocabulary only (see `vera.data.synthetic`).
+`load_bundle(name_or_path, weight_dtype, device)` is the one loader: the embedded `vera-tiny`
+(model, its small VAE, tiny UMT5 and the sampling defaults tuned by its recipe, from
+`vera/assets/vera-tiny/`), or a Vera / Wan2.1 file (plus a VAE and a text encoder when given).
 """
 from __future__ import annotations
 
@@ -12,36 +12,69 @@ from pathlib import Path
 
 import torch
 
+from .settings import WAN_DEFAULTS, SamplingSettings
+
 TINY_NAME = "vera-tiny"
 TINY_DIR = Path(__file__).resolve().parent / "assets" / "vera-tiny"
-# sampling defaults for Vera checkpoints (Wan2.1's); vera-tiny's come from its recipe.json
-CHECKPOINT_DEFAULTS = dict(steps=50, cfg=5.0, shift=5.0, sampler="unipc", negative_prompt="", alpha_cutoff=0.0)
 
 
 @dataclass
 class Bundle:
+    """model: a `VeraModel`. vae: a diffusers AutoencoderKLWan (or any `FrameCodec`); text_encoder:
+    a `TextEncoder` (or anything with `encode(list[str]) -> [B, L, D]`); both None when the user
+    brings their own (ComfyUI's VAE and CLIPTextEncode). defaults: the sampling settings the model
+    was tuned with. work_size (height, width) and frames: the clip shape it was trained at, when
+    it is a small model that only works there (vera-tiny), else None."""
+
     model: torch.nn.Module
-    vae: torch.nn.Module
-    text_encoder: object
-    work_size: tuple[int, int] | None  # (height, width) the model was trained at
-    defaults: dict
     name: str
+    defaults: SamplingSettings = WAN_DEFAULTS
+    vae: object | None = None
+    text_encoder: object | None = None
+    work_size: tuple[int, int] | None = None
+    frames: int | None = None
 
 
-def tiny_available() -> bool:
-    return (TINY_DIR / "vera.safetensors").is_file()
+def tiny_available(folder: Path = TINY_DIR) -> bool:
+    return (folder / "vera.safetensors").is_file()
 
 
-def load_tiny(dtype=torch.float32, device="cpu", attention_backend: str = "auto", folder: Path = TINY_DIR) -> Bundle:
+def tiny_recipe(folder: Path = TINY_DIR) -> dict:
+    """vera-tiny's recipe.json: how it was trained, its clip shape and its sampling defaults."""
+    if not tiny_available(folder):
+        raise FileNotFoundError(f"{folder}: the vera-tiny weights are missing (train them with "
+                                "python -m vera.training.tiny_recipe)")
+    return json.loads((folder / "recipe.json").read_text())
+
+
+def tiny_defaults(folder: Path = TINY_DIR) -> SamplingSettings:
+    """The sampling settings vera-tiny's recipe picked on its validation split."""
+    return SamplingSettings.from_dict(tiny_recipe(folder)["sampling"], f"{folder}/recipe.json")
+
+
+def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "auto",
+                device: str | torch.device = "auto", attention: str = "auto",
+                vae: str | Path | None = None, text_encoder: str | Path | None = None,
+                num_heads: int | None = None) -> Bundle:
+    """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.precision`).
+
+    vae / text_encoder: a Wan2.1 VAE file and a UMT5 folder to load beside a model file (the CLI
+    needs them; ComfyUI brings its own). vera-tiny brings both and ignores these.
+    """
+    from .precision import resolve_device
     from .text import TextEncoder
     from .vae import load_vae
     from .weights import load_model
 
-    if not (folder / "vera.safetensors").is_file():
-        raise FileNotFoundError(f"{folder}: the vera-tiny weights are missing (train them with python -m vera.training.tiny_recipe)")
-    recipe = json.loads((folder / "recipe.json").read_text())  # resolution and sampling defaults it was tuned with
-    height, width = recipe["resolution"]
-    model = load_model(folder / "vera.safetensors", dtype=dtype, device=device, attention_backend=attention_backend).eval()
-    vae = load_vae(folder / "vae.safetensors", dtype=torch.float32, device=device)
-    text = TextEncoder.from_folder(folder / "text_encoder", device=device)
-    return Bundle(model, vae, text, (height, width), recipe["sampling"], TINY_NAME)
+    device = resolve_device(device)
+    model = load_model(name_or_path, weight_dtype, device, num_heads=num_heads,
+                       attention_backend=attention)
+    if str(name_or_path) == TINY_NAME:
+        recipe = tiny_recipe()
+        return Bundle(model, TINY_NAME, tiny_defaults(), load_vae(TINY_DIR / "vae.safetensors",
+                                                                  device=device),
+                      TextEncoder.from_folder(TINY_DIR / "text_encoder", device=device),
+                      tuple(recipe["resolution"]), int(recipe["frames"]))
+    return Bundle(model, Path(name_or_path).name, WAN_DEFAULTS,
+                  None if vae is None else load_vae(vae, device=device),
+                  None if text_encoder is None else TextEncoder.from_folder(text_encoder, device=device))

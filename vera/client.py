@@ -21,7 +21,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .video import atomic_path
+from .files import atomic_path
+from .settings import FIELDS as SETTINGS_FIELDS
+from .settings import SettingsError, check_value
 
 
 class ClientError(RuntimeError):
@@ -262,6 +264,11 @@ def set_input(workflow: dict, node_key: str, name: str, value) -> None:
                           f"{', '.join(sorted(node['inputs']))}")
     if isinstance(node["inputs"][name], list):
         raise ClientError(f"input {name!r} of node {node_key!r} is connected to another node; edit the workflow instead")
+    if node["class_type"].startswith("Vera") and name in SETTINGS_FIELDS:
+        try:  # the same check (and message) as the CLI and the nodes
+            value = check_value(name, value)
+        except SettingsError as error:
+            raise ClientError(f"node {node_key!r}: {error}", exit_code=2) from None
     node["inputs"][name] = value
 
 

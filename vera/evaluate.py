@@ -6,7 +6,6 @@ sample's coarse mask (`--masks` changes that). A single-branch video-to-video ba
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,51 +13,63 @@ import torch
 
 from . import metrics
 from .data.layout import load_manifest, load_sample
-from .pipeline import edit, frames_to_video, video_to_frames
+from .files import relative_to, save_json
+from .pipeline import edit
 from .sampling import sample_single
-from . import vae as vae_ops
+from .settings import SamplingSettings
+from .vae import WanCodec
+
+
+MASK_POLICIES = ("auto", "none", "all")  # auto: masks for background change only (the paper)
 
 
 def _use_mask(task: str, policy: str) -> bool:
     return policy == "all" or (policy == "auto" and task == "background_change")
 
 
-def evaluate(data: str | Path, bundle, baseline=None, steps: int = 25, cfg: float = 4.0, shift: float = 3.0,
-             seed: int = 0, sampler: str = "unipc", masks: str = "auto", limit: int | None = None, alpha_cutoff: float = 0.0,
-             progress=None) -> dict:
-    """-> {"vera": {task: mean metrics}, "baseline": {...}, "samples": [...], "settings": {...}}"""
+def _baseline_metrics(baseline, bundle, sample, gt: dict, settings: SamplingSettings,
+                      negative: torch.Tensor) -> dict:
+    codec = WanCodec(bundle.vae)
+    context = bundle.text_encoder.encode([sample.instruction])
+    latent = sample_single(baseline, context, negative, codec.encode_frames(gt["source"]), settings)
+    output = (codec.decode_frames(latent) * 255).round().to(torch.uint8)
+    preserved = gt["alpha"] == 0
+    return dict(preserved_psnr=metrics.psnr(output, sample.source, preserved),
+                preserved_ssim=metrics.ssim(output, sample.source, preserved),
+                preserved_exact=metrics.preserved_exact_fraction(output, sample.source, gt["alpha"]),
+                composite_psnr=metrics.psnr(output, sample.composite),
+                composite_ssim=metrics.ssim(output, sample.composite),
+                flicker=metrics.flicker(output))
+
+
+def evaluate(data: str | Path, bundle, baseline=None, settings: SamplingSettings | None = None,
+             masks: str = "auto", limit: int | None = None, progress=None) -> dict:
+    """Run `bundle` (and a single-branch `baseline`, if given) on every sample of a layered split.
+    settings: default the bundle's. -> {"vera": {task: mean metrics}, "baseline": {...},
+    "samples": [...], "settings": {...}}"""
+    settings = bundle.defaults if settings is None else settings
     data = Path(data)
     entries = load_manifest(data)[:limit]
     records = []
-    negative = bundle.text_encoder.encode([""]) if baseline is not None else None
+    negative = bundle.text_encoder.encode([settings.negative_prompt]) if baseline is not None else None
     for n, entry in enumerate(entries):
         sample = load_sample(data, entry)
         gt = sample.float_layers()
         mask = gt.get("mask") if _use_mask(sample.task, masks) else None
         t = time.perf_counter()
-        result = edit(sample.source, sample.instruction, bundle.model, bundle.vae, bundle.text_encoder,
-                      negative_prompt="", mask_frames=mask, steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
-                      alpha_cutoff=alpha_cutoff)
-        record = dict(id=sample.id, task=sample.task, instruction=sample.instruction, seconds=time.perf_counter() - t,
-                      vera=metrics.edit_metrics(result.final, result.source, result.alpha, sample.composite, gt["alpha"],
-                                                result.model_composite))
+        result = edit(bundle, sample.source, sample.instruction, settings, mask_frames=mask)
+        record = dict(id=sample.id, task=sample.task, instruction=sample.instruction,
+                      seconds=time.perf_counter() - t,
+                      vera=metrics.edit_metrics(result.final, result.source, result.alpha,
+                                                sample.composite, gt["alpha"], result.model_composite))
         if baseline is not None:
-            context = bundle.text_encoder.encode([sample.instruction])
-            source_latent = vae_ops.encode(bundle.vae, frames_to_video(gt["source"]))
-            latent = sample_single(baseline, context, negative, source_latent, steps, cfg, shift, seed, sampler)
-            output = (video_to_frames(vae_ops.decode(bundle.vae, latent)) * 255).round().to(torch.uint8)
-            preserved = gt["alpha"] == 0
-            record["baseline"] = dict(preserved_psnr=metrics.psnr(output, sample.source, preserved),
-                                      preserved_ssim=metrics.ssim(output, sample.source, preserved),
-                                      preserved_exact=metrics.preserved_exact_fraction(output, sample.source, gt["alpha"]),
-                                      composite_psnr=metrics.psnr(output, sample.composite),
-                                      composite_ssim=metrics.ssim(output, sample.composite),
-                                      flicker=metrics.flicker(output))
+            record["baseline"] = _baseline_metrics(baseline, bundle, sample, gt, settings, negative)
         records.append(record)
         if progress is not None:
             progress(n + 1, len(entries))
-    report = dict(settings=dict(data=str(data), steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
-                                masks=masks, alpha_cutoff=alpha_cutoff, samples=len(records), model=bundle.name, date=time.strftime("%Y-%m-%d")))
+    report = dict(settings=dict(data=str(data), **settings.to_dict(), masks=masks,
+                                samples=len(records), model=bundle.name,
+                                date=time.strftime("%Y-%m-%d")))
     for who in ("vera", "baseline"):
         by_task = {}
         for task in sorted({r["task"] for r in records}):
@@ -86,9 +97,6 @@ def table(report: dict) -> str:
 
 
 def write_report(report: dict, path: str | Path) -> Path:
-    from .video import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(metrics.json_safe(report), indent=2))
-    return path
+    """Write the report as JSON; its data path is recorded relative to the report's folder."""
+    settings = dict(report["settings"], data=relative_to(report["settings"]["data"], Path(path).parent))
+    return save_json(path, dict(report, settings=settings))

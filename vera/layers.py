@@ -19,9 +19,8 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 
 
 def composite(source: torch.Tensor, edit: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Paper eq. 2: (1 - alpha) * source + alpha * edit; exactly `source` wherever alpha == 0."""
-    mixed = (1 - alpha) * source + alpha * edit
-    return torch.where(alpha > 0, mixed, source)
+    """Paper eq. 2 on floats: (1 - alpha) * source + alpha * edit; exactly `source` where alpha == 0."""
+    return torch.where(alpha > 0, (1 - alpha) * source + alpha * edit, source)
 
 
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
@@ -35,12 +34,6 @@ def quantize_alpha(alpha: torch.Tensor, cutoff: float = 0.0) -> torch.Tensor:
     return torch.where(alpha < cutoff, torch.zeros_like(alpha), alpha)
 
 
-def composite_uint8(source_u8: torch.Tensor, edit: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 quantised to uint8, taking the source's own bytes wherever alpha == 0. -> `[T, H, W, 3]` uint8."""
-    mixed = to_uint8(composite(source_u8.float() / 255, edit, alpha))
-    return torch.where(alpha > 0, mixed, source_u8)
-
-
 def recover_preserved(composite_frames: torch.Tensor, edit: torch.Tensor, alpha: torch.Tensor,
                       source: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Paper eq. 3: preserved = (composite - alpha * edit) / (1 - alpha) where 0 < alpha < 1 - eps,
@@ -48,6 +41,27 @@ def recover_preserved(composite_frames: torch.Tensor, edit: torch.Tensor, alpha:
     semi = (alpha > 0) & (alpha < 1 - eps)
     recovered = ((composite_frames - alpha * edit) / (1 - alpha).clamp_min(eps)).clamp(0, 1)
     return torch.where(semi, recovered, source)
+
+
+def final_composite(source: torch.Tensor, edit: torch.Tensor, alpha: torch.Tensor,
+                    model_composite: torch.Tensor | None = None,
+                    recover_semi_transparent: bool = False) -> torch.Tensor:
+    """The edit's final frames: eq. 2 over the untouched source, optionally over the eq. 3 recovery.
+
+    source `[T, H, W, 3]` uint8 or float in [0, 1]; edit `[T, H, W, 3]` and alpha `[T, H, W, 1]`
+    float; model_composite `[T, H, W, 3]` float, needed for recovery. The output has the source's
+    dtype (uint8 is rounded) and holds the source's own values wherever alpha == 0. With recovery,
+    the source under semi-transparent alpha is replaced by what the model's composite implies lies
+    there (shadows change what is under them)."""
+    base = source.float() / 255 if source.dtype == torch.uint8 else source.float()
+    edit, alpha = edit.to(base), alpha.to(base)
+    if recover_semi_transparent:
+        if model_composite is None:
+            raise ValueError("recover_semi_transparent needs the model's composite (model_composite)")
+        base = recover_preserved(model_composite.to(base), edit, alpha, base)
+    mixed = composite(base, edit, alpha)
+    mixed = to_uint8(mixed) if source.dtype == torch.uint8 else mixed.to(source.dtype)
+    return torch.where(alpha > 0, mixed, source)
 
 
 def gaussian_blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -106,17 +106,6 @@ def edit_metrics(final, source, alpha, reference_composite=None, reference_alpha
     return out
 
 
-def json_safe(value):
-    """inf -> "inf" (JSON has no infinity), recursively."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def mean_metrics(records: list[dict]) -> dict:
     """Average nested metric dicts over samples; PSNRs average their per-sample values and report
     how many were exact (inf); None values are skipped."""

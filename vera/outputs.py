@@ -1,13 +1,13 @@
 """Write an edit's deliverables: RGBA edit layer, alpha matte, final composite, previews, report."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from . import layers, metrics, video
+from .files import save_json
 from .pipeline import EditResult
 
 RGBA_FORMATS = ("mov", "webm", "both")
@@ -64,14 +64,15 @@ def write_outputs(result: EditResult, out: str | Path, fps: float, rgba_format: 
     video.write_png(panel[panel.shape[0] // 2], out / "side_by_side.png")
     video.write_mp4(panel, out / "side_by_side.mp4", fps)
     files.update(side_by_side_png="side_by_side.png", side_by_side_mp4="side_by_side.mp4")
+    preservation = metrics.edit_metrics(result.final, result.source, result.alpha,
+                                        model_composite=result.model_composite)
     report = dict(
         date=time.strftime("%Y-%m-%d %H:%M:%S"), frames=int(result.final.shape[0]),
-        size=[int(result.final.shape[2]), int(result.final.shape[1])], fps=fps, settings=result.settings,
-        timings=result.timings, preservation=metrics.edit_metrics(result.final, result.source, result.alpha,
-                                                                  model_composite=result.model_composite),
-        edited_fraction=float((result.alpha > 0).float().mean()), files=files, **(report_extra or {}),
+        size=[int(result.final.shape[2]), int(result.final.shape[1])], fps=fps,
+        settings={**result.settings.to_dict(), **result.details}, timings=result.timings,
+        preservation=preservation, edited_fraction=float((result.alpha > 0).float().mean()),
+        files=files, **(report_extra or {}),
     )
-    with video.atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(metrics.json_safe(report), indent=2, default=str))
+    save_json(out / "report.json", report)
     files["report"] = "report.json"
     return files, report

@@ -12,7 +12,8 @@ from typing import Callable, Protocol
 
 import torch
 
-SAMPLERS = ("unipc", "euler")
+from .config import BRANCHES
+from .settings import SAMPLERS, WAN_DEFAULTS, SamplingSettings
 
 
 class Interrupted(RuntimeError):
@@ -86,68 +87,64 @@ def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(
-    model: VelocityModel,
-    context: torch.Tensor,
-    source: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    negative: torch.Tensor | None = None,
-    steps: int = 50,
-    cfg: float = 5.0,
-    shift: float = 5.0,
-    seed: int = 0,
-    sampler: str = "unipc",
-    batch_cfg: bool = True,
-    callback: Callable[[StepInfo], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    noise: list[torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
+def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
+           mask: torch.Tensor | None = None, negative: torch.Tensor | None = None,
+           settings: SamplingSettings = WAN_DEFAULTS,
+           callback: Callable[[StepInfo], None] | None = None,
+           should_stop: Callable[[], bool] | None = None,
+           noise: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Denoise edit, alpha and composite latents jointly.
 
-    context / negative: `[B, L, text_dim]`; source / mask: latents `[B, 16, T', h, w]`.
-    Returns {"edit", "alpha", "composite"}: latents `[B, 16, T', h, w]`, float32.
+    context / negative: `[B, L, text_dim]` (negative is used when settings.cfg > 1);
+    source / mask: latents `[B, 16, T', h, w]`. Uses settings.steps, cfg, shift, seed, sampler
+    and batch_cfg. Returns {"edit", "alpha", "composite"}: latents `[B, 16, T', h, w]`, float32.
     The three latents are stepped as one tensor (concatenated on channels), so multistep
     samplers keep one history for all of them.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    s = settings
+    if s.guided and negative is None:
+        raise ValueError(f"cfg {s.cfg:g} needs negative embeddings; pass them or set cfg to 1")
     device = source.device
     channels = source.shape[1]
-    scheduler = make_scheduler(sampler, shift)
-    scheduler.set_timesteps(steps, device=device)
-    latents = noise if noise is not None else initial_noise(tuple(source.shape), seed, device)
+    scheduler = make_scheduler(s.sampler, s.shift)
+    scheduler.set_timesteps(s.steps, device=device)
+    latents = noise if noise is not None else initial_noise(tuple(source.shape), s.seed, device)
     x = torch.cat(latents, dim=1)
     sigmas = scheduler.sigmas
     for i, t in enumerate(scheduler.timesteps):
         if should_stop is not None and should_stop():
-            raise Interrupted(f"sampling interrupted at step {i + 1} of {steps}")
+            raise Interrupted(f"sampling interrupted at step {i + 1} of {s.steps}")
         parts = list(x.split(channels, dim=1))
         timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
-        velocity = torch.cat(guided_velocity(model, parts, timestep, context, negative, source, mask, cfg, batch_cfg), 1)
+        velocity = torch.cat(guided_velocity(model, parts, timestep, context, negative, source, mask,
+                                             s.cfg, s.batch_cfg), 1)
         sigma = float(sigmas[i])
         if callback is not None:
             denoised = x - sigma * velocity
-            callback(StepInfo(i + 1, steps, sigma, _split(x, channels), _split(denoised, channels)))
+            callback(StepInfo(i + 1, s.steps, sigma, _split(x, channels), _split(denoised, channels)))
         x = scheduler.step(velocity, t, x, return_dict=False)[0]
     return _split(x, channels)
 
 
 def _split(x: torch.Tensor, channels: int) -> dict[str, torch.Tensor]:
-    return dict(zip(("edit", "alpha", "composite"), x.split(channels, dim=1)))
+    return dict(zip(BRANCHES, x.split(channels, dim=1)))
 
 
 @torch.no_grad()
-def sample_single(model, context: torch.Tensor, negative: torch.Tensor, source: torch.Tensor, steps: int, cfg: float,
-                  shift: float, seed: int, sampler: str = "unipc") -> torch.Tensor:
-    """Denoise one latent with a single-branch video-to-video model (`vera.single.WanVideoModel`), same
-    schedule, seeded noise and batched CFG as `sample`. source `[B, 16, T', h, w]` -> latent of that shape."""
-    scheduler = make_scheduler(sampler, shift)
-    scheduler.set_timesteps(steps, device=source.device)
-    x = initial_noise(tuple(source.shape), seed, source.device, count=1)[0]
+def sample_single(model, context: torch.Tensor, negative: torch.Tensor, source: torch.Tensor,
+                  settings: SamplingSettings = WAN_DEFAULTS) -> torch.Tensor:
+    """Denoise one latent with a single-branch video-to-video model (`vera.single.WanVideoModel`),
+    same schedule, seeded noise and batched CFG as `sample`.
+    source `[B, 16, T', h, w]` -> latent of that shape."""
+    s = settings
+    scheduler = make_scheduler(s.sampler, s.shift)
+    scheduler.set_timesteps(s.steps, device=source.device)
+    x = initial_noise(tuple(source.shape), s.seed, source.device, count=1)[0]
     length = max(context.shape[1], negative.shape[1])
-    ctx = torch.cat([_pad_to(negative, length).expand(context.shape[0], -1, -1), _pad_to(context, length)])
+    ctx = torch.cat([_pad_to(negative, length).expand(context.shape[0], -1, -1),
+                     _pad_to(context, length)])
     for t in scheduler.timesteps:
         timestep = t.reshape(1).float().expand(2 * source.shape[0])
         uncond, cond = model(torch.cat([x, x]), timestep, ctx, torch.cat([source, source])).chunk(2)
-        x = scheduler.step(uncond + cfg * (cond - uncond), t, x, return_dict=False)[0]
+        x = scheduler.step(uncond + s.cfg * (cond - uncond), t, x, return_dict=False)[0]
     return x

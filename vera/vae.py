@@ -1,18 +1,20 @@
 """Wan2.1 VAE through diffusers' AutoencoderKLWan: loading from ComfyUI/original or diffusers files,
-normalised encode of RGB / alpha / mask videos, and decode in temporal chunks.
+normalised encode and chunked decode, and the frame codec the pipeline uses.
 
-Pixel convention of this module: videos are `[B, C, T, H, W]` floats in [-1, 1] (RGB) or [0, 1] (alpha,
-mask). Latents are `[B, 16, 1 + (T-1)/4, H/8, W/8]`, normalised as `(mu - latents_mean) / latents_std`.
+Inside this module videos are diffusers' `[B, C, T, H, W]` in [-1, 1]; the codec (`FrameCodec`)
+speaks frames `[T, H, W, 3]` in [0, 1], as ComfyUI's IMAGE does. Latents are
+`[B, 16, 1 + (T-1)/4, H/8, W/8]`, normalised as `(mu - latents_mean) / latents_std`.
 """
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
+from .geometry import FRAME_STEP
 from .safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
 
 _RESNET_RENAMES = [
@@ -170,15 +172,26 @@ def latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def frames_to_video(frames: torch.Tensor) -> torch.Tensor:
+    """Frames `[T, H, W, C]` in [0, 1] -> the diffusers VAE's layout `[1, C, T, H, W]` in [-1, 1]."""
+    return (frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1).float()
+
+
+def video_to_frames(video: torch.Tensor) -> torch.Tensor:
+    """`[1, C, T, H, W]` in [-1, 1] -> frames `[T, H, W, C]` in [0, 1]."""
+    return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+
+
 @torch.no_grad()
 def encode_raw(vae, video: torch.Tensor) -> torch.Tensor:
-    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> the VAE's own latent `[B, 16, T', H/8, W/8]` (float32, not
-    normalised; what ComfyUI's VAE.encode returns). Uses the posterior mean, as Wan's v2v pipelines do."""
+    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> the VAE's own latent `[B, 16, T', H/8, W/8]`
+    (float32, not normalised; what ComfyUI's VAE.encode returns). Uses the posterior mean, as
+    Wan's v2v pipelines do."""
     _, _, frames, height, width = video.shape
-    if (frames - 1) % 4 or height % 8 or width % 8:
+    if (frames - 1) % FRAME_STEP or height % 8 or width % 8:
         raise ValueError(
-            f"VAE input of {frames} frames at {width}x{height}: the Wan VAE needs 1 + 4k frames and sizes that are "
-            "multiples of 8 (it silently drops extra frames otherwise); pad or trim first"
+            f"VAE input of {frames} frames at {width}x{height}: the Wan VAE needs 1 + 4k frames and "
+            "sizes that are multiples of 8 (it silently drops extra frames otherwise); pad or trim first"
         )
     param = next(vae.parameters())
     return vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()
@@ -191,18 +204,11 @@ def encode(vae, video: torch.Tensor) -> torch.Tensor:
     return (mu - mean) / std
 
 
-def encode_matte(vae, matte: torch.Tensor) -> torch.Tensor:
-    """Alpha or mask `[B, 1, T, H, W]` in [0, 1] -> latent of the same matte as a 3-channel grey video.
-
-    `vae` is a diffusers AutoencoderKLWan or any codec (see `WanCodec`)."""
-    return as_codec(vae).encode_video((matte * 2 - 1).expand(-1, 3, -1, -1, -1))
-
-
 @torch.no_grad()
 def decode_raw(vae, z: torch.Tensor, chunk_callback: Callable[[int, int], None] | None = None,
                out_device="cpu") -> torch.Tensor:
-    """The VAE's own latent `[B, 16, T', h, w]` -> video `[B, 3, 1 + 4(T'-1), 8h, 8w]` in [-1, 1], float32 on
-    `out_device`.
+    """The VAE's own latent `[B, 16, T', h, w]` -> video `[B, 3, 1 + 4(T'-1), 8h, 8w]` in [-1, 1],
+    float32 on `out_device`.
 
     Decodes one latent frame at a time through the VAE's causal cache (as diffusers does inside
     `decode`), moving each decoded chunk off the device at once so device memory stays bounded by
@@ -217,7 +223,8 @@ def decode_raw(vae, z: torch.Tensor, chunk_callback: Callable[[int, int], None] 
     chunks, total = [], z.shape[2]
     for i in range(total):
         vae._conv_idx = [0]
-        out = vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+        out = vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                          first_chunk=i == 0)
         chunks.append(out.clamp(-1, 1).float().to(out_device))
         if chunk_callback is not None:
             chunk_callback(i + 1, total)
@@ -232,28 +239,51 @@ def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None]
     return decode_raw(vae, latent.float() * std + mean, chunk_callback, out_device)
 
 
-def decode_matte(vae, latent: torch.Tensor) -> torch.Tensor:
-    """Latent of a grey matte -> `[B, 1, T, H, W]` in [0, 1] (mean of the three decoded channels)."""
-    return ((as_codec(vae).decode_video(latent).mean(dim=1, keepdim=True) + 1) / 2).clamp(0, 1)
+class FrameCodec(Protocol):
+    """What the pipeline needs from a VAE, on frames as ComfyUI's IMAGE holds them.
+
+    encode_frames: `[T, H, W, 3]` float in [0, 1] -> normalised latent `[1, 16, T', H/8, W/8]`
+    (float32, CPU). decode_frames: the inverse, `[T, H, W, 3]` float32 in [0, 1] on the CPU.
+    `WanCodec` implements it over a diffusers AutoencoderKLWan; `nodes/vae_bridge.py` over
+    ComfyUI's VAE.
+    """
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor: ...
+
+    def decode_frames(self, latent: torch.Tensor) -> torch.Tensor: ...
 
 
 class WanCodec:
-    """The codec interface the pipeline uses, over a diffusers AutoencoderKLWan.
-
-    encode_video: `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `[B, 16, T', H/8, W/8]`.
-    decode_video: the inverse, float32 on the CPU. Other codecs (e.g. ComfyUI's VAE, adapted in
-    `nodes/`) implement the same two methods.
-    """
+    """`FrameCodec` over a diffusers AutoencoderKLWan; the only codec that converts layouts."""
 
     def __init__(self, vae):
         self.vae = vae
 
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        return encode(self.vae, video)
+    def encode_raw_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """`[T, H, W, 3]` in [0, 1] -> the VAE's own (not normalised) latent `[1, 16, T', h, w]`."""
+        return encode_raw(self.vae, frames_to_video(frames[..., :3])).cpu()
 
-    def decode_video(self, latent: torch.Tensor) -> torch.Tensor:
-        return decode(self.vae, latent)
+    def decode_raw_frames(self, raw: torch.Tensor) -> torch.Tensor:
+        """Own latent `[1, 16, T', h, w]` -> `[T, H, W, 3]` in [0, 1]."""
+        return video_to_frames(decode_raw(self.vae, raw.float()))
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        return encode(self.vae, frames_to_video(frames[..., :3])).cpu()
+
+    def decode_frames(self, latent: torch.Tensor) -> torch.Tensor:
+        return video_to_frames(decode(self.vae, latent))
 
 
-def as_codec(vae):
-    return vae if hasattr(vae, "encode_video") else WanCodec(vae)
+def as_codec(vae) -> FrameCodec:
+    """A FrameCodec as it is, or a diffusers AutoencoderKLWan wrapped in `WanCodec`."""
+    return vae if hasattr(vae, "encode_frames") else WanCodec(vae)
+
+
+def encode_matte(codec, matte: torch.Tensor) -> torch.Tensor:
+    """Alpha or mask `[T, H, W, 1]` in [0, 1] -> latent of the same matte as a grey RGB video."""
+    return as_codec(codec).encode_frames(matte.expand(*matte.shape[:3], 3))
+
+
+def decode_matte(codec, latent: torch.Tensor) -> torch.Tensor:
+    """Latent of a grey matte -> `[T, H, W, 1]` in [0, 1] (mean of the three decoded channels)."""
+    return as_codec(codec).decode_frames(latent).mean(dim=-1, keepdim=True).clamp(0, 1)

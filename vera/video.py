@@ -2,28 +2,12 @@
 is renamed into place, so a crash never leaves a half-written file and no source file is replaced."""
 from __future__ import annotations
 
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from .files import atomic_path
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:

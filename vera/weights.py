@@ -286,17 +286,41 @@ def model_from_vera(info: CheckpointInfo, dtype=torch.float32, device="cpu") -> 
     return _build(info.config, state, device, dtype)
 
 
-def load_model(path: str | Path, dtype=torch.float32, device="cpu", num_heads: int | None = None,
-               conditioning: str = "add", attention_backend: str = "auto") -> VeraModel:
-    """Load a Vera checkpoint, or build a fresh Vera model from a Wan2.1 T2V checkpoint.
+def resolve_model_path(path_or_name: str | Path) -> Path:
+    """`vera-tiny` -> the embedded model's file; any other value is a path."""
+    from .bundle import TINY_DIR, TINY_NAME
 
+    if str(path_or_name) == TINY_NAME:
+        return TINY_DIR / "vera.safetensors"
+    return Path(path_or_name)
+
+
+def load_model(path_or_name: str | Path, weight_dtype: str | torch.dtype = "auto", device="cpu",
+               num_heads: int | None = None, conditioning: str = "add",
+               attention_backend: str = "auto") -> VeraModel:
+    """Load a Vera checkpoint (or `vera-tiny`), or build a fresh Vera model from a Wan2.1 T2V file.
+
+    weight_dtype: a policy of `vera.precision` (auto / bf16 / fp16 / fp8 / fp32) or a torch dtype.
+    fp8 models are built on the CPU, quantised there and only then moved to `device`.
     `conditioning` applies only when initialising from Wan (a Vera file carries its own).
     """
-    info = detect(path, num_heads)
+    from .attention import resolve_backend
+    from .fp8 import quantize_blocks
+    from .precision import compute_dtype, resolve_device, weight_dtype_name
+
+    device = resolve_device(device)
+    resolve_backend(attention_backend, device)  # a clear error now rather than at the first step
+    policy = weight_dtype_name(weight_dtype)
+    dtype = compute_dtype(policy, device)
+    build_on = torch.device("cpu") if policy == "fp8" else device
+    info = detect(resolve_model_path(path_or_name), num_heads)
     if info.format.startswith("wan-"):
-        model = model_from_wan(info, dtype, device, conditioning)
+        model = model_from_wan(info, dtype, build_on, conditioning)
     else:
-        model = model_from_vera(info, dtype, device)
+        model = model_from_vera(info, dtype, build_on)
+    if policy == "fp8":
+        quantize_blocks(model)
+        model = model.to(device)
     model.attention_backend = attention_backend
     return model
 

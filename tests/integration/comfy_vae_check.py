@@ -30,10 +30,10 @@ bridge, vae_ops = pack.nodes.vae_bridge, pack.vera.vae
 comfy_vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(vae_file)))
 ours = vae_ops.WanCodec(vae_ops.load_vae(vae_file))
 theirs = bridge.ComfyVAECodec(comfy_vae)
-video = torch.rand(1, 3, 5, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+frames = torch.rand(5, 64, 64, 3, generator=torch.Generator().manual_seed(0))  # IMAGE
 with torch.no_grad():
-    a, b = ours.encode_video(video), theirs.encode_video(video)
-    da, db = ours.decode_video(a), theirs.decode_video(a)
+    a, b = ours.encode_frames(frames), theirs.encode_frames(frames)
+    da, db = ours.decode_frames(a), theirs.decode_frames(a)
 fmt = comfy.latent_formats.Wan21()
 mean, std = bridge.wan21_latent_stats()
 print(json.dumps(dict(

@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 from .. import layers
-from ..video import atomic_path, read_frames, write_png_sequence
+from ..geometry import frame_count_problem, size_problem
+from ..files import atomic_path
+from ..video import read_frames, write_png_sequence
 
 TASKS = ("object_addition", "background_change")
 VIDEO_KEYS = ("source", "edit", "alpha", "composite")
@@ -87,14 +89,12 @@ def check_consistency(sample: LayeredSample, tolerance: float = 2 / 255) -> None
         frames = getattr(sample, key)
         if frames is not None and tuple(frames.shape[:3]) != shape:
             raise SampleError(f"sample {sid}: {key} has (frames, height, width) {tuple(frames.shape[:3])} but source has {shape}")
-    t, h, w = shape
-    if (t - 1) % 4:
-        raise SampleError(f"sample {sid}: {t} frames; Vera needs 1 + 4k frames (trim to {t - (t - 1) % 4})")
-    if h % 16 or w % 16:
-        raise SampleError(f"sample {sid}: size {w}x{h}; width and height must be multiples of 16")
+    for problem in (frame_count_problem(shape[0]), size_problem(*shape[1:])):
+        if problem:
+            raise SampleError(f"sample {sid}: bad {problem}")
     f = lambda x: x.float() / 255
     a = f(sample.alpha)
-    error = ((1 - a) * f(sample.source) + a * f(sample.edit) - f(sample.composite)).abs().amax().item()
+    error = (layers.composite(f(sample.source), f(sample.edit), a) - f(sample.composite)).abs().amax().item()
     if error > tolerance:
         raise SampleError(
             f"sample {sid}: composite differs from (1 - alpha) * source + alpha * edit by up to {error * 255:.1f} levels "

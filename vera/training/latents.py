@@ -8,8 +8,8 @@ import torch
 
 from .. import vae as vae_ops
 from ..data.layout import load_manifest, load_sample
-from ..pipeline import frames_to_video
-from ..video import atomic_path
+from ..vae import frames_to_video
+from ..files import atomic_path
 
 LATENT_KEYS = ("source", "edit", "alpha", "composite", "mask")
 

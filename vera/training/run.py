@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from ..config import VeraConfig
+from ..files import relative_to, save_json
 from ..safetensors_io import atomic_save, load_tensors, read_header
 from ..single import WanVideoModel
 from ..text import TextEncoder
 from ..vae import load_vae
 from ..weights import detect, load_model, read_wan_branch, save_vera
 from .latents import cached_latents
-from .trainer import Trainer, TrainConfig, save_json
+from .trainer import Trainer, TrainConfig
 
 
 def wan_video_model(init: str | Path | None, model_config: VeraConfig | None, source_conditioning: bool) -> WanVideoModel:
@@ -76,9 +77,10 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str 
             model = shared_base_lora(model, config.lora_rank)
     else:
         model = wan_video_model(init, model_config, source_conditioning=config.mode == "baseline")
-    save_json(out / "train_config.json", dict(config=asdict(config), data=str(data), vae=str(vae_file),
-                                              text_encoder=str(text_encoder), init=None if init is None else str(init),
-                                              model_config=None if model_config is None else json.loads(model_config.to_json()),
+    paths = {k: relative_to(v, out) for k, v in dict(data=data, vae=vae_file, text_encoder=text_encoder,
+                                                      init=init).items()}  # relative to the run folder
+    model_json = None if model_config is None else json.loads(model_config.to_json())
+    save_json(out / "train_config.json", dict(config=asdict(config), **paths, model_config=model_json,
                                               train_text=train_text))
     trainer = Trainer(config, model, latents, text, out, train_text=train_text)
     if resume and trainer.resume():

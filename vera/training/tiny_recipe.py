@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from ..config import VeraConfig
+from ..files import save_json
+from ..settings import SamplingSettings
 from ..data.synthetic import build_dataset, vocabulary
 from .run import train
 from .text_model import build_text_encoder
@@ -35,8 +37,11 @@ SCALES = {  # per stage sizes; "full" is what the committed vera-tiny was traine
     "full": dict(train_per_task=512, test_per_task=32, vae_steps=1200, vae2_steps=800, vae3_steps=300, t2v_steps=2000, vera_steps=5000, batch=16),
     "smoke": dict(train_per_task=8, test_per_task=2, vae_steps=4, vae2_steps=2, vae3_steps=2, t2v_steps=4, vera_steps=4, batch=4),
 }
-# cfg and alpha_cutoff were picked on a separate validation split (seed 3, 8 per task; cfg 2 / 4 / 6 at cutoff 0.1)
-SAMPLING = dict(steps=25, cfg=2.0, shift=3.0, sampler="unipc", negative_prompt="", alpha_cutoff=0.1)
+# cfg and alpha_cutoff were picked on a separate validation split (seed 3, 8 per task; cfg 2 / 4 / 6
+# at cutoff 0.1). The bundle stage writes them into recipe.json, where everything else reads them.
+SAMPLING = SamplingSettings(steps=25, cfg=2.0, shift=3.0, sampler="unipc", negative_prompt="",
+                            alpha_cutoff=0.1)
+RESOLUTION, FRAMES = (64, 64), 17  # (height, width) and clip length of the synthetic data
 BASE_LR = 1e-4  # the paper's 1e-5 is for fine-tuning 1.3B/14B; a tiny model from scratch takes 10x
 BUNDLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "vera-tiny"
 
@@ -49,7 +54,7 @@ def stage_data(work: Path, s: dict) -> None:
     for split, seed, count in (("train", 1, s["train_per_task"]), ("test", 2, s["test_per_task"])):
         if not (work / "data" / split / "manifest.jsonl").exists():
             _log(f"data: building {split} split ({count} per task, seed {seed})")
-            build_dataset(work / "data" / split, count, seed)
+            build_dataset(work / "data" / split, count, seed, FRAMES, RESOLUTION[0])
 
 
 def stage_vae(work: Path, s: dict) -> None:
@@ -67,7 +72,7 @@ def stage_vae(work: Path, s: dict) -> None:
                   init=work / "vae_phase1" / "vae.safetensors", progress=log, kind_weights=weights)
     if not (work / "vae" / "vae.safetensors").exists():  # whole clips: later causal chunks otherwise drift
         _log(f"vae phase 3: {s['vae3_steps']} steps")
-        train_vae(work / "data" / "train", work / "vae", steps=s["vae3_steps"], windows=(17,), batch_size=2, lr=3e-4,
+        train_vae(work / "data" / "train", work / "vae", steps=s["vae3_steps"], windows=(FRAMES,), batch_size=2, lr=3e-4,
                   init=work / "vae_phase2" / "vae.safetensors", progress=log, kind_weights=weights)
 
 
@@ -116,14 +121,16 @@ def stage_bundle(work: Path, s: dict, dest: Path = BUNDLE_DIR) -> None:
     if (dest / "text_encoder").exists():
         shutil.rmtree(dest / "text_encoder")
     shutil.copytree(work / "t2v" / "text_encoder", dest / "text_encoder")
-    recipe = dict(command=f"python -m vera.training.tiny_recipe --work {work} --scale full", scale=s,
-                  model=json.loads(TINY_MODEL.to_json()), base_lr=BASE_LR, text_encoder_dim=TINY_MODEL.text_dim,
-                  train_configs={m: json.loads((work / m / "train_config.json").read_text()) for m in ("t2v", "vera", "baseline")
-                                 if (work / m / "train_config.json").exists()},
-                  vae=json.loads((work / "vae" / "vae_summary.json").read_text()), resolution=[64, 64], frames=17,
-                  sampling=SAMPLING,
+    # paths inside are relative to each stage's folder in the work folder
+    configs = {m: json.loads((work / m / "train_config.json").read_text())
+               for m in ("t2v", "vera", "baseline") if (work / m / "train_config.json").exists()}
+    recipe = dict(command="python -m vera.training.tiny_recipe --work WORK --scale full", scale=s,
+                  model=json.loads(TINY_MODEL.to_json()), base_lr=BASE_LR,
+                  text_encoder_dim=TINY_MODEL.text_dim, train_configs=configs,
+                  vae=json.loads((work / "vae" / "vae_summary.json").read_text()),
+                  resolution=list(RESOLUTION), frames=FRAMES, sampling=SAMPLING.to_dict(),
                   date=time.strftime("%Y-%m-%d"))
-    (dest / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    save_json(dest / "recipe.json", recipe)
     _log(f"bundle: wrote {dest}")
 
 

@@ -27,9 +27,11 @@ import torch
 
 from ..config import BRANCHES
 from ..sampling import shift_sigma
-from ..video import atomic_path
 
 MODES = ("vera", "t2v", "baseline")
+SCHEDULES = ("constant", "cosine")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+GRADIENT_CHECKPOINTING = ("auto", "on", "off")
 PAPER_BRANCH_LR_SCALE = {"edit": 0.1, "alpha": 10.0, "composite": 10.0}
 PAPER_MASK_DROPOUT = {"object_addition": 0.9, "background_change": 0.3}
 
@@ -59,8 +61,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule {self.schedule!r} must be 'constant' or 'cosine'")
+        for name, allowed in (("schedule", SCHEDULES), ("mixed_precision", MIXED_PRECISION),
+                              ("gradient_checkpointing", GRADIENT_CHECKPOINTING)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         missing = set(BRANCHES) - set(self.branch_lr_scale)
         if self.mode == "vera" and missing:
             raise ValueError(f"branch_lr_scale needs a scale for every branch; missing {sorted(missing)}")
@@ -273,8 +277,3 @@ class Trainer:
 
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
-
-
-def save_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str))

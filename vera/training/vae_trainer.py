@@ -18,7 +18,7 @@ import torch
 
 from ..data.layout import load_manifest, load_sample
 from ..vae import save_vae_original
-from ..video import atomic_path
+from ..files import atomic_path, relative_to, save_json
 
 SMALL_VAE = dict(base_dim=12, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True])
 
@@ -95,8 +95,8 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     path = save_vae_original(vae, out / "vae.safetensors")
     with atomic_path(out / "vae_log.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in log))
-    with atomic_path(out / "vae_summary.json") as tmp:
-        tmp.write_text(json.dumps(dict(steps=steps, windows=list(windows), lr=lr, init=None if init is None else str(init),
-                                       kind_weights=kind_weights, reconstruction_psnr_db=psnr,
-                                       seconds=time.perf_counter() - start, config=dict(vae.config)), indent=2, default=str))
+    save_json(out / "vae_summary.json", dict(steps=steps, windows=list(windows), lr=lr,
+                                             init=relative_to(init, out), kind_weights=kind_weights,
+                                             reconstruction_psnr_db=psnr,
+                                             seconds=time.perf_counter() - start, config=dict(vae.config)))
     return path

@@ -1,4 +1,4 @@
-"""Small random models of the real architectures, for tests and benchmarks.
+"""Small random models of the real architectures, for tests (not the trained `vera-tiny`).
 
 They are built locally from configs (nothing is downloaded) and saved in the same file formats
 users have on disk, so every loading path runs on them.
@@ -6,12 +6,9 @@ users have on disk, so every loading path runs on them.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
-
 import torch
 
-from .safetensors_io import atomic_save
-from .weights import DIFFUSERS_TO_WAN, rename
+from vera.weights import DIFFUSERS_TO_WAN, rename
 
 TINY_WAN = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=16, out_channels=16,
                 text_dim=32, freq_dim=32, ffn_dim=128, num_layers=2, cross_attn_norm=True,
@@ -43,12 +40,6 @@ def wan_original_state_dict(diffusers_model, comfy_prefix: bool = True) -> dict[
     return {prefix + rename(k, DIFFUSERS_TO_WAN): v for k, v in diffusers_model.state_dict().items()}
 
 
-def save_tiny_wan(path: str | Path, seed: int = 0, layout: str = "wan-original") -> Path:
-    model = tiny_diffusers_wan(seed)
-    state = wan_original_state_dict(model) if layout == "wan-original" else model.state_dict()
-    return atomic_save(state, Path(path))
-
-
 def tiny_vae(seed: int = 0, **overrides):
     """A random diffusers `AutoencoderKLWan` with the Wan2.1 layout at 1/12 width."""
     from diffusers import AutoencoderKLWan
@@ -65,3 +56,14 @@ def hash_text_embedding(prompt: str, length: int = 512, dim: int = 32, tokens: i
     out = torch.zeros(1, length, dim)
     out[0, :tokens] = torch.randn(tokens, dim, generator=torch.Generator().manual_seed(seed))
     return out
+
+
+class HashTextEncoder:
+    """A text encoder stand-in with `TextEncoder.encode`'s interface (see `hash_text_embedding`)."""
+
+    def __init__(self, dim: int = 32, length: int = 512):
+        self.dim, self.length = dim, length
+
+    def encode(self, prompts) -> torch.Tensor:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return torch.cat([hash_text_embedding(p, self.length, self.dim) for p in prompts])

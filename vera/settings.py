@@ -1,0 +1,120 @@
+"""The settings of one edit's sampling, in one frozen, validated object.
+
+`SamplingSettings()` holds Wan2.1's defaults (what Vera checkpoints start from); a bundle brings
+its own (vera-tiny's come from its `recipe.json`). The CLI, the nodes, `edit()`, `sample()` and
+`evaluate()` all take this object, so a bad value gets the same message wherever it comes from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+
+SAMPLERS = ("unipc", "euler")
+MAX_STEPS = 1000
+CFG_RANGE = (1.0, 30.0)
+SHIFT_RANGE = (0.0, 100.0)  # exclusive of 0
+MAX_SEED = 2**64 - 1
+
+
+# Wan2.1's usual negative prompt (English rendering of the one its generate.py ships)
+WAN_NEGATIVE_PROMPT = (
+    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
+    "still, overall gray, worst quality, low quality, JPEG artifacts, ugly, deformed, extra fingers, "
+    "poorly drawn hands, poorly drawn face, malformed limbs, messy background")
+
+
+class SettingsError(ValueError):
+    """A sampling setting out of range; the message names the setting, the value and the range."""
+
+
+def _whole(name: str, value, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise SettingsError(f"{name} = {value!r}: must be a whole number from {low} to {high} ({what})")
+    return int(value)
+
+
+def _number(name: str, value, low: float, high: float, what: str, low_open: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bounds = f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
+        raise SettingsError(f"{name} = {value!r}: must be a finite number {bounds} ({what})")
+    return float(value)
+
+
+def check_value(name: str, value):
+    """Validate one setting by name; returns it in its canonical type. Nodes that take a single
+    setting (e.g. Decode Layers' alpha_cutoff) use this; the dataclass uses it for every field."""
+    if name == "steps":
+        return _whole(name, value, 1, MAX_STEPS, "denoising steps; Wan uses 50")
+    if name == "cfg":
+        return _number(name, value, *CFG_RANGE, "guidance scale; 1 turns guidance off")
+    if name == "shift":
+        return _number(name, value, *SHIFT_RANGE, "flow-matching schedule shift; Wan uses 3 to 5",
+                       low_open=True)
+    if name == "seed":
+        return _whole(name, value, 0, MAX_SEED, "noise seed")
+    if name == "sampler":
+        if value not in SAMPLERS:
+            raise SettingsError(f"sampler = {value!r}: must be one of {', '.join(SAMPLERS)}")
+        return value
+    if name == "batch_cfg":
+        if not isinstance(value, bool):
+            raise SettingsError(f"batch_cfg = {value!r}: must be true or false")
+        return value
+    if name == "negative_prompt":
+        if not isinstance(value, str):
+            raise SettingsError(f"negative_prompt = {value!r}: must be text")
+        return value
+    if name == "alpha_cutoff":
+        return _number(name, value, 0.0, 1.0, "matte values below it count as untouched")
+    raise SettingsError(f"{name!r} is not a sampling setting; known: {', '.join(FIELDS)}")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """steps, cfg, shift, seed and sampler drive the flow-matching sampler (see `vera.sampling`);
+    batch_cfg runs the cond and uncond passes as one batch; negative_prompt is the text of the
+    uncond pass (used when cfg > 1); alpha_cutoff sets decoded matte values below it to 0."""
+
+    steps: int = 50
+    cfg: float = 5.0
+    shift: float = 5.0
+    seed: int = 0
+    sampler: str = "unipc"
+    batch_cfg: bool = True
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    alpha_cutoff: float = 0.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, check_value(f.name, getattr(self, f.name)))
+
+    @property
+    def guided(self) -> bool:
+        """Whether the uncond pass runs (cfg above 1)."""
+        return self.cfg != 1.0
+
+    def updated(self, **changes) -> "SamplingSettings":
+        """A validated copy with the given fields changed; None means "keep" (unset CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "settings") -> "SamplingSettings":
+        """From a JSON object (e.g. a bundle's recipe.json); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise SettingsError(f"{source}: sampling settings must be a JSON object, got {data!r}")
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise SettingsError(f"{source}: unknown sampling settings {unknown}; known: {', '.join(FIELDS)}")
+        return cls(**data)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(SamplingSettings))
+WAN_DEFAULTS = SamplingSettings()
