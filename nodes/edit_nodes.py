@@ -101,24 +101,33 @@ class VeraSampler:
                                                          "text encoder, or Vera Text Encode for vera-tiny)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt, used when cfg is above 1."}),
                 "vera_source": (VERA_SOURCE, {"tooltip": "From Vera Encode."}),
-                "seed": ("INT", {"default": WAN_DEFAULTS.seed, "min": 0, "max": MAX_SEED,
-                                 "control_after_generate": True,
-                                 "tooltip": "Noise seed; the same seed gives the same result on any device."}),
-                "steps": ("INT", {"default": WAN_DEFAULTS.steps, "min": 1, "max": MAX_STEPS, "tooltip": (
-                    "Denoising steps (Wan2.1's default; a bundled model such as vera-tiny records its own in "
-                    "its workflow).")}),
-                "cfg": ("FLOAT", {"default": WAN_DEFAULTS.cfg, "min": CFG_RANGE[0], "max": CFG_RANGE[1], "step": 0.1,
-                                  "tooltip": "Guidance scale; 1 disables guidance and the negative prompt."}),
-                "shift": ("FLOAT", {"default": WAN_DEFAULTS.shift, "min": 0.1, "max": SHIFT_RANGE[1], "step": 0.1,
-                                    "tooltip": "Flow-matching schedule shift: higher spends more steps at "
-                                               "high noise (Wan uses 3 to 5)."}),
-                "sampler": (list(SAMPLERS), {"default": WAN_DEFAULTS.sampler, "tooltip": (
-                    "unipc: Wan's multistep solver (fewer steps). euler: first-order flow-matching Euler.")}),
+                "seed": ("INT", {
+                    "default": WAN_DEFAULTS.seed, "min": 0, "max": MAX_SEED,
+                    "control_after_generate": True,
+                    "tooltip": "Noise seed; the same seed gives the same result on any device."}),
+                "steps": ("INT", {
+                    "default": WAN_DEFAULTS.steps, "min": 1, "max": MAX_STEPS,
+                    "tooltip": "Denoising steps (Wan2.1's default; a bundled model such as "
+                               "vera-tiny records its own in its workflow)."}),
+                "cfg": ("FLOAT", {
+                    "default": WAN_DEFAULTS.cfg, "min": CFG_RANGE[0], "max": CFG_RANGE[1],
+                    "step": 0.1,
+                    "tooltip": "Guidance scale; 1 disables guidance and the negative prompt."}),
+                "shift": ("FLOAT", {
+                    "default": WAN_DEFAULTS.shift, "min": 0.1, "max": SHIFT_RANGE[1], "step": 0.1,
+                    "tooltip": "Flow-matching schedule shift: higher spends more steps at high "
+                               "noise (Wan uses 3 to 5)."}),
+                "sampler": (list(SAMPLERS), {
+                    "default": WAN_DEFAULTS.sampler,
+                    "tooltip": "unipc: Wan's multistep solver (fewer steps). euler: first-order "
+                               "flow-matching Euler."}),
             },
             "optional": {
-                "batch_cfg": ("BOOLEAN", {"default": WAN_DEFAULTS.batch_cfg, "tooltip": (
-                    "Run the positive and negative passes as one batch of two (faster); off runs them one "
-                    "after the other, holding one pass's activations at a time.")}),
+                "batch_cfg": ("BOOLEAN", {
+                    "default": WAN_DEFAULTS.batch_cfg,
+                    "tooltip": "Run the positive and negative passes as one batch of two "
+                               "(faster); off runs them one after the other, holding one pass's "
+                               "activations at a time."}),
             },
         }
 
@@ -164,10 +173,11 @@ class VeraDecodeLayers:
             "required": {
                 "vae": ("VAE", {"tooltip": "The same VAE that encoded the source."}),
                 "vera_layers": (VERA_LAYERS, {"tooltip": "From Vera Sampler."}),
-                "alpha_cutoff": ("FLOAT", {"default": WAN_DEFAULTS.alpha_cutoff, "min": 0.0, "max": 1.0,
-                                           "step": 0.01, "tooltip": (
-                    "Matte values below this become 0 (source untouched there); removes faint haze from "
-                    "decoding. A bundled model such as vera-tiny records its own in its workflow.")}),
+                "alpha_cutoff": ("FLOAT", {
+                    "default": WAN_DEFAULTS.alpha_cutoff, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Matte values below this become 0 (source untouched there); "
+                               "removes faint haze from decoding. A bundled model such as "
+                               "vera-tiny records its own in its workflow."}),
             }
         }
 

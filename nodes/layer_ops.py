@@ -56,8 +56,10 @@ class VeraComposite:
         a = as_alpha_frames(alpha, source)
         if recover_semi_transparent and model_composite is None:
             raise ValueError("recover_semi_transparent needs the model_composite input connected")
-        final = layers.final_composite(source, edit_layer, a, model_composite, recover_semi_transparent)
-        return {"ui": {"vera_layers": [layer_previews(source, edit_layer, a, final)]}, "result": (final,)}
+        final = layers.final_composite(source, edit_layer, a, model_composite,
+                                       recover_semi_transparent)
+        previews = layer_previews(source, edit_layer, a, final)
+        return {"ui": {"vera_layers": [previews]}, "result": (final,)}
 
 
 class VeraAlphaRefine:

@@ -13,9 +13,11 @@ from .vae_bridge import BundledVAE
 CATEGORY = "Vera/loaders"
 
 
-def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str = "auto") -> Bundle:
+def load_vera_bundle(model_name: str, weight_dtype: str = "auto",
+                     attention: str = "auto") -> Bundle:
     """vera-tiny, or a file listed under models/diffusion_models, on ComfyUI's device."""
-    path = model_name if model_name == TINY_NAME else host.model_path("diffusion_models", model_name)
+    is_tiny = model_name == TINY_NAME
+    path = model_name if is_tiny else host.model_path("diffusion_models", model_name)
     bundle = load_bundle(path, weight_dtype, host.device(), attention)
     bundle.model.eval().requires_grad_(False)
     host.free_memory()

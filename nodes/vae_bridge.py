@@ -1,5 +1,5 @@
-"""Vera's frame codec (`vera.vae.FrameCodec`: frames in, normalised latents out) over a ComfyUI-style
-VAE, and vera-tiny's VAE behind ComfyUI's VAE interface.
+"""Vera's frame codec (`vera.vae.FrameCodec`: frames in, normalised latents out) over a
+ComfyUI-style VAE, and vera-tiny's VAE behind ComfyUI's VAE interface.
 
 ComfyUI's VAE (`comfy.sd.VAE`, from VAELoader with wan_2.1_vae.safetensors): `encode(IMAGE [T, H, W, 3]
 in [0, 1])` -> raw latent `[1, 16, T', H/8, W/8]` (posterior mean, not normalised); `decode(raw)` ->
@@ -42,7 +42,8 @@ class ComfyVAECodec:
         self.mean, self.std = getattr(vae, "vera_latent_stats", None) or wan21_latent_stats()
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """IMAGE `[T, H, W, 3]` in [0, 1] -> normalised latent `[1, 16, T', H/8, W/8]` (float32, CPU)."""
+        """IMAGE `[T, H, W, 3]` in [0, 1] -> normalised latent `[1, 16, T', H/8, W/8]`, float32
+        on the CPU."""
         raw = self.vae.encode(frames[..., :3]).float().cpu()
         return (raw - self.mean) / self.std
 

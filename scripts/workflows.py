@@ -168,7 +168,7 @@ def _finish(nodes, vae: tuple[int, int], alpha_cutoff: float, prefix: str) -> No
 
 
 def sampler_widgets(settings, seed: int = 1) -> dict:
-    """The Vera Sampler's widget values from a `SamplingSettings` (the workflow's seed is its own)."""
+    """The Vera Sampler's widget values from a `SamplingSettings` (the seed is the workflow's)."""
     return {"seed": seed, "steps": settings.steps, "cfg": settings.cfg, "shift": settings.shift,
             "sampler": settings.sampler, "batch_cfg": settings.batch_cfg}
 

@@ -59,8 +59,8 @@ def test_fp8_weights_keep_untouched_pixels_bit_exact(tmp_path):
     from vera.video import read_video
 
     out = tmp_path / "fp8"
-    assert main(["edit", "--prompt", "add a small blue square moving from top to bottom", "--out", str(out),
-                 "--steps", "4", "--weight-dtype", "fp8"]) == 0
+    assert main(["edit", "--prompt", "add a small blue square moving from top to bottom",
+                 "--out", str(out), "--steps", "4", "--weight-dtype", "fp8"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["weight_dtype"] == "fp8" and report["preservation"]["preserved_exact"] == 1.0
     source, _ = read_video(bundled_clip(), max_frames=17)
@@ -88,7 +88,8 @@ def test_eval_reports_vera_and_the_baseline_per_task(tmp_path):
     write_manifest(tmp_path, [write_sample(tmp_path, builder.sample(9, 0, t)) for t in ("object_addition", "background_change")])
     bundle = load_bundle("vera-tiny", "fp32", "cpu")
     baseline = WanVideoModel(bundle.model.config, source_conditioning=True).eval()
-    report = evaluate(tmp_path, bundle, baseline, bundle.defaults.updated(steps=3, alpha_cutoff=0.1))
+    settings = bundle.defaults.updated(steps=3, alpha_cutoff=0.1)
+    report = evaluate(tmp_path, bundle, baseline, settings)
     for who in ("vera", "baseline"):
         assert set(report[who]) == {"object_addition", "background_change"}
     for task in report["vera"].values():

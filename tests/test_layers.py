@@ -41,7 +41,7 @@ def test_final_composite_with_recovery_matches_eq3_by_hand():
     model_comp = (1 - alpha) * plate + alpha * edit
     out = layers.final_composite(src, edit, alpha, model_comp, recover_semi_transparent=True)
     semi = (alpha[..., 0] > 0) & (alpha[..., 0] < 1)
-    # under the semi-transparent matte the model's composite comes back; elsewhere eq. 2 over the source
+    # under the semi-transparent matte the model's composite comes back; else eq. 2 over the source
     torch.testing.assert_close(out[semi], model_comp[semi], atol=1e-5, rtol=0)
     assert torch.equal(out[alpha[..., 0] == 0], src[alpha[..., 0] == 0])
     torch.testing.assert_close(out[alpha[..., 0] == 1], edit[alpha[..., 0] == 1])

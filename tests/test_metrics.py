@@ -58,4 +58,5 @@ def test_mean_metrics_reports_exact_counts():
     assert m["psnr"] == 30.0 and m["psnr_exact_count"] == 1 and m["alpha"]["iou"] == 0.75
     from vera.files import json_safe
 
-    assert json_safe({"a": [float("inf"), float("nan"), (1, -float("inf"))]}) == {"a": ["inf", "nan", [1, "-inf"]]}
+    inf = float("inf")
+    assert json_safe({"a": [inf, float("nan"), (1, -inf)]}) == {"a": ["inf", "nan", [1, "-inf"]]}

@@ -151,7 +151,8 @@ def test_comfy_vae_bridge_normalises_like_wan(pack):
     clip = torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(0))  # IMAGE frames
     latent = ours.encode_frames(clip)
     torch.testing.assert_close(comfy.encode_frames(clip), latent, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(comfy.decode_frames(latent), ours.decode_frames(latent), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(comfy.decode_frames(latent), ours.decode_frames(latent), atol=1e-5,
+                               rtol=1e-5)
     assert comfy.decode_frames(latent).shape == clip.shape
     # the bundled-VAE adapter speaks ComfyUI's interface and round-trips through the bridge
     bundled = bridge.BundledVAE(vae)

@@ -19,7 +19,8 @@ def models(files):
     model = load_model(files["wan_comfy"], num_heads=4).eval()
     with torch.no_grad():
         model.source_embedding.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
-    return Bundle(model, "tiny-random", SETTINGS, load_vae(files["vae_original"]), HashTextEncoder())
+    vae = load_vae(files["vae_original"])
+    return Bundle(model, "tiny-random", SETTINGS, vae, HashTextEncoder())
 
 
 def run(bundle, src, settings=SETTINGS, **kw):

@@ -84,4 +84,5 @@ def test_interrupt_hook_stops_within_a_step():
 
 def test_guided_sampling_without_negative_is_refused():
     with pytest.raises(ValueError, match="cfg 3 needs negative embeddings"):
-        sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE), settings=SamplingSettings(cfg=3.0))
+        sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE),
+               settings=SamplingSettings(cfg=3.0))

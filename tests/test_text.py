@@ -25,8 +25,9 @@ def test_umt5_encoding_follows_wan_convention(tmp_path):
     # the diffusers layout: text_encoder/ with tokenizer/ beside it
     reference.save_pretrained(tmp_path / "wan" / "text_encoder")
     encoder.tokenizer.save_pretrained(tmp_path / "wan" / "tokenizer")
-    torch.testing.assert_close(TextEncoder.from_folder(tmp_path / "wan" / "text_encoder").encode("add a ball"),
-                               encoder.encode("add a ball"), rtol=1e-5, atol=1e-6)
+    diffusers_layout = TextEncoder.from_folder(tmp_path / "wan" / "text_encoder")
+    torch.testing.assert_close(diffusers_layout.encode("add a ball"), encoder.encode("add a ball"),
+                               rtol=1e-5, atol=1e-6)
     prompts = ["add a red ball", "replace the background with snow  "]
     out = encoder.encode(prompts)
     assert out.shape == (2, 512, 32)

@@ -147,7 +147,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-shift", type=float, default=3.0)
     p.add_argument("--lora-rank", type=int, default=0, help="> 0: LoRA adapters per branch on one frozen shared base")
     p.add_argument("--mixed-precision", choices=trainer.MIXED_PRECISION, default="auto")
-    p.add_argument("--gradient-checkpointing", choices=trainer.GRADIENT_CHECKPOINTING, default="auto")
+    p.add_argument("--gradient-checkpointing", choices=trainer.GRADIENT_CHECKPOINTING,
+                   default="auto")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")

@@ -71,10 +71,10 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                        attention_backend=attention)
     if str(name_or_path) == TINY_NAME:
         recipe = tiny_recipe()
-        return Bundle(model, TINY_NAME, tiny_defaults(), load_vae(TINY_DIR / "vae.safetensors",
-                                                                  device=device),
+        return Bundle(model, TINY_NAME, tiny_defaults(),
+                      load_vae(TINY_DIR / "vae.safetensors", device=device),
                       TextEncoder.from_folder(TINY_DIR / "text_encoder", device=device),
                       tuple(recipe["resolution"]), int(recipe["frames"]))
-    return Bundle(model, Path(name_or_path).name, WAN_DEFAULTS,
-                  None if vae is None else load_vae(vae, device=device),
-                  None if text_encoder is None else TextEncoder.from_folder(text_encoder, device=device))
+    vae = None if vae is None else load_vae(vae, device=device)
+    text = None if text_encoder is None else TextEncoder.from_folder(text_encoder, device=device)
+    return Bundle(model, Path(name_or_path).name, WAN_DEFAULTS, vae, text)

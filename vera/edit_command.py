@@ -64,19 +64,21 @@ def run_edit(args) -> dict:
     size = parse_size(args.size)
     work_size = bundle.work_size if size == "model" else None if size == "source" else size
     model_at = f", model at {work_size[1]}x{work_size[0]}" if work_size else ""
-    print(f"vera edit: {source_path} ({source.shape[0]} frames, {source.shape[2]}x{source.shape[1]}) "
-          f"with {bundle.name}, {settings.steps} steps, cfg {settings.cfg:g}{model_at}", flush=True)
+    frames_text = f"{source.shape[0]} frames, {source.shape[2]}x{source.shape[1]}"
+    print(f"vera edit: {source_path} ({frames_text}) with {bundle.name}, {settings.steps} steps, "
+          f"cfg {settings.cfg:g}{model_at}", flush=True)
     bar = tqdm(total=settings.steps, desc="sampling", dynamic_ncols=True)
-    result = edit(bundle, source, args.prompt, settings, mask_frames=mask, frame_policy=args.frame_policy,
-                  work_size=work_size, callback=lambda info: bar.update(1))
+    result = edit(bundle, source, args.prompt, settings, mask_frames=mask,
+                  frame_policy=args.frame_policy, work_size=work_size,
+                  callback=lambda info: bar.update(1))
     bar.close()
     result.timings["load_s"] = load_s
     extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
                  device=str(next(bundle.model.parameters()).device), mask=args.mask)
     files, report = write_outputs(result, args.out, fps, args.rgba, extra)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
-    print(f"edited {report['edited_fraction']:.1%} of pixels; share of untouched pixels bit-identical to "
-          f"the source: {report['preservation']['preserved_exact']}; "
+    print(f"edited {report['edited_fraction']:.1%} of pixels; share of untouched pixels "
+          f"bit-identical to the source: {report['preservation']['preserved_exact']}; "
           f"total {time.perf_counter() - t0:.1f} s")
     return files
 
@@ -91,16 +93,19 @@ def add_model_arguments(p) -> None:
     p.add_argument("--model", default="vera-tiny",
                    help="vera-tiny (embedded default) or a Vera / Wan2.1 T2V .safetensors")
     p.add_argument("--vae", default=None, help="Wan2.1 VAE file (needed unless --model vera-tiny)")
-    p.add_argument("--text-encoder", default=None, help="UMT5 folder (needed unless --model vera-tiny)")
+    p.add_argument("--text-encoder", default=None,
+                   help="UMT5 folder (needed unless --model vera-tiny)")
     p.add_argument("--weight-dtype", choices=WEIGHT_DTYPES, default="auto",
-                   help="auto: bf16 on GPU, fp32 on CPU; fp8: block weights in float8 (half of bf16)")
+                   help="auto: bf16 on GPU, fp32 on CPU; fp8: block weights in float8 "
+                        "(half of bf16)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--attention", choices=BACKEND_CHOICES, default="auto")
 
 
 def add_sampling_arguments(p) -> None:
     """Flags for every `SamplingSettings` field; unset ones keep the model's defaults."""
-    p.add_argument("--steps", type=int, default=None, help="default: the model's (vera-tiny: its recipe's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="default: the model's (vera-tiny: its recipe's)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale, 1 = off")
     p.add_argument("--shift", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)

@@ -36,7 +36,8 @@ def _baseline_metrics(baseline, bundle, sample, gt: dict, settings: SamplingSett
     preserved = gt["alpha"] == 0
     return dict(preserved_psnr=metrics.psnr(output, sample.source, preserved),
                 preserved_ssim=metrics.ssim(output, sample.source, preserved),
-                preserved_exact=metrics.preserved_exact_fraction(output, sample.source, gt["alpha"]),
+                preserved_exact=metrics.preserved_exact_fraction(output, sample.source,
+                                                                 gt["alpha"]),
                 composite_psnr=metrics.psnr(output, sample.composite),
                 composite_ssim=metrics.ssim(output, sample.composite),
                 flicker=metrics.flicker(output))
@@ -51,7 +52,9 @@ def evaluate(data: str | Path, bundle, baseline=None, settings: SamplingSettings
     data = Path(data)
     entries = load_manifest(data)[:limit]
     records = []
-    negative = bundle.text_encoder.encode([settings.negative_prompt]) if baseline is not None else None
+    negative = None
+    if baseline is not None:
+        negative = bundle.text_encoder.encode([settings.negative_prompt])
     for n, entry in enumerate(entries):
         sample = load_sample(data, entry)
         gt = sample.float_layers()
@@ -61,7 +64,8 @@ def evaluate(data: str | Path, bundle, baseline=None, settings: SamplingSettings
         record = dict(id=sample.id, task=sample.task, instruction=sample.instruction,
                       seconds=time.perf_counter() - t,
                       vera=metrics.edit_metrics(result.final, result.source, result.alpha,
-                                                sample.composite, gt["alpha"], result.model_composite))
+                                                sample.composite, gt["alpha"],
+                                                result.model_composite))
         if baseline is not None:
             record["baseline"] = _baseline_metrics(baseline, bundle, sample, gt, settings, negative)
         records.append(record)
@@ -98,5 +102,6 @@ def table(report: dict) -> str:
 
 def write_report(report: dict, path: str | Path) -> Path:
     """Write the report as JSON; its data path is recorded relative to the report's folder."""
-    settings = dict(report["settings"], data=relative_to(report["settings"]["data"], Path(path).parent))
+    data = relative_to(report["settings"]["data"], Path(path).parent)
+    settings = dict(report["settings"], data=data)
     return save_json(path, dict(report, settings=settings))

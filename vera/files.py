@@ -15,7 +15,8 @@ def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -38,9 +39,10 @@ def json_safe(value):
 
 
 def save_json(path: str | Path, data, indent: int | None = 2) -> Path:
-    """Write `data` as JSON atomically (see `json_safe`); other objects are written as their str()."""
+    """Write `data` as JSON atomically (see `json_safe`); other objects are written as str()."""
+    text = json.dumps(json_safe(data), indent=indent, default=str, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_safe(data), indent=indent, default=str, allow_nan=False) + "\n")
+        tmp.write_text(text + "\n")
     return Path(path)
 
 

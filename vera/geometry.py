@@ -98,7 +98,8 @@ def unfit_frames(frames: torch.Tensor, geo: Geometry) -> torch.Tensor:
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """float `[T, H, W, C]` -> `[T, h, w, C]` (bilinear; antialiased when shrinking). size = (h, w)."""
+    """float `[T, H, W, C]` -> `[T, h, w, C]`, size = (h, w) (bilinear; antialiased when
+    shrinking)."""
     if tuple(frames.shape[1:3]) == tuple(size):
         return frames
     shrink = size[0] < frames.shape[1] or size[1] < frames.shape[2]

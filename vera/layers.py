@@ -19,7 +19,8 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 
 
 def composite(source: torch.Tensor, edit: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Paper eq. 2 on floats: (1 - alpha) * source + alpha * edit; exactly `source` where alpha == 0."""
+    """Paper eq. 2 on floats: (1 - alpha) * source + alpha * edit; exactly `source` where
+    alpha == 0."""
     return torch.where(alpha > 0, (1 - alpha) * source + alpha * edit, source)
 
 
@@ -57,7 +58,8 @@ def final_composite(source: torch.Tensor, edit: torch.Tensor, alpha: torch.Tenso
     edit, alpha = edit.to(base), alpha.to(base)
     if recover_semi_transparent:
         if model_composite is None:
-            raise ValueError("recover_semi_transparent needs the model's composite (model_composite)")
+            raise ValueError("recover_semi_transparent needs the model's composite "
+                             "(model_composite)")
         base = recover_preserved(model_composite.to(base), edit, alpha, base)
     mixed = composite(base, edit, alpha)
     mixed = to_uint8(mixed) if source.dtype == torch.uint8 else mixed.to(source.dtype)

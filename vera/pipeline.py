@@ -89,8 +89,9 @@ def encode_source(codec, source_frames: torch.Tensor, mask_frames: torch.Tensor 
                   names: tuple[str, str] = ("source_frames", "mask_frames")) -> EncodedSource:
     """Validate, fit (pad / crop / resize) and VAE-encode the source and optional mask.
 
-    codec: a `vae.FrameCodec` (a diffusers VAE is wrapped automatically). source_frames: `[T, H, W, 3]`
-    uint8 or float in [0, 1]. mask_frames: `[T, H, W]` in [0, 1], 1 = region that may change.
+    codec: a `vae.FrameCodec` (a diffusers VAE is wrapped automatically).
+    source_frames: `[T, H, W, 3]` uint8 or float in [0, 1].
+    mask_frames: `[T, H, W]` in [0, 1], 1 = region that may change.
     names: what errors call the two inputs (the caller's own parameter or socket names).
     """
     codec = vae_ops.as_codec(codec)
@@ -162,7 +163,9 @@ def edit(bundle: Bundle, source_frames: torch.Tensor, prompt: str,
     timings, start = {}, time.perf_counter()
     device = next(model.parameters()).device
     context = _text(bundle, prompt, "prompt")
-    negative = _text(bundle, settings.negative_prompt, "negative_prompt") if settings.guided else None
+    negative = None
+    if settings.guided:
+        negative = _text(bundle, settings.negative_prompt, "negative_prompt")
     timings["text_s"] = time.perf_counter() - start
 
     t = time.perf_counter()

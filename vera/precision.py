@@ -1,4 +1,4 @@
-"""Where a model runs and in what precision: the weight-dtype policy shared by the CLI and the nodes.
+"""Where a model runs and in what precision: the weight-dtype policy of the CLI and the nodes.
 
     auto  bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU
     bf16 / fp16 / fp32   weights and activations in that dtype
@@ -25,7 +25,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device {device!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r}: this machine has no CUDA device (torch "
-                         f"{torch.__version__}); use --device cpu, or install a CUDA build of torch")
+                         f"{torch.__version__}); use --device cpu, or install a CUDA build of "
+                         "torch")
     return device
 
 

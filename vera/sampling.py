@@ -116,12 +116,14 @@ def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
             raise Interrupted(f"sampling interrupted at step {i + 1} of {s.steps}")
         parts = list(x.split(channels, dim=1))
         timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
-        velocity = torch.cat(guided_velocity(model, parts, timestep, context, negative, source, mask,
-                                             s.cfg, s.batch_cfg), 1)
+        velocities = guided_velocity(model, parts, timestep, context, negative, source, mask,
+                                     s.cfg, s.batch_cfg)
+        velocity = torch.cat(velocities, 1)
         sigma = float(sigmas[i])
         if callback is not None:
             denoised = x - sigma * velocity
-            callback(StepInfo(i + 1, s.steps, sigma, _split(x, channels), _split(denoised, channels)))
+            callback(StepInfo(i + 1, s.steps, sigma, _split(x, channels),
+                              _split(denoised, channels)))
         x = scheduler.step(velocity, t, x, return_dict=False)[0]
     return _split(x, channels)
 

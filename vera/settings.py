@@ -20,9 +20,9 @@ MAX_SEED = 2**64 - 1
 
 # Wan2.1's usual negative prompt (English rendering of the one its generate.py ships)
 WAN_NEGATIVE_PROMPT = (
-    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, picture, "
-    "still, overall gray, worst quality, low quality, JPEG artifacts, ugly, deformed, extra fingers, "
-    "poorly drawn hands, poorly drawn face, malformed limbs, messy background")
+    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, "
+    "picture, still, overall gray, worst quality, low quality, JPEG artifacts, ugly, deformed, "
+    "extra fingers, poorly drawn hands, poorly drawn face, malformed limbs, messy background")
 
 
 class SettingsError(ValueError):
@@ -30,8 +30,10 @@ class SettingsError(ValueError):
 
 
 def _whole(name: str, value, low: int, high: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
-        raise SettingsError(f"{name} = {value!r}: must be a whole number from {low} to {high} ({what})")
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or not low <= value <= high:
+        raise SettingsError(f"{name} = {value!r}: must be a whole number from {low} to {high} "
+                            f"({what})")
     return int(value)
 
 
@@ -112,7 +114,8 @@ class SamplingSettings:
             raise SettingsError(f"{source}: sampling settings must be a JSON object, got {data!r}")
         unknown = sorted(set(data) - set(FIELDS))
         if unknown:
-            raise SettingsError(f"{source}: unknown sampling settings {unknown}; known: {', '.join(FIELDS)}")
+            raise SettingsError(f"{source}: unknown sampling settings {unknown}; known: "
+                                f"{', '.join(FIELDS)}")
         return cls(**data)
 
 

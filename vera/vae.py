@@ -173,7 +173,7 @@ def latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def frames_to_video(frames: torch.Tensor) -> torch.Tensor:
-    """Frames `[T, H, W, C]` in [0, 1] -> the diffusers VAE's layout `[1, C, T, H, W]` in [-1, 1]."""
+    """Frames `[T, H, W, C]` in [0, 1] -> diffusers' video layout `[1, C, T, H, W]` in [-1, 1]."""
     return (frames.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1).float()
 
 
@@ -190,8 +190,9 @@ def encode_raw(vae, video: torch.Tensor) -> torch.Tensor:
     _, _, frames, height, width = video.shape
     if (frames - 1) % FRAME_STEP or height % 8 or width % 8:
         raise ValueError(
-            f"VAE input of {frames} frames at {width}x{height}: the Wan VAE needs 1 + 4k frames and "
-            "sizes that are multiples of 8 (it silently drops extra frames otherwise); pad or trim first"
+            f"VAE input of {frames} frames at {width}x{height}: the Wan VAE needs 1 + 4k frames "
+            "and sizes that are multiples of 8 (it silently drops extra frames otherwise); pad or "
+            "trim first"
         )
     param = next(vae.parameters())
     return vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()

@@ -114,6 +114,9 @@ def test_cancel_stops_the_sampler_within_a_step(server, tmp_path):
     client.set_input(workflow, "Vera Sampler", "steps", 200)
     client.set_input(workflow, "Vera Sampler", "seed", int(time.time()))
     comfy = client.ComfyClient(server)
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))  # a fresh host has no inputs
     ws = comfy.open_websocket()
     prompt_id = comfy.submit(workflow)
     steps_seen, interrupted_at, end = 0, None, None

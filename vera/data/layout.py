@@ -94,7 +94,8 @@ def check_consistency(sample: LayeredSample, tolerance: float = 2 / 255) -> None
             raise SampleError(f"sample {sid}: bad {problem}")
     f = lambda x: x.float() / 255
     a = f(sample.alpha)
-    error = (layers.composite(f(sample.source), f(sample.edit), a) - f(sample.composite)).abs().amax().item()
+    expected = layers.composite(f(sample.source), f(sample.edit), a)
+    error = (expected - f(sample.composite)).abs().amax().item()
     if error > tolerance:
         raise SampleError(
             f"sample {sid}: composite differs from (1 - alpha) * source + alpha * edit by up to {error * 255:.1f} levels "

@@ -77,11 +77,11 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str 
             model = shared_base_lora(model, config.lora_rank)
     else:
         model = wan_video_model(init, model_config, source_conditioning=config.mode == "baseline")
-    paths = {k: relative_to(v, out) for k, v in dict(data=data, vae=vae_file, text_encoder=text_encoder,
-                                                      init=init).items()}  # relative to the run folder
+    given = dict(data=data, vae=vae_file, text_encoder=text_encoder, init=init)
+    paths = {k: relative_to(v, out) for k, v in given.items()}  # relative to the run folder
     model_json = None if model_config is None else json.loads(model_config.to_json())
-    save_json(out / "train_config.json", dict(config=asdict(config), **paths, model_config=model_json,
-                                              train_text=train_text))
+    save_json(out / "train_config.json", dict(config=asdict(config), **paths,
+                                              model_config=model_json, train_text=train_text))
     trainer = Trainer(config, model, latents, text, out, train_text=train_text)
     if resume and trainer.resume():
         print(f"resumed from {out / 'checkpoint'} at step {trainer.step}")

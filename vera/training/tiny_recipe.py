@@ -72,7 +72,8 @@ def stage_vae(work: Path, s: dict) -> None:
                   init=work / "vae_phase1" / "vae.safetensors", progress=log, kind_weights=weights)
     if not (work / "vae" / "vae.safetensors").exists():  # whole clips: later causal chunks otherwise drift
         _log(f"vae phase 3: {s['vae3_steps']} steps")
-        train_vae(work / "data" / "train", work / "vae", steps=s["vae3_steps"], windows=(FRAMES,), batch_size=2, lr=3e-4,
+        train_vae(work / "data" / "train", work / "vae", steps=s["vae3_steps"], windows=(FRAMES,),
+                  batch_size=2, lr=3e-4,
                   init=work / "vae_phase2" / "vae.safetensors", progress=log, kind_weights=weights)
 
 

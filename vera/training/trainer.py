@@ -64,7 +64,8 @@ class TrainConfig:
         for name, allowed in (("schedule", SCHEDULES), ("mixed_precision", MIXED_PRECISION),
                               ("gradient_checkpointing", GRADIENT_CHECKPOINTING)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of "
+                                 f"{', '.join(allowed)}")
         missing = set(BRANCHES) - set(self.branch_lr_scale)
         if self.mode == "vera" and missing:
             raise ValueError(f"branch_lr_scale needs a scale for every branch; missing {sorted(missing)}")

@@ -95,8 +95,8 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     path = save_vae_original(vae, out / "vae.safetensors")
     with atomic_path(out / "vae_log.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in log))
-    save_json(out / "vae_summary.json", dict(steps=steps, windows=list(windows), lr=lr,
-                                             init=relative_to(init, out), kind_weights=kind_weights,
-                                             reconstruction_psnr_db=psnr,
-                                             seconds=time.perf_counter() - start, config=dict(vae.config)))
+    summary = dict(steps=steps, windows=list(windows), lr=lr, init=relative_to(init, out),
+                   kind_weights=kind_weights, reconstruction_psnr_db=psnr,
+                   seconds=time.perf_counter() - start, config=dict(vae.config))
+    save_json(out / "vae_summary.json", summary)
     return path
