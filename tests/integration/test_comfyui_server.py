@@ -58,6 +58,14 @@ def server():
     process.wait(30)
 
 
+@pytest.mark.skipif(not os.environ.get("COMFYUI_LOG"), reason="needs COMFYUI_LOG (the server's log)")
+def test_the_pack_imported_without_errors_under_comfyuis_loader(server):
+    log = Path(os.environ["COMFYUI_LOG"]).read_text(errors="replace")
+    failed = [line for line in log.splitlines()
+              if ("IMPORT FAILED" in line or "Cannot import" in line) and ROOT.name in line]
+    assert not failed, "ComfyUI could not import the pack:\n" + log[-4000:]
+
+
 def test_object_info_lists_every_vera_node_and_the_core_nodes_our_workflows_use(server, pack):
     from helpers import workflow_script
 
@@ -218,3 +226,38 @@ def test_bundled_vae_works_with_comfyuis_own_vae_encode_and_decode(server, tmp_p
     psnr = 10 * torch.log10(1 / ((decoded.float() - source.float()) / 255).pow(2).mean())
     print(f"Vera Bundled VAE through VAEEncode -> VAEDecode: {len(images)} frames, {float(psnr):.1f} dB vs the source")
     assert decoded.shape == source.shape and psnr > 15
+
+
+def test_headless_client_command_runs_a_workflow_end_to_end(server, tmp_path):
+    """`python -m vera.client` as a user runs it: upload, override by node title, submit, follow the
+    websocket, download; then what it downloaded is checked against the source."""
+    clip = tmp_path / "my clip.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    out = tmp_path / "downloads"
+    command = [sys.executable, "-m", "vera.client", "--server", server,
+               "--workflow", str(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json"),
+               "--input", str(clip), "--prompt", "add a small green triangle moving from right to left",
+               "--seed", str(time.time_ns() % 100000), "--steps", "5",
+               "--set", "Source frames.length=9", "--set", "Vera Save Layers.rgba_format=both",
+               "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("queued prompt") for line in lines)
+    assert any("Vera Sampler: step 5/5" in line for line in lines), lines  # followed over the websocket
+    assert lines[-1].startswith("downloaded") and str(out) in lines[-1]
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    finals = [p for p in files if p.parent.name.endswith("final_composite") and p.suffix == ".png"]
+    alphas = [p for p in files if p.parent.name.endswith("_alpha") and p.suffix == ".png"]
+    assert len(finals) == len(alphas) == 9
+    assert {p.suffix for p in files} >= {".png", ".mov", ".webm", ".mp4"}
+    source, _ = video.read_frames(bundled_clip(), 9)
+    final = torch.stack([video.read_png(p) for p in finals])
+    alpha = torch.stack([video.read_png(p) for p in alphas])[..., 0]
+    untouched = alpha == 0
+    assert untouched.any() and (~untouched).any()
+    assert torch.equal(final[untouched], source[untouched])
+    webm = next(p for p in files if p.suffix == ".webm")
+    assert (video.read_rgba_video(webm)[..., 3].int() - alpha.int()).abs().max() <= 1
+    print(f"python -m vera.client: {len(files)} files downloaded, {float(untouched.float().mean()):.1%} "
+          "of pixels untouched and bit-identical to the source")
