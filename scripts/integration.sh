@@ -53,7 +53,9 @@ rc=0
 timed "integration tests" "$t"
 
 t=$(now)
-if [ -x /usr/bin/chromium ] && "$PY" -c "import playwright" 2>/dev/null; then
+if [ "$rc" -ne 0 ]; then
+  echo "[integration] browser check skipped: the integration tests failed"
+elif [ -x /usr/bin/chromium ] && "$PY" -c "import playwright" 2>/dev/null; then
   report=$COMFYUI_HOST_DIR/browser-check.json
   "$PY" scripts/browser_check.py --server "$VERA_COMFYUI_URL" \
     --screenshot "${VERA_SCREENSHOT:-out/vera_layer_viewer.png}" >"$report" || rc=1
