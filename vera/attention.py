@@ -17,11 +17,21 @@ BACKENDS = BACKEND_CHOICES + ("naive",)  # naive: the reference, for tests
 
 @functools.lru_cache(maxsize=1)
 def _xformers_ops():
-    """The xformers.ops module, or None. Imported lazily: on CPU-only machines it warns on import."""
+    """The xformers.ops module when its CUDA kernels really load, else None.
+
+    A wheel built for another torch imports fine but has no kernels (`xformers._has_cpp_library`
+    is False, the flag ComfyUI checks too), so one tiny attention call is made before it is used.
+    Imported lazily: on CPU-only machines it warns on import."""
     if not torch.cuda.is_available():
         return None
     try:
+        import xformers
         import xformers.ops as xops
+
+        if not getattr(xformers, "_has_cpp_library", False):
+            return None
+        q = torch.zeros(1, 8, 1, 64, device="cuda", dtype=torch.float16)
+        xops.memory_efficient_attention(q, q, q)
     except Exception:  # a broken or mismatched build must not take the pack down
         return None
     return xops
@@ -38,9 +48,9 @@ def resolve_backend(name: str, device: torch.device) -> str:
     if name == "auto":
         return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
     if name == "xformers" and (device.type != "cuda" or not xformers_available()):
-        raise RuntimeError(
-            "attention backend 'xformers' needs a CUDA device and an importable xformers build; "
-            "choose 'sdpa' or 'auto' instead"
+        raise ValueError(
+            "attention backend 'xformers' needs a CUDA device and an xformers build whose kernels "
+            "load with this torch; choose 'sdpa' or 'auto' instead"
         )
     return name
 

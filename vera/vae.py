@@ -7,6 +7,7 @@ speaks frames `[T, H, W, 3]` in [0, 1], as ComfyUI's IMAGE does. Latents are
 """
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -205,6 +206,18 @@ def encode(vae, video: torch.Tensor) -> torch.Tensor:
     return (mu - mean) / std
 
 
+def _has_causal_decode_loop(vae) -> bool:
+    """Whether this diffusers version has the decoder cache loop `decode_raw` drives (diffusers'
+    private internals, as in 0.35 to 0.42); on others the public, whole-clip `decode` is used."""
+    needed = ("clear_cache", "_feat_map", "post_quant_conv", "decoder")
+    if not all(hasattr(vae, name) for name in needed):
+        return False
+    try:
+        return "first_chunk" in inspect.signature(vae.decoder.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @torch.no_grad()
 def decode_raw(vae, z: torch.Tensor, chunk_callback: Callable[[int, int], None] | None = None,
                out_device="cpu") -> torch.Tensor:
@@ -217,7 +230,7 @@ def decode_raw(vae, z: torch.Tensor, chunk_callback: Callable[[int, int], None] 
     """
     param = next(vae.parameters())
     z = z.to(device=param.device, dtype=param.dtype)
-    if getattr(vae, "use_tiling", False):
+    if getattr(vae, "use_tiling", False) or not _has_causal_decode_loop(vae):
         return vae.decode(z).sample.float().clamp(-1, 1).to(out_device)
     vae.clear_cache()
     x = vae.post_quant_conv(z)

@@ -35,9 +35,12 @@ with torch.no_grad():
     a, b = ours.encode_frames(frames), theirs.encode_frames(frames)
     da, db = ours.decode_frames(a), theirs.decode_frames(a)
 fmt = comfy.latent_formats.Wan21()
-mean, std = bridge.wan21_latent_stats()
+diffusers_vae = vae_ops.load_vae(vae_file)  # its config holds diffusers' default Wan2.1 statistics
+mean, std = vae_ops.latent_stats(diffusers_vae, torch.zeros(1))
 print(json.dumps(dict(
     encode_max_abs=float((a - b).abs().max()), latent_abs_mean=float(a.abs().mean()),
     decode_max_abs=float((da - db).abs().max()), comfy_vae_dtype=str(comfy_vae.vae_dtype),
-    stats_match_comfy_wan21=bool(torch.allclose(fmt.latents_mean, mean) and torch.allclose(fmt.latents_std, std)),
+    stats_match_comfy_wan21=bool(torch.allclose(fmt.latents_mean.reshape(mean.shape), mean)
+                                 and torch.allclose(fmt.latents_std.reshape(std.shape), std)),
+    bridge_uses_comfy_wan21=bool(pack.nodes.host.IN_COMFYUI),
 )))

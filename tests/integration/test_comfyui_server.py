@@ -155,7 +155,7 @@ def test_comfyui_wan_vae_behind_our_bridge_matches_diffusers(random_wan21_vae_fi
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print("ComfyUI Wan VAE vs diffusers:", report)
-    assert report["stats_match_comfy_wan21"]
+    assert report["stats_match_comfy_wan21"] and report["bridge_uses_comfy_wan21"]
     assert report["encode_max_abs"] < 1e-3 * max(1.0, report["latent_abs_mean"]) and report["decode_max_abs"] < 1e-3
 
 
