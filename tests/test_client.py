@@ -158,8 +158,10 @@ def test_successful_run_downloads_outputs_without_overwriting(stub, tmp_path):
     assert sent["1"]["inputs"]["file"] == "vera/clip.mp4"
     assert sent["6"]["inputs"]["text"] == "add a blue square" and sent["12"]["inputs"]["seed"] == 9
     paths[0].write_bytes(b"edited by the artist")
-    client.run(args(server.url, tmp_path), log=lambda *_: None)
+    lines = []
+    client.run(args(server.url, tmp_path), log=lines.append)
     assert paths[0].read_bytes() == b"edited by the artist"  # an existing file is never replaced
+    assert lines[-1].startswith("downloaded 0 files") and "1 already in" in lines[-1]
 
 
 def test_a_server_cannot_make_the_client_write_outside_its_folder(stub, tmp_path):

@@ -90,7 +90,7 @@ def test_presets_and_shape_inference():
     shapes = {k: tuple(v.shape) for k, v in branch.state_dict().items()}
     assert sum(v.numel() for v in branch.state_dict().values()) == 1_418_996_800  # Wan2.1-1.3B, per GUIDE
     assert config_from_shapes(shapes).name == "wan2.1-1.3B"
-    with pytest.raises(ValueError, match="num_heads"):
+    with pytest.raises(ValueError, match="head count of a width-100 model.*--num-heads"):
         config_from_shapes({**shapes, "patch_embedding.weight": (100, 16, 1, 2, 2)})
     with pytest.raises(ValueError, match="conditioning"):
         VeraConfig(conditioning="concat")

@@ -34,7 +34,7 @@ def cmd_info(args) -> int:
     from . import weights
 
     try:
-        info = weights.detect(args.checkpoint, args.num_heads)
+        info = weights.detect(args.checkpoint, args.num_heads, require_config=False)
     except CheckpointError:
         description = describe_vae(args.checkpoint)
         if description is None:
@@ -43,7 +43,7 @@ def cmd_info(args) -> int:
         return 0
     print(f"file:       {info.path}")
     print(f"format:     {info.format}")
-    print(f"config:     {info.config.name} {info.config}")
+    print(f"config:     {info.config.name} {info.config}" if info.config else f"config:     {info.note}")
     print(f"parameters: {info.num_parameters:,}")
     print(f"dtypes:     {', '.join(f'{k} x{v}' for k, v in sorted(info.dtypes.items()))}")
     if info.scaled_fp8:
@@ -81,7 +81,7 @@ def cmd_train(args) -> int:
                          warmup_steps=args.warmup, schedule=args.schedule, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, lora_rank=args.lora_rank, train_shift=args.train_shift,
                          mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing)
-    model_config = VeraConfig.from_json(open(args.model_config).read()) if args.model_config else None
+    model_config = VeraConfig.from_file(args.model_config) if args.model_config else None
     path = train(config, args.data, args.out, args.vae, args.text_encoder, init=args.init, model_config=model_config,
                  train_text=args.train_text_encoder, resume=not args.no_resume, cache_dir=args.cache_dir)
     if path is not None:
@@ -171,6 +171,12 @@ def main(argv=None) -> int:
     except (CheckpointError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a disk that is full or read-only, a name too long, ...
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was finished (an edit's --out is left as it was)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ or by node id.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from .files import atomic_path
 from .settings import FIELDS as SETTINGS_FIELDS
-from .settings import SettingsError, check_value
+from .settings import SettingsError, check_prompt, check_value
 
 
 class ClientError(RuntimeError):
@@ -55,6 +56,10 @@ class ComfyClient:
             reason = getattr(error, "reason", error)
             raise ClientError(f"cannot reach ComfyUI at {self.server} ({reason}); start it (python main.py --listen) "
                               "or pass --server HOST:PORT", exit_code=3) from None
+        except (http.client.HTTPException, ValueError) as error:  # something that does not speak HTTP
+            raise ClientError(f"{self.server} did not answer {path} as an HTTP server would "
+                              f"({type(error).__name__}: {error}); is --server a ComfyUI address?",
+                              exit_code=3) from None
 
     def _http_error(self, path: str, code: int, detail: str) -> ClientError:
         if path == "/prompt" and code == 400:
@@ -101,17 +106,19 @@ class ComfyClient:
     def history(self, prompt_id: str) -> dict | None:
         return self._json("GET", f"/history/{prompt_id}").get(prompt_id)
 
-    def download(self, item: dict, out: Path) -> Path:
+    def download(self, item: dict, out: Path) -> tuple[Path, bool]:
+        """Fetch one output file into `out` -> (path, whether it was downloaded now). A file already
+        there is never overwritten (outputs are write-once on the server) and reported as such."""
         query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
         target = (out / item.get("subfolder", "") / item["filename"]).resolve()
         if not target.is_relative_to(out.resolve()):
             raise ClientError(f"refusing to write {item['filename']!r} (subfolder {item.get('subfolder')!r}) outside {out}")
         if target.exists():
-            return target  # already fetched (outputs are write-once on the server); never overwritten here
+            return target, False
         data = self._request("GET", f"/view?{query}")
         with atomic_path(target) as tmp:
             tmp.write_bytes(data)
-        return target
+        return target, True
 
     # progress -----------------------------------------------------------------------------------
     def wait(self, prompt_id: str, titles: dict[str, str], deadline: float, log=print, socket=None) -> dict:
@@ -232,16 +239,22 @@ def format_prompt_errors(text: str) -> str:
 # workflow edits ---------------------------------------------------------------------------------
 def load_workflow(path: Path) -> dict:
     try:
-        workflow = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ClientError(f"workflow {path} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise ClientError(f"workflow {path} is not valid JSON ({error})") from None
+        workflow = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise ClientError(f"workflow {path} does not exist (or is a folder)", 2) from None
+    except UnicodeDecodeError as error:
+        raise ClientError(f"workflow {path} is not UTF-8 text (byte {error.start}); give the JSON file "
+                          "ComfyUI exported", 2) from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ClientError(f"workflow {path} is not valid JSON ({error})", 2) from None
+    if not isinstance(workflow, dict):
+        raise ClientError(f"workflow {path} is a JSON {type(workflow).__name__}; an API-format workflow "
+                          "is an object of id -> {class_type, inputs}", 2)
     if "nodes" in workflow and "links" in workflow:
         raise ClientError(f"workflow {path} is in UI format; use the *_api.json file (or Workflow > Export (API) "
                           "in ComfyUI)")
     if not workflow or not all(isinstance(v, dict) and "class_type" in v for v in workflow.values()):
-        raise ClientError(f"workflow {path} is not an API-format workflow (id -> {{class_type, inputs}})")
+        raise ClientError(f"workflow {path} is not an API-format workflow (id -> {{class_type, inputs}})", 2)
     return workflow
 
 
@@ -303,6 +316,10 @@ def run(args, log=print) -> list[Path]:
     if args.mask:
         set_input(workflow, args.mask_node, _loader_input(workflow, args.mask_node), client.upload(Path(args.mask)))
     if args.prompt is not None:
+        try:
+            check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")
+        except SettingsError as error:
+            raise ClientError(str(error), 2) from None
         set_input(workflow, "Positive prompt", "text", args.prompt)
     if args.negative is not None:
         set_input(workflow, "Negative prompt", "text", args.negative)
@@ -325,8 +342,11 @@ def run(args, log=print) -> list[Path]:
     if not items:
         raise ClientError("the run finished but saved no files; does the workflow end in Vera Save Layers?")
     out = Path(args.out)
-    paths = [client.download(item, out) for item in items]
-    log(f"downloaded {len(paths)} files into {out}")
+    fetched = [client.download(item, out) for item in items]
+    paths = [path for path, _ in fetched]
+    kept = sum(not new for _, new in fetched)
+    note = f" ({kept} already in {out} were kept, not downloaded again)" if kept else ""
+    log(f"downloaded {len(paths) - kept} files into {out}{note}")
     return paths
 
 
@@ -348,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-node", default="Edit region (white = may change)", help="title or id of the mask loader")
     p.add_argument("--prompt", help="the edit instruction (node titled 'Positive prompt')")
     p.add_argument("--negative", help="the negative prompt (node titled 'Negative prompt')")
+    p.add_argument("--allow-empty-prompt", action="store_true", help="send a blank --prompt on purpose")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--cfg", type=float)
@@ -365,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopped following the run (it may still be running in ComfyUI; its "
+              "Cancel button stops it)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 BRANCHES = ("edit", "alpha", "composite")
 CONDITIONING_MODES = ("add", "sequence")
@@ -57,13 +58,31 @@ class VeraConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "VeraConfig":
-        data = json.loads(text)
+    def from_json(cls, text: str, source: str = "VeraConfig") -> "VeraConfig":
+        """From JSON text; errors name `source` (a file) and, for bad JSON, the line."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: "
+                             f"{error.msg})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a config is a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"VeraConfig: unknown config fields {unknown}; this file needs a newer ComfyUI-Vera")
-        return cls(**data)
+            raise ValueError(f"{source}: unknown config fields {unknown}; this needs a newer ComfyUI-Vera")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "VeraConfig":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 JSON text") from None
+        return cls.from_json(text, str(path))
 
 
 PRESETS: dict[str, VeraConfig] = {
@@ -72,6 +91,10 @@ PRESETS: dict[str, VeraConfig] = {
 }
 
 WAN_HEAD_DIM = 128  # every released Wan2.1 model uses 128-dim heads
+
+
+class HeadCountUnknown(ValueError):
+    """A checkpoint's shapes fix every size but its attention head count."""
 
 
 def config_from_shapes(shapes: dict[str, tuple[int, ...]], num_heads: int | None = None, **overrides) -> VeraConfig:
@@ -97,8 +120,9 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], num_heads: int | None
         elif dim % WAN_HEAD_DIM == 0:
             num_heads = dim // WAN_HEAD_DIM
         else:
-            raise ValueError(
-                f"cannot infer the head count of a width-{dim} model from its shapes; pass num_heads"
+            raise HeadCountUnknown(
+                f"the head count of a width-{dim} model cannot be read from its shapes (not a Wan2.1 "
+                f"size, and {dim} is not a multiple of {WAN_HEAD_DIM}); pass it (--num-heads N)"
             )
     values = dict(
         dim=dim, num_heads=num_heads, num_layers=num_layers, ffn_dim=ffn_dim, text_dim=text_dim,

@@ -6,21 +6,22 @@ from pathlib import Path
 
 from . import video
 from .attention import BACKEND_CHOICES
-from .geometry import FRAME_POLICIES
+from .geometry import FRAME_POLICIES, check_work_size
 from .outputs import RGBA_FORMATS
 from .precision import WEIGHT_DTYPES
-from .settings import SAMPLERS
+from .settings import SAMPLERS, WAN_DEFAULTS, check_prompt
 
 
 def parse_size(text: str | None) -> tuple[int, int] | str | None:
-    """"WxH" -> (h, w); "source" / "model" kept as words."""
+    """"WxH" -> (h, w), checked (multiples of 16); "source" / "model" kept as words."""
     if text in (None, "source", "model"):
         return text
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size {text!r}: use WIDTHxHEIGHT (e.g. 64x64), 'model' or 'source'") from None
-    return h, w
+        raise ValueError(f"--size {text!r}: use WIDTHxHEIGHT (e.g. 64x64), 'model' or 'source'"
+                         ) from None
+    return check_work_size((h, w), "--size")
 
 
 def bundle_from_args(args):
@@ -42,40 +43,47 @@ def settings_from_args(args, defaults):
 
 
 def run_edit(args) -> dict:
+    """Check every input, then load, edit and write the run into a staging folder that becomes
+    --out only when it is complete."""
     from tqdm.auto import tqdm
 
     from .data.clips import bundled_clip
+    from .files import staged_folder
     from .outputs import write_outputs
     from .pipeline import edit
 
-    t0 = time.perf_counter()
-    bundle = bundle_from_args(args)
-    load_s = time.perf_counter() - t0
-    settings = settings_from_args(args, bundle.defaults)
-    source_path = Path(args.input) if args.input else bundled_clip()
-    frames = args.frames if args.frames is not None else bundle.frames
-    source, fps = video.read_frames(source_path, frames, args.start)
-    if source.shape[-1] != 3:
-        raise ValueError(f"--input {source_path}: expected RGB frames, got {source.shape[-1]} channel(s)")
-    mask = None
-    if args.mask:
-        mask_frames, _ = video.read_frames(args.mask, source.shape[0], args.start)
-        mask = mask_frames.float().mean(-1, keepdim=True) / 255
+    check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")
+    settings_from_args(args, WAN_DEFAULTS)  # every given value checked before anything is loaded
     size = parse_size(args.size)
-    work_size = bundle.work_size if size == "model" else None if size == "source" else size
-    model_at = f", model at {work_size[1]}x{work_size[0]}" if work_size else ""
-    frames_text = f"{source.shape[0]} frames, {source.shape[2]}x{source.shape[1]}"
-    print(f"vera edit: {source_path} ({frames_text}) with {bundle.name}, {settings.steps} steps, "
-          f"cfg {settings.cfg:g}{model_at}", flush=True)
-    bar = tqdm(total=settings.steps, desc="sampling", dynamic_ncols=True)
-    result = edit(bundle, source, args.prompt, settings, mask_frames=mask,
-                  frame_policy=args.frame_policy, work_size=work_size,
-                  callback=lambda info: bar.update(1))
-    bar.close()
-    result.timings["load_s"] = load_s
-    extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
-                 device=str(next(bundle.model.parameters()).device), mask=args.mask)
-    files, report = write_outputs(result, args.out, fps, args.rgba, extra)
+    t0 = time.perf_counter()
+    with staged_folder(args.out, args.overwrite) as staging:
+        bundle = bundle_from_args(args)
+        load_s = time.perf_counter() - t0
+        settings = settings_from_args(args, bundle.defaults)
+        source_path = Path(args.input) if args.input else bundled_clip()
+        frames = args.frames if args.frames is not None else bundle.frames
+        source, fps = video.read_frames(source_path, frames, args.start, name="--input")
+        if source.shape[-1] != 3:
+            raise ValueError(f"--input {source_path}: expected RGB frames, got {source.shape[-1]} "
+                             "channel(s)")
+        mask = None
+        if args.mask:
+            mask_frames, _ = video.read_frames(args.mask, source.shape[0], args.start, name="--mask")
+            mask = mask_frames.float().mean(-1, keepdim=True) / 255
+        work_size = bundle.work_size if size == "model" else None if size == "source" else size
+        model_at = f", model at {work_size[1]}x{work_size[0]}" if work_size else ""
+        frames_text = f"{source.shape[0]} frames, {source.shape[2]}x{source.shape[1]}"
+        print(f"vera edit: {source_path} ({frames_text}) with {bundle.name}, {settings.steps} steps, "
+              f"cfg {settings.cfg:g}{model_at}", flush=True)
+        bar = tqdm(total=settings.steps, desc="sampling", dynamic_ncols=True)
+        result = edit(bundle, source, args.prompt, settings, mask_frames=mask,
+                      frame_policy=args.frame_policy, work_size=work_size,
+                      callback=lambda info: bar.update(1), allow_empty_prompt=args.allow_empty_prompt)
+        bar.close()
+        result.timings["load_s"] = load_s
+        extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
+                     device=str(next(bundle.model.parameters()).device), mask=args.mask)
+        files, report = write_outputs(result, staging, fps, args.rgba, extra)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
     print(f"edited {report['edited_fraction']:.1%} of pixels; share of untouched pixels "
           f"bit-identical to the source: {report['preservation']['preserved_exact']}; "
@@ -122,7 +130,13 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt", required=True, help="the edit instruction")
     p.add_argument("--mask", default=None,
                    help="optional coarse mask video/PNG folder, white = region that may change")
-    p.add_argument("--out", required=True, help="output folder (created; inputs are never overwritten)")
+    p.add_argument("--out", required=True,
+                   help="output folder; it must be new or empty (see --overwrite); the run is built "
+                        "beside it and renamed into place only when complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it already holds files (once the new run is complete)")
+    p.add_argument("--allow-empty-prompt", action="store_true",
+                   help="run with a blank --prompt on purpose (an unconditional edit)")
     add_model_arguments(p)
     add_sampling_arguments(p)
     p.add_argument("--frames", type=int, default=None,

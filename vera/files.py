@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,3 +58,38 @@ def relative_to(path: str | Path | None, root: str | Path) -> str | None:
         return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
     except ValueError:  # another drive on Windows
         return path.as_posix()
+
+
+@contextmanager
+def staged_folder(target: str | Path, replace: bool = False, name: str = "--out"):
+    """Build a folder's contents in a hidden sibling, then rename it onto `target` only when the
+    block succeeds: an interrupted or failed run leaves nothing that looks complete, and a reader
+    never sees a half-written folder.
+
+    Checked before the block runs (so before any compute): `target` must not be a file, must be
+    empty unless `replace`, and its parent must be writable. With `replace`, the old folder is
+    removed only after the new one is in place. `name` is what errors call the folder.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{name} {target} is a file, not a folder; choose another name")
+    if target.is_dir() and any(target.iterdir()) and not replace:
+        raise FileExistsError(f"{name} {target} already holds files; choose a new folder, or pass "
+                              "--overwrite to replace it (only once the new run is complete)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial",
+                                        dir=target.parent))
+    except OSError as error:
+        raise PermissionError(f"{name} {target}: cannot write into {target.parent} "
+                              f"({error.strerror or error}); choose a folder you can write to") from None
+    try:
+        yield staging
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}") if target.exists() else None
+        if old is not None:
+            os.rename(target, old)
+        os.rename(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

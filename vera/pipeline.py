@@ -16,7 +16,7 @@ from .bundle import Bundle
 from .geometry import (Geometry, check_work_size, fit_frames, plan_geometry, resize_frames,
                        unfit_frames)
 from .sampling import StepInfo, sample
-from .settings import SamplingSettings
+from .settings import SamplingSettings, check_prompt
 
 
 def as_float_frames(frames: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +145,8 @@ def edit(bundle: Bundle, source_frames: torch.Tensor, prompt: str,
          settings: SamplingSettings | None = None, *, mask_frames: torch.Tensor | None = None,
          frame_policy: str = "error", work_size: tuple[int, int] | None = None,
          recover_semi_transparent: bool = False, callback: Callable[[StepInfo], None] | None = None,
-         should_stop: Callable[[], bool] | None = None) -> EditResult:
+         should_stop: Callable[[], bool] | None = None,
+         allow_empty_prompt: bool = False) -> EditResult:
     """Run a Vera edit with a bundle's model, VAE and text encoder.
 
     source_frames: `[T, H, W, 3]` uint8 or float in [0, 1]. prompt: the instruction.
@@ -155,8 +156,10 @@ def edit(bundle: Bundle, source_frames: torch.Tensor, prompt: str,
     training size); the layers are scaled back to the source size and composited over the
     full-size source, so untouched pixels stay bit-identical at the source's own resolution.
     recover_semi_transparent: composite over the eq. 3 recovery instead of the source.
+    allow_empty_prompt: run with a blank instruction on purpose (refused otherwise).
     """
     settings = bundle.defaults if settings is None else settings
+    check_prompt(prompt, allow_empty_prompt)
     model = bundle.model
     if bundle.vae is None:
         raise ValueError(f"{bundle.name} has no VAE; load one with the model (--vae FILE)")

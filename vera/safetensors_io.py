@@ -17,8 +17,8 @@ from .files import atomic_path
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -29,9 +29,14 @@ class CheckpointError(ValueError):
 
 @dataclass
 class TensorEntry:
+    """One tensor of a safetensors file, from its header: dtype name, shape, and where its bytes
+    lie (`offsets` relative to the data section, which starts at `data_start`)."""
+
     dtype: str
     shape: tuple[int, ...]
     file: Path
+    offsets: tuple[int, int] = (0, 0)
+    data_start: int = 0
 
     @property
     def numel(self) -> int:
@@ -40,9 +45,38 @@ class TensorEntry:
             n *= s
         return n
 
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPES[self.dtype].itemsize
+
+
+def _parse_entry(path: Path, name: str, info, data_start: int) -> TensorEntry:
+    """Check one header entry completely; a damaged header never reaches safetensors' reader."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: tensor {name!r} in the header {what}; the file is damaged or "
+                               "not a safetensors file: re-download or re-export it")
+
+    if not isinstance(info, dict):
+        raise bad(f"is {type(info).__name__}, not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in DTYPES:
+        raise bad(f"has dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**40 for d in shape):
+        raise bad(f"has shape {shape!r}, not a list of sizes")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        raise bad(f"has data_offsets {offsets!r}, not [begin, end] with 0 <= begin <= end")
+    entry = TensorEntry(dtype, tuple(shape), path, (offsets[0], offsets[1]), data_start)
+    if offsets[1] - offsets[0] != entry.nbytes:
+        raise bad(f"spans {offsets[1] - offsets[0]} bytes but {dtype} x {tuple(shape)} needs "
+                  f"{entry.nbytes}")
+    return entry
+
 
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """Parse a safetensors header and check the file holds every byte the header promises."""
+    """Parse and fully check a safetensors header (entries, offsets without overlaps, metadata),
+    and check the file holds every byte the header promises. Any problem is a CheckpointError
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -54,22 +88,35 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
         (header_len,) = struct.unpack("<Q", head)
         if header_len > min(_MAX_HEADER, size - 8):
             raise CheckpointError(
-                f"{path}: not a safetensors file or truncated (header length {header_len} bytes, file {size} bytes); "
-                "only .safetensors checkpoints are supported: re-download or re-export the file"
+                f"{path}: not a safetensors file or truncated (header length {header_len} bytes, "
+                f"file {size} bytes); re-download or re-export the file"
             )
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path}: the safetensors header is not valid JSON; the file is damaged") from None
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"{path}: the safetensors header is not valid JSON; the file is "
+                              "damaged") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is a JSON {type(header).__name__}, "
+                              "not an object; the file is damaged or not a safetensors file")
     metadata = header.pop("__metadata__", None) or {}
-    entries, data_end = {}, 0
-    for name, info in header.items():
-        entries[name] = TensorEntry(info["dtype"], tuple(info["shape"]), path)
-        data_end = max(data_end, info["data_offsets"][1])
-    if 8 + header_len + data_end > size:
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise CheckpointError(f"{path}: the header's __metadata__ must map text to text; the file is "
+                              "damaged")
+    data_start = 8 + header_len
+    entries = {name: _parse_entry(path, name, info, data_start) for name, info in header.items()}
+    end = 0
+    for name, entry in sorted(entries.items(), key=lambda item: item[1].offsets):
+        if entry.offsets[0] < end:
+            raise CheckpointError(f"{path}: tensor {name!r} overlaps the tensor before it in the "
+                                  "file; the file is damaged: re-download or re-export it")
+        end = max(end, entry.offsets[1])
+    if data_start + end > size:
         raise CheckpointError(
-            f"{path}: file is truncated: its header needs {8 + header_len + data_end} bytes but it has {size}; "
-            "the download or copy did not finish: fetch the file again"
+            f"{path}: file is truncated: its header needs {data_start + end} bytes but it has "
+            f"{size}; the download or copy did not finish: fetch the file again"
         )
     return entries, metadata
 

@@ -10,23 +10,45 @@ import torch
 from .files import atomic_path
 
 
-def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
-    """Decode a video file -> (uint8 frames `[T, H, W, 3]`, fps)."""
+def _check_range(name: str, max_frames: int | None, start: int) -> None:
+    if max_frames is not None and (isinstance(max_frames, bool) or max_frames < 1):
+        raise ValueError(f"{name}: frame count {max_frames} must be at least 1")
+    if isinstance(start, bool) or start < 0:
+        raise ValueError(f"{name}: first frame {start} must be 0 or more")
+
+
+def read_video(path: str | Path, max_frames: int | None = None, start: int = 0,
+               name: str = "input video") -> tuple[torch.Tensor, float]:
+    """Decode frames `start .. start + max_frames` of a video file -> (uint8 `[T, H, W, 3]`, fps).
+    Frames before `start` are decoded and dropped, never kept. Errors say which input (`name`)."""
     import av
 
+    _check_range(name, max_frames, start)
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"input video {path} does not exist")
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 24)
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
+        raise FileNotFoundError(f"{name} {path} does not exist")
+    frames, seen = [], 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{name} {path} has no video stream (audio only?)")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or 24)
+            for frame in container.decode(stream):
+                seen += 1
+                if seen > start:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except av.FFmpegError as error:
+        kind = "empty" if path.stat().st_size == 0 else "truncated, damaged or not a video"
+        raise ValueError(f"{name} {path}: FFmpeg cannot read it ({kind}: {error.strerror or error})"
+                         ) from None
     if not frames:
-        raise ValueError(f"input video {path} has no decodable frames")
+        if seen:
+            raise ValueError(f"{name} {path}: no frames left after skipping the first {start} "
+                             f"(it has {seen})")
+        raise ValueError(f"{name} {path} has no decodable frames")
     return torch.from_numpy(np.stack(frames)), fps
 
 
@@ -124,26 +146,42 @@ def read_rgba_video(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames))
 
 
-def read_frames(path: str | Path, max_frames: int | None = None, start: int = 0) -> tuple[torch.Tensor, float]:
-    """A video file or a folder of PNG frames -> (uint8 `[T, H, W, C]`, fps; 16 for PNG folders).
-    Grey PNGs give C = 1."""
-    from PIL import Image
+def read_png_folder(folder: Path, max_frames: int | None = None, start: int = 0,
+                    name: str = "input") -> torch.Tensor:
+    """Sorted PNG frames of a folder -> uint8 `[T, H, W, C]` (grey PNGs give C = 1). Every frame
+    must have the first one's size; errors name the folder and the frame."""
+    from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")[start:]
-        if max_frames is not None:
-            files = files[:max_frames]
-        if not files:
-            raise ValueError(f"{path}: folder has no PNG frames")
-        arrays = []
-        for file in files:
+    _check_range(name, max_frames, start)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise ValueError(f"{name} {folder}: folder has no PNG frames")
+    picked = files[start:] if max_frames is None else files[start:start + max_frames]
+    if not picked:
+        raise ValueError(f"{name} {folder}: no frames left after skipping the first {start} "
+                         f"(it has {len(files)})")
+    arrays = []
+    for file in picked:
+        try:
             with Image.open(file) as img:
                 arrays.append(np.array(img.convert("L" if img.mode in ("L", "I", "I;16") else "RGB")))
-        arr = np.stack(arrays)
-        return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]), 16.0
-    frames, fps = read_video(path, None if max_frames is None else start + max_frames)
-    frames = frames[start:]
-    if not len(frames):
-        raise ValueError(f"{path}: no frames left after skipping the first {start}")
-    return frames, fps
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"{name} {folder}: frame {file.name} cannot be read ({error})") from None
+        first, last = arrays[0], arrays[-1]
+        if last.shape != first.shape:
+            size = lambda a: f"{a.shape[1]}x{a.shape[0]}" + ("" if a.ndim == 2 else f"x{a.shape[2]}")
+            raise ValueError(f"{name} {folder}: frame {file.name} is {size(last)} but "
+                             f"{picked[0].name} is {size(first)}; every frame needs the same size "
+                             "and channels")
+    arr = np.stack(arrays)
+    return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None])
+
+
+def read_frames(path: str | Path, max_frames: int | None = None, start: int = 0,
+                name: str = "input") -> tuple[torch.Tensor, float]:
+    """A video file or a folder of PNG frames -> (uint8 `[T, H, W, C]`, fps; 16 for PNG folders).
+    Grey PNGs give C = 1. `name` is what errors call the input (e.g. "--input")."""
+    path = Path(path)
+    if path.is_dir():
+        return read_png_folder(path, max_frames, start, name), 16.0
+    return read_video(path, max_frames, start, name)

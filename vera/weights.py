@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .config import BRANCHES, VeraConfig, config_from_shapes
+from .config import BRANCHES, HeadCountUnknown, VeraConfig, config_from_shapes
 from .model import VeraModel
 from .safetensors_io import CheckpointError, TensorEntry, atomic_save, load_tensors, read_header
 
@@ -86,13 +86,14 @@ VERA_LAYOUTS = [
 class CheckpointInfo:
     path: Path
     format: str
-    config: VeraConfig
+    config: VeraConfig | None
     dtypes: dict[str, int]
     num_parameters: int
     scaled_fp8: bool
     entries: dict[str, TensorEntry] = field(repr=False)
     metadata: dict[str, str] = field(repr=False)
     layout: VeraLayout | None = None
+    note: str = ""  # why config is None, when it is
 
 
 def _gather_entries(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str], dict]:
@@ -147,7 +148,18 @@ def _refuse_wrong_kind(path: Path, keys: set[str], shapes: dict) -> None:
         )
 
 
-def detect(path: str | Path, num_heads: int | None = None) -> CheckpointInfo:
+def _config_or_none(shapes, num_heads, require: bool) -> tuple[VeraConfig | None, str]:
+    try:
+        return config_from_shapes(shapes, num_heads), ""
+    except HeadCountUnknown as error:
+        if require:
+            raise
+        return None, str(error)
+
+
+def detect(path: str | Path, num_heads: int | None = None, require_config: bool = True) -> CheckpointInfo:
+    """require_config=False: describe a file whose head count cannot be inferred (config None and a
+    note saying how to pass it) instead of refusing it; loading always needs the config."""
     """Identify a checkpoint's format and config from its header alone (no tensor is read)."""
     path = Path(path)
     entries, metadata, folder_config = _gather_entries(path)
@@ -162,13 +174,17 @@ def detect(path: str | Path, num_heads: int | None = None) -> CheckpointInfo:
 
     layout = next((lay for lay in VERA_LAYOUTS if lay.marker in stripped), None)
     if metadata.get("format") == "vera" or layout is not None:
+        note = ""
         if "config" in metadata:
-            config = VeraConfig.from_json(metadata["config"])
+            try:
+                config = VeraConfig.from_json(metadata["config"], f"{path} (its config metadata)")
+            except ValueError as error:
+                raise CheckpointError(str(error)) from None
         else:
             branch = _branch_shapes(stripped, layout or VERA_LAYOUTS[0], "edit")
-            config = config_from_shapes(branch, num_heads)
+            config, note = _config_or_none(branch, num_heads, require_config)
         return CheckpointInfo(path, (layout or VERA_LAYOUTS[0]).name, config, dtypes, params, scaled,
-                              entries, metadata, layout or VERA_LAYOUTS[0])
+                              entries, metadata, layout or VERA_LAYOUTS[0], note)
 
     is_diffusers = any(k.startswith("condition_embedder.") for k in stripped)
     wan_keys = {rename(k, DIFFUSERS_TO_WAN) if is_diffusers else k: v for k, v in stripped.items()}
@@ -182,9 +198,9 @@ def detect(path: str | Path, num_heads: int | None = None) -> CheckpointInfo:
     # our own Wan-format files (vera.single.WanVideoModel) record their head count in the metadata
     heads = num_heads or folder_config.get("num_attention_heads") or metadata.get("num_attention_heads")
     heads = int(heads) if heads is not None else None
-    config = config_from_shapes(shapes, heads)
+    config, note = _config_or_none(shapes, heads, require_config)
     fmt = "wan-diffusers" if is_diffusers else "wan-original"
-    return CheckpointInfo(path, fmt, config, dtypes, params, scaled, entries, metadata)
+    return CheckpointInfo(path, fmt, config, dtypes, params, scaled, entries, metadata, note=note)
 
 
 def _is_scale_key(key: str) -> bool:

@@ -191,7 +191,7 @@ def test_comfyui_vae_loader_plugs_into_our_nodes_on_the_server(server, random_wa
     client.set_input(workflow, "Source video", "file", comfy.upload(clip))
     entry = comfy.wait(comfy.submit(workflow), {}, time.time() + 900, log=lambda *_: None)
     items = client.output_files(entry)
-    paths = [comfy.download(item, tmp_path / "out") for item in items]
+    paths = [comfy.download(item, tmp_path / "out")[0] for item in items]
     finals = sorted(p for p in paths if p.parent.name.endswith("final_composite") and p.suffix == ".png")
     alphas = sorted(p for p in paths if p.parent.name.endswith("_alpha") and p.suffix == ".png")
     source, _ = video.read_frames(bundled_clip(), 5)
@@ -220,7 +220,7 @@ def test_bundled_vae_works_with_comfyuis_own_vae_encode_and_decode(server, tmp_p
         "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": f"vera_vae_rt_{time.time_ns()}"}},
     }
     entry = comfy.wait(comfy.submit(workflow), {}, time.time() + 300, log=lambda *_: None)
-    images = [comfy.download(item, tmp_path / "out") for item in client.output_files(entry)]
+    images = [comfy.download(item, tmp_path / "out")[0] for item in client.output_files(entry)]
     decoded = torch.stack([video.read_png(p) for p in sorted(images)])
     source, _ = video.read_frames(bundled_clip(), 5)
     psnr = 10 * torch.log10(1 / ((decoded.float() - source.float()) / 255).pow(2).mean())

@@ -15,8 +15,9 @@ copy of the composite (the paper's rule for training targets).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -58,11 +59,24 @@ class LayeredSample:
         return out
 
 
+def sample_path(root: Path, value, sample_id: str, key: str) -> Path:
+    """A manifest path, confined to the dataset folder: relative, no `..`, and (symlinks resolved)
+    inside `root`; so a downloaded dataset cannot read other files on the machine."""
+    if not isinstance(value, str) or not value.strip():
+        raise SampleError(f"sample {sample_id}: {key} must be a relative path (text), got {value!r}")
+    relative = PurePosixPath(value.replace("\\", "/"))
+    inside = (root / relative).resolve().is_relative_to(root.resolve())
+    if relative.is_absolute() or ".." in relative.parts or re.match(r"^[A-Za-z]:", value) or not inside:
+        raise SampleError(f"sample {sample_id}: {key} path {value!r} leaves the dataset folder; paths "
+                          "must be relative to the folder that holds manifest.jsonl and stay inside it")
+    return root / relative
+
+
 def _read_frames(path: Path, sample_id: str, key: str) -> torch.Tensor:
     if not path.exists():
         raise SampleError(f"sample {sample_id}: {key} path {path} does not exist")
     try:
-        return read_frames(path)[0]
+        return read_frames(path, name=key)[0]
     except Exception as err:  # PyAV and Pillow raise many types for unreadable files
         raise SampleError(f"sample {sample_id}: {key} at {path} cannot be read ({err})") from err
 
@@ -109,17 +123,36 @@ def load_manifest(root: str | Path) -> list[dict]:
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
         raise FileNotFoundError(f"{root}: not a layered dataset (no manifest.jsonl); see vera/data/layout.py for the format")
+    try:
+        text = manifest.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SampleError(f"{manifest}: not UTF-8 text (byte {err.start}); save it as UTF-8 JSON lines"
+                          ) from None
     entries = []
-    for n, line in enumerate(manifest.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SampleError(f"{manifest} line {n}: not valid JSON ({err.msg})") from err
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise SampleError(f"{manifest} line {n}: not valid JSON "
+                              f"({getattr(err, 'msg', 'nested too deeply')})") from None
+        if not isinstance(entry, dict):
+            raise SampleError(f"{manifest} line {n}: a sample must be a JSON object, got "
+                              f"{type(entry).__name__}")
         missing = [k for k in ("id", "task", "instruction", *VIDEO_KEYS) if k not in entry]
         if missing:
-            raise SampleError(f"{manifest} line {n} (sample {entry.get('id', '?')}): missing {', '.join(missing)}")
+            raise SampleError(f"{manifest} line {n} (sample {entry.get('id', '?')}): missing "
+                              f"{', '.join(missing)}")
+        for key in ("id", "task", "instruction"):
+            if not isinstance(entry[key], str):
+                raise SampleError(f"{manifest} line {n}: {key} must be text, got {entry[key]!r}")
+        for key in (*VIDEO_KEYS, "mask"):
+            if entry.get(key) is not None:
+                sample_path(root, entry[key], entry["id"], key)
+        fps = entry.get("fps", 16.0)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 1000:
+            raise SampleError(f"{manifest} line {n}: fps must be a number above 0, got {fps!r}")
         entries.append(entry)
     ids = [e["id"] for e in entries]
     if len(set(ids)) != len(ids):
@@ -131,8 +164,9 @@ def load_manifest(root: str | Path) -> list[dict]:
 def load_sample(root: str | Path, entry: dict, tolerance: float = 2 / 255) -> LayeredSample:
     """Read and validate one manifest entry."""
     root, sid = Path(root), str(entry["id"])
-    videos = {k: _read_frames(root / entry[k], sid, k) for k in VIDEO_KEYS}
-    mask = _read_frames(root / entry["mask"], sid, "mask") if entry.get("mask") else None
+    path = lambda key: sample_path(root, entry[key], sid, key)
+    videos = {k: _read_frames(path(k), sid, k) for k in VIDEO_KEYS}
+    mask = _read_frames(path("mask"), sid, "mask") if entry.get("mask") else None
     for key in ("source", "edit", "composite"):
         if videos[key].shape[-1] != 3:
             raise SampleError(f"sample {sid}: {key} must be RGB, got {videos[key].shape[-1]} channel(s)")
