@@ -261,3 +261,23 @@ def test_headless_client_command_runs_a_workflow_end_to_end(server, tmp_path):
     assert (video.read_rgba_video(webm)[..., 3].int() - alpha.int()).abs().max() <= 1
     print(f"python -m vera.client: {len(files)} files downloaded, {float(untouched.float().mean()):.1%} "
           "of pixels untouched and bit-identical to the source")
+
+
+def test_a_failed_queue_item_names_the_value_and_the_server_keeps_serving(server, tmp_path):
+    """NaN passes ComfyUI's own min/max checks; our node refuses it by name, and the next prompt runs."""
+    comfy = client.ComfyClient(server)
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    name = comfy.upload(clip)
+    bad = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    client.set_input(bad, "Source video", "file", name)
+    bad[client.find_node(bad, "Vera Sampler")]["inputs"]["cfg"] = float("nan")  # as a raw API user could
+    with pytest.raises(client.ClientError, match=r"VeraSampler\).*cfg = nan"):
+        comfy.wait(comfy.submit(bad), {}, time.time() + 300, log=lambda *_: None)
+    good = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    client.set_input(good, "Source video", "file", name)
+    client.set_input(good, "Source frames", "length", 5)
+    client.set_input(good, "Vera Sampler", "steps", 2)
+    client.set_input(good, "Vera Sampler", "seed", time.time_ns() % 100000)
+    entry = comfy.wait(comfy.submit(good), {}, time.time() + 300, log=lambda *_: None)
+    assert client.output_files(entry)
