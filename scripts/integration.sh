@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Integration run against a real ComfyUI on this (CPU) machine, with ../shared/tools/comfyui-host:
 #   bash scripts/integration.sh [pytest args]
-# Sets a host up (ComfyUI a125cd84 from ../shared/vendor, its own venv), starts it with this pack on a
-# free port, runs tests/integration (nodes, workflows, the headless client end to end) and, when
-# Chromium and the playwright package are present, the browser check of the layer viewer. The server
-# is stopped however the run ends.
-#   COMFYUI_HOST_DIR=DIR   reuse a host folder (setup is skipped when DIR holds one); default: a new
-#                          temporary folder, removed afterwards, so nothing stale can make a run pass
+# Sets a host up (ComfyUI a125cd84 from ../shared/vendor, its own venv), starts it with this pack
+# on a free port, runs tests/integration (nodes, workflows, the headless client end to end) and,
+# when Chromium and the playwright package are present, the browser check of the layer viewer.
+# The server is stopped however the run ends.
+#   COMFYUI_HOST_DIR=DIR   reuse a host folder (setup is skipped when DIR holds one); default: a
+#                          new temporary folder, removed afterwards, so nothing stale can pass a run
 #   COMFYUI_SRC=SRC        set the host up from SRC (a ComfyUI git dir, checkout or .tar.gz)
-#   VERA_SCREENSHOT=FILE   where the browser check saves its screenshot (default out/vera_layer_viewer.png)
+#   VERA_SCREENSHOT=FILE   where the browser check's screenshot goes (out/vera_layer_viewer.png)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOST=${COMFYUI_HOST:-../shared/tools/comfyui-host}
@@ -39,7 +39,8 @@ if [ ! -f "$COMFYUI_HOST_DIR/ComfyUI/main.py" ] || [ -n "${COMFYUI_SRC:-}" ]; th
 fi
 timed "host setup" "$t"
 
-PORT=$("$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+PORT=$("$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0))
+print(s.getsockname()[1])")
 t=$(now)
 "$HOST" start "$PWD" "$PORT"
 timed "server start (port $PORT)" "$t"
@@ -67,7 +68,7 @@ print("[integration] browser check:", "ok" if not r["pack_problems"] else r["pac
 EOF
   timed "browser check" "$t"
 else
-  echo "[integration] browser check skipped: needs /usr/bin/chromium (apt install chromium) and the" \
-       "playwright package (pip install -r requirements-integration.txt)"
+  echo "[integration] browser check skipped: needs /usr/bin/chromium (apt install chromium)" \
+       "and the playwright package (pip install -r requirements-integration.txt)"
 fi
 exit "$rc"

@@ -4,6 +4,7 @@ Every case asserts how it ends (exit code or exception type), that the message n
 was wrong, and that none of the user's files changed. The matrix is the table in the closing note of
 the issue that asked for it; add a row when a new kind of bad input turns up.
 """
+
 import hashlib
 import json
 import socket
@@ -24,14 +25,17 @@ PROMPT = "add a large red circle moving from left to right"
 
 
 def snapshot(folder: Path) -> dict:
-    """Every file under `folder` with its content hash (the user's files, to check nothing changed)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file under `folder` with its content hash (to check the user's files are unchanged)."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
 def user(tmp_path):
-    """A user's folder: a clip, an earlier run's report, a PNG folder with one odd frame, bad files."""
+    """A user's folder: a clip, an earlier run's report, PNG frames with one odd frame, bad files."""
     (tmp_path / "clip.mp4").write_bytes(bundled_clip().read_bytes())
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "truncated.mp4").write_bytes(bundled_clip().read_bytes()[:3000])
@@ -41,8 +45,10 @@ def user(tmp_path):
     (tmp_path / "a_file").write_text("keep me")
     frames = tmp_path / "frames"
     for i in range(5):
-        write_png(torch.full((64 if i != 3 else 48, 64, 3), 40 * i, dtype=torch.uint8),
-                  frames / f"f_{i:03d}.png")
+        write_png(
+            torch.full((64 if i != 3 else 48, 64, 3), 40 * i, dtype=torch.uint8),
+            frames / f"f_{i:03d}.png",
+        )
     return tmp_path
 
 
@@ -50,7 +56,8 @@ def edit_args(user, *extra, out="new_out"):
     return ["edit", "--prompt", PROMPT, "--out", str(user / out), "--steps", "2", *extra]
 
 
-CLI_CASES = [  # (id, extra arguments or a function of the user folder, exit code, text the message names)
+# (id, extra arguments or a function of the user folder, exit code, text the message names)
+CLI_CASES = [
     ("steps 0", ["--steps", "0"], 2, "steps = 0"),
     ("steps negative", ["--steps", "-4"], 2, "steps = -4"),
     ("cfg nan", ["--cfg", "nan"], 2, "cfg = nan"),
@@ -63,23 +70,70 @@ CLI_CASES = [  # (id, extra arguments or a function of the user folder, exit cod
     ("frames 0", ["--frames", "0"], 2, "--input: frame count 0"),
     ("frames negative", ["--frames", "-5"], 2, "--input: frame count -5"),
     ("start negative", ["--start", "-3"], 2, "--input: first frame -3"),
-    ("start past the end", ["--start", "100000"], 2, "no frames left after skipping the first 100000"),
+    (
+        "start past the end",
+        ["--start", "100000"],
+        2,
+        "no frames left after skipping the first 100000",
+    ),
     ("missing input", lambda u: ["--input", str(u / "missing.mp4")], 2, "--input"),
-    ("empty input", lambda u: ["--input", str(u / "empty.mp4")], 2, "empty.mp4: FFmpeg cannot read it (empty"),
+    (
+        "empty input",
+        lambda u: ["--input", str(u / "empty.mp4")],
+        2,
+        "empty.mp4: FFmpeg cannot read it (empty",
+    ),
     ("truncated input", lambda u: ["--input", str(u / "truncated.mp4")], 2, "--input"),
-    ("text file as input", lambda u: ["--input", str(u / "notes.mp4")], 2, "notes.mp4: FFmpeg cannot read it"),
-    ("PNG folder with an odd frame", lambda u: ["--input", str(u / "frames")], 2,
-     "frame f_003.png is 64x48x3 but f_000.png is 64x64x3"),
+    (
+        "text file as input",
+        lambda u: ["--input", str(u / "notes.mp4")],
+        2,
+        "notes.mp4: FFmpeg cannot read it",
+    ),
+    (
+        "PNG folder with an odd frame",
+        lambda u: ["--input", str(u / "frames")],
+        2,
+        "frame f_003.png is 64x48x3 but f_000.png is 64x64x3",
+    ),
     ("missing mask", lambda u: ["--mask", str(u / "gone.mp4")], 2, "--mask"),
-    ("size not a multiple of 16", ["--size", "60x64"], 2, "--size 60x64: width and height must be multiples"),
+    (
+        "size not a multiple of 16",
+        ["--size", "60x64"],
+        2,
+        "--size 60x64: width and height must be multiples",
+    ),
     ("size not a size", ["--size", "big"], 2, "--size 'big'"),
-    ("CUDA device without CUDA", ["--device", "cuda"], 2, "device 'cuda': this machine has no CUDA"),
-    ("xformers on the CPU", ["--attention", "xformers", "--device", "cpu"], 2, "attention backend 'xformers'"),
-    ("model file missing", lambda u: ["--model", str(u / "gone.safetensors"), "--vae", "v", "--text-encoder", "t"],
-     2, "gone.safetensors: no such file"),
-    ("model file without its VAE", ["--model", "Vera-MoT-1.3B.safetensors"], 2, "--vae FILE and --text-encoder"),
-    ("VAE given as the model", lambda u: ["--model", str(u / "vae.safetensors"), "--vae", "v",
-                                          "--text-encoder", "t"], 2, "this is a VAE file"),
+    (
+        "CUDA device without CUDA",
+        ["--device", "cuda"],
+        2,
+        "device 'cuda': this machine has no CUDA",
+    ),
+    (
+        "xformers on the CPU",
+        ["--attention", "xformers", "--device", "cpu"],
+        2,
+        "attention backend 'xformers'",
+    ),
+    (
+        "model file missing",
+        lambda u: ["--model", str(u / "gone.safetensors"), "--vae", "v", "--text-encoder", "t"],
+        2,
+        "gone.safetensors: no such file",
+    ),
+    (
+        "model file without its VAE",
+        ["--model", "Vera-MoT-1.3B.safetensors"],
+        2,
+        "--vae FILE and --text-encoder",
+    ),
+    (
+        "VAE given as the model",
+        lambda u: ["--model", str(u / "vae.safetensors"), "--vae", "v", "--text-encoder", "t"],
+        2,
+        "this is a VAE file",
+    ),
 ]
 
 
@@ -130,7 +184,7 @@ def test_edit_command_replaces_a_run_only_when_asked_and_only_when_complete(user
     assert len(list((user / "earlier_run" / "final_composite").glob("*.png"))) == 5
 
 
-# -- checkpoint files --------------------------------------------------------------------------------
+# -- checkpoint files ------------------------------------------------------------------------------
 def _safetensors(header, data: bytes = b"") -> bytes:
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
     return struct.pack("<Q", len(raw)) + raw + data
@@ -139,16 +193,35 @@ def _safetensors(header, data: bytes = b"") -> bytes:
 F32 = lambda offsets, shape=(2,): {"dtype": "F32", "shape": list(shape), "data_offsets": offsets}
 HEADER_CASES = [
     ("header is a JSON list", _safetensors([1, 2]), "header is a JSON list"),
-    ("missing dtype", _safetensors({"w": {"shape": [2], "data_offsets": [0, 8]}}, bytes(8)), "'w'.*dtype None"),
-    ("unknown dtype", _safetensors({"w": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
-     "dtype 'F7'"),
-    ("string metadata", _safetensors({"__metadata__": "yes", "w": F32([0, 8])}, bytes(8)), "__metadata__"),
+    (
+        "missing dtype",
+        _safetensors({"w": {"shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+        "'w'.*dtype None",
+    ),
+    (
+        "unknown dtype",
+        _safetensors({"w": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+        "dtype 'F7'",
+    ),
+    (
+        "string metadata",
+        _safetensors({"__metadata__": "yes", "w": F32([0, 8])}, bytes(8)),
+        "__metadata__",
+    ),
     ("deeply nested header", _safetensors(b"[" * 200_000 + b"]" * 200_000), "not valid JSON"),
-    ("overlapping offsets", _safetensors({"a": F32([0, 8]), "b": F32([4, 12])}, bytes(12)), "'b' overlaps"),
+    (
+        "overlapping offsets",
+        _safetensors({"a": F32([0, 8]), "b": F32([4, 12])}, bytes(12)),
+        "'b' overlaps",
+    ),
     ("reversed offsets", _safetensors({"w": F32([8, 0])}, bytes(8)), "data_offsets \\[8, 0\\]"),
     ("negative offsets", _safetensors({"w": F32([-8, 0])}, bytes(8)), "data_offsets \\[-8, 0\\]"),
     ("overflowing shape", _safetensors({"w": F32([0, 8], (2**62, 2**62))}, bytes(8)), "'w'.*shape"),
-    ("size does not match the shape", _safetensors({"w": F32([0, 8], (3,))}, bytes(8)), "spans 8 bytes"),
+    (
+        "size does not match the shape",
+        _safetensors({"w": F32([0, 8], (3,))}, bytes(8)),
+        "spans 8 bytes",
+    ),
     ("truncated data", _safetensors({"w": F32([0, 800], (200,))}, bytes(8)), "truncated"),
     ("empty file", b"", "too short"),
     ("header length past the end", struct.pack("<Q", 10**9) + b"{}", "header length"),
@@ -175,10 +248,12 @@ def test_pickle_checkpoints_and_unknown_head_counts(tmp_path, files, capsys):
     # a width-64 Wan file: every size but the head count is in its shapes; info still describes it
     assert cli(["info", str(files["wan_original"])]) == 0
     out = capsys.readouterr().out
-    assert "wan-original" in out and "head count of a width-64 model" in out and "--num-heads" in out
+    assert (
+        "wan-original" in out and "head count of a width-64 model" in out and "--num-heads" in out
+    )
 
 
-# -- nodes (called as ComfyUI's executor calls them) ------------------------------------------------
+# -- nodes (called as ComfyUI's executor calls them) -----------------------------------------------
 def _frames(t=5, h=32, w=32):
     return torch.rand(t, h, w, 3, generator=torch.Generator().manual_seed(t))
 
@@ -187,23 +262,76 @@ NODE_CASES = [  # (id, node, inputs, exception type name, text)
     ("sampler cfg NaN", "VeraSampler", dict(cfg=float("nan")), "SettingsError", "cfg = nan"),
     ("sampler steps 0", "VeraSampler", dict(steps=0), "SettingsError", "steps = 0"),
     ("sampler shift inf", "VeraSampler", dict(shift=float("inf")), "SettingsError", "shift = inf"),
-    ("sampler unknown sampler", "VeraSampler", dict(sampler="ddim"), "SettingsError", "sampler = 'ddim'"),
-    ("decode cutoff NaN", "VeraDecodeLayers", dict(vae=None, vera_layers=None, alpha_cutoff=float("nan")),
-     "SettingsError", "alpha_cutoff = nan"),
-    ("save prefix climbs out", "VeraSaveLayers", dict(filename_prefix="../../etc/x"), "ValueError",
-     "filename_prefix"),
-    ("save prefix too long", "VeraSaveLayers", dict(filename_prefix="x" * 300), "ValueError",
-     "filename_prefix: 'xxxx"),
-    ("encode bad frame count", "VeraEncode", dict(video=_frames(t=10)), "ValueError", "video: bad 10 frames"),
-    ("encode one work size", "VeraEncode", dict(video=_frames(), work_width=64), "ValueError", "work_width"),
-    ("encode mask of another size", "VeraEncode", dict(video=_frames(), edit_region=torch.ones(1, 16, 16)),
-     "ValueError", "edit_region (5, 16, 16) must match"),
-    ("composite matte of another size", "VeraComposite",
-     dict(source=_frames(), edit_layer=_frames(), alpha=torch.ones(5, 16, 16)), "ValueError", "alpha: matte is"),
-    ("load a file that is gone", "VeraLoadModel", dict(model_name="gone.safetensors"), "FileNotFoundError",
-     "gone.safetensors"),
-    ("xformers on the CPU", "VeraLoadModel", dict(model_name="vera-tiny", attention="xformers"), "ValueError",
-     "attention backend 'xformers'"),
+    (
+        "sampler unknown sampler",
+        "VeraSampler",
+        dict(sampler="ddim"),
+        "SettingsError",
+        "sampler = 'ddim'",
+    ),
+    (
+        "decode cutoff NaN",
+        "VeraDecodeLayers",
+        dict(vae=None, vera_layers=None, alpha_cutoff=float("nan")),
+        "SettingsError",
+        "alpha_cutoff = nan",
+    ),
+    (
+        "save prefix climbs out",
+        "VeraSaveLayers",
+        dict(filename_prefix="../../etc/x"),
+        "ValueError",
+        "filename_prefix",
+    ),
+    (
+        "save prefix too long",
+        "VeraSaveLayers",
+        dict(filename_prefix="x" * 300),
+        "ValueError",
+        "filename_prefix: 'xxxx",
+    ),
+    (
+        "encode bad frame count",
+        "VeraEncode",
+        dict(video=_frames(t=10)),
+        "ValueError",
+        "video: bad 10 frames",
+    ),
+    (
+        "encode one work size",
+        "VeraEncode",
+        dict(video=_frames(), work_width=64),
+        "ValueError",
+        "work_width",
+    ),
+    (
+        "encode mask of another size",
+        "VeraEncode",
+        dict(video=_frames(), edit_region=torch.ones(1, 16, 16)),
+        "ValueError",
+        "edit_region (5, 16, 16) must match",
+    ),
+    (
+        "composite matte of another size",
+        "VeraComposite",
+        dict(source=_frames(), edit_layer=_frames(), alpha=torch.ones(5, 16, 16)),
+        "ValueError",
+        "alpha: matte is",
+    ),
+    (
+        "load a file that is gone",
+        "VeraLoadModel",
+        dict(model_name="gone.safetensors"),
+        "FileNotFoundError",
+        "gone.safetensors",
+    ),
+    (
+        "xformers on the CPU",
+        "VeraLoadModel",
+        dict(model_name="vera-tiny", attention="xformers"),
+        "ValueError",
+        "attention backend 'xformers'",
+    ),
 ]
 
 
@@ -211,40 +339,72 @@ class _StubVAE:
     latent_channels, latent_dim = 16, 3
 
     def encode(self, frames):
-        return torch.zeros(1, 16, 1 + (frames.shape[0] - 1) // 4, frames.shape[1] // 8, frames.shape[2] // 8)
+        return torch.zeros(
+            1, 16, 1 + (frames.shape[0] - 1) // 4, frames.shape[1] // 8, frames.shape[2] // 8
+        )
 
 
 @pytest.mark.parametrize("case", NODE_CASES, ids=[c[0] for c in NODE_CASES])
 def test_nodes_refuse_bad_values_by_name(case, pack, tmp_path, monkeypatch):
     _, node, given, error, text = case
     monkeypatch.setenv("VERA_OUTPUT_DIR", str(tmp_path / "output"))
-    defaults = {"VeraSampler": dict(vera_model=None, positive=None, negative=None, vera_source=None, seed=0,
-                                    steps=4, cfg=2.0, shift=3.0, sampler="euler"),
-                "VeraSaveLayers": dict(edit_layer=_frames(), alpha=torch.ones(5, 32, 32), final=_frames()),
-                "VeraEncode": dict(vae=_StubVAE(), frame_policy="error", work_width=0, work_height=0),
-                "VeraLoadModel": dict(weight_dtype="auto", attention="auto")}.get(node, {})
+    defaults = {
+        "VeraSampler": dict(
+            vera_model=None,
+            positive=None,
+            negative=None,
+            vera_source=None,
+            seed=0,
+            steps=4,
+            cfg=2.0,
+            shift=3.0,
+            sampler="euler",
+        ),
+        "VeraSaveLayers": dict(edit_layer=_frames(), alpha=torch.ones(5, 32, 32), final=_frames()),
+        "VeraEncode": dict(vae=_StubVAE(), frame_policy="error", work_width=0, work_height=0),
+        "VeraLoadModel": dict(weight_dtype="auto", attention="auto"),
+    }.get(node, {})
     with pytest.raises(Exception) as caught:
         run_node(pack, node, **{**defaults, **given})
     assert type(caught.value).__name__ == error and text in str(caught.value), repr(caught.value)
     assert not (tmp_path / "output").exists() or not any((tmp_path / "output").rglob("*.png"))
 
 
-# -- the dataset checker ----------------------------------------------------------------------------
+# -- the dataset checker ---------------------------------------------------------------------------
 def _dataset(root: Path, line) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    data = line if isinstance(line, bytes) else (json.dumps(line) if not isinstance(line, str) else line).encode()
+    data = (
+        line
+        if isinstance(line, bytes)
+        else (json.dumps(line) if not isinstance(line, str) else line).encode()
+    )
     (root / "manifest.jsonl").write_bytes(data + b"\n")
     return root
 
 
-GOOD = dict(id="s1", task="object_addition", instruction="add a ball", source="s1/source", edit="s1/edit",
-            alpha="s1/alpha", composite="s1/composite")
+GOOD = dict(
+    id="s1",
+    task="object_addition",
+    instruction="add a ball",
+    source="s1/source",
+    edit="s1/edit",
+    alpha="s1/alpha",
+    composite="s1/composite",
+)
 DATA_CASES = [
     ("line not JSON", "{not json", "manifest.jsonl line 1: not valid JSON"),
     ("line is a list", [1, 2], "line 1: a sample must be a JSON object"),
     ("manifest not UTF-8", b"\xff\xfe{}", "not UTF-8"),
-    ("absolute path", {**GOOD, "source": "/etc/passwd"}, "source path '/etc/passwd' leaves the dataset folder"),
-    ("path climbing out", {**GOOD, "edit": "../../secrets.png"}, "edit path '../../secrets.png' leaves"),
+    (
+        "absolute path",
+        {**GOOD, "source": "/etc/passwd"},
+        "source path '/etc/passwd' leaves the dataset folder",
+    ),
+    (
+        "path climbing out",
+        {**GOOD, "edit": "../../secrets.png"},
+        "edit path '../../secrets.png' leaves",
+    ),
     ("path not text", {**GOOD, "alpha": 5}, "alpha must be a relative path"),
     ("fps not a number", {**GOOD, "fps": "fast"}, "fps must be a number"),
     ("instruction not text", {**GOOD, "instruction": ["add"]}, "instruction must be text"),
@@ -267,8 +427,10 @@ def test_dataset_checker_without_a_manifest(tmp_path, capsys):
     assert "no manifest.jsonl" in capsys.readouterr().err
 
 
-# -- the headless client ----------------------------------------------------------------------------
-WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "vera_tiny_object_addition_api.json"
+# -- the headless client ---------------------------------------------------------------------------
+WORKFLOW = (
+    Path(__file__).resolve().parents[1] / "workflows" / "api" / "vera_tiny_object_addition_api.json"
+)
 
 
 @pytest.fixture
@@ -322,8 +484,16 @@ def test_client_refuses_bad_inputs_before_anything_reaches_a_server(tmp_path, ca
 
 
 def test_client_explains_servers_it_cannot_use(tmp_path, not_http, capsys):
-    assert client.main(["--server", not_http, "--workflow", str(WORKFLOW), "--out", str(tmp_path / "o")]) == 3
+    assert (
+        client.main(
+            ["--server", not_http, "--workflow", str(WORKFLOW), "--out", str(tmp_path / "o")]
+        )
+        == 3
+    )
     assert "did not answer /prompt as an HTTP server would" in capsys.readouterr().err
     down = f"127.0.0.1:{_free_port()}"
-    assert client.main(["--server", down, "--workflow", str(WORKFLOW), "--out", str(tmp_path / "o")]) == 3
+    assert (
+        client.main(["--server", down, "--workflow", str(WORKFLOW), "--out", str(tmp_path / "o")])
+        == 3
+    )
     assert f"cannot reach ComfyUI at http://{down}" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """SamplingSettings: one validated object, one message per bad value wherever it comes from."""
+
 import math
 
 import pytest
@@ -54,8 +55,19 @@ def test_cli_and_sampler_node_give_the_same_message(pack, capsys, tmp_path):
     assert cli(["edit", "--prompt", "add a red circle", "--out", out, "--cfg", "nan"]) == 2
     cli_message = capsys.readouterr().err
     with pytest.raises(ValueError) as err:  # the pack's own SettingsError (ComfyUI-style import)
-        run(pack, "VeraSampler", vera_model=None, positive=None, negative=None, vera_source=None,
-            seed=0, steps=4, cfg=math.nan, shift=3.0, sampler="euler")
+        run(
+            pack,
+            "VeraSampler",
+            vera_model=None,
+            positive=None,
+            negative=None,
+            vera_source=None,
+            seed=0,
+            steps=4,
+            cfg=math.nan,
+            shift=3.0,
+            sampler="euler",
+        )
     assert str(err.value) in cli_message and "cfg = nan" in cli_message
     with pytest.raises(ValueError, match="alpha_cutoff = -0.5"):
         run(pack, "VeraDecodeLayers", vae=None, vera_layers=None, alpha_cutoff=-0.5)

@@ -43,7 +43,8 @@ def cmd_info(args) -> int:
         return 0
     print(f"file:       {info.path}")
     print(f"format:     {info.format}")
-    print(f"config:     {info.config.name} {info.config}" if info.config else f"config:     {info.note}")
+    config = f"{info.config.name} {info.config}" if info.config else info.note
+    print(f"config:     {config}")
     print(f"parameters: {info.num_parameters:,}")
     print(f"dtypes:     {', '.join(f'{k} x{v}' for k, v in sorted(info.dtypes.items()))}")
     if info.scaled_fp8:
@@ -175,7 +176,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: nothing was finished (an edit's --out is left as it was)", file=sys.stderr)
+        print("\ninterrupted: nothing was finished (an edit's --out is left as it was)",
+              file=sys.stderr)
         return 130
 
 

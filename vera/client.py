@@ -56,7 +56,7 @@ class ComfyClient:
             reason = getattr(error, "reason", error)
             raise ClientError(f"cannot reach ComfyUI at {self.server} ({reason}); start it (python main.py --listen) "
                               "or pass --server HOST:PORT", exit_code=3) from None
-        except (http.client.HTTPException, ValueError) as error:  # something that does not speak HTTP
+        except (http.client.HTTPException, ValueError) as error:  # a server that is not HTTP
             raise ClientError(f"{self.server} did not answer {path} as an HTTP server would "
                               f"({type(error).__name__}: {error}); is --server a ComfyUI address?",
                               exit_code=3) from None
@@ -243,18 +243,19 @@ def load_workflow(path: Path) -> dict:
     except (FileNotFoundError, IsADirectoryError):
         raise ClientError(f"workflow {path} does not exist (or is a folder)", 2) from None
     except UnicodeDecodeError as error:
-        raise ClientError(f"workflow {path} is not UTF-8 text (byte {error.start}); give the JSON file "
-                          "ComfyUI exported", 2) from None
+        raise ClientError(f"workflow {path} is not UTF-8 text (byte {error.start}); give the JSON "
+                          "file ComfyUI exported", 2) from None
     except (json.JSONDecodeError, RecursionError) as error:
         raise ClientError(f"workflow {path} is not valid JSON ({error})", 2) from None
     if not isinstance(workflow, dict):
-        raise ClientError(f"workflow {path} is a JSON {type(workflow).__name__}; an API-format workflow "
-                          "is an object of id -> {class_type, inputs}", 2)
+        raise ClientError(f"workflow {path} is a JSON {type(workflow).__name__}; an API-format "
+                          "workflow is an object of id -> {class_type, inputs}", 2)
     if "nodes" in workflow and "links" in workflow:
         raise ClientError(f"workflow {path} is in UI format; use the *_api.json file (or Workflow > Export (API) "
                           "in ComfyUI)")
     if not workflow or not all(isinstance(v, dict) and "class_type" in v for v in workflow.values()):
-        raise ClientError(f"workflow {path} is not an API-format workflow (id -> {{class_type, inputs}})", 2)
+        raise ClientError(f"workflow {path} is not an API-format workflow "
+                          "(id -> {class_type, inputs})", 2)
     return workflow
 
 
@@ -368,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-node", default="Edit region (white = may change)", help="title or id of the mask loader")
     p.add_argument("--prompt", help="the edit instruction (node titled 'Positive prompt')")
     p.add_argument("--negative", help="the negative prompt (node titled 'Negative prompt')")
-    p.add_argument("--allow-empty-prompt", action="store_true", help="send a blank --prompt on purpose")
+    p.add_argument("--allow-empty-prompt", action="store_true",
+                   help="send a blank --prompt on purpose")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--cfg", type=float)

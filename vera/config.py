@@ -63,14 +63,15 @@ class VeraConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: "
-                             f"{error.msg})") from None
+            where = f"line {error.lineno}, column {error.colno}"
+            raise ValueError(f"{source}: not valid JSON ({where}: {error.msg})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a config is a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown config fields {unknown}; this needs a newer ComfyUI-Vera")
+            raise ValueError(f"{source}: unknown config fields {unknown}; this needs a newer "
+                             "ComfyUI-Vera")
         try:
             return cls(**data)
         except (TypeError, ValueError) as error:
@@ -121,8 +122,9 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], num_heads: int | None
             num_heads = dim // WAN_HEAD_DIM
         else:
             raise HeadCountUnknown(
-                f"the head count of a width-{dim} model cannot be read from its shapes (not a Wan2.1 "
-                f"size, and {dim} is not a multiple of {WAN_HEAD_DIM}); pass it (--num-heads N)"
+                f"the head count of a width-{dim} model cannot be read from its shapes (not a "
+                f"Wan2.1 size, and {dim} is not a multiple of {WAN_HEAD_DIM}); pass it "
+                "(--num-heads N)"
             )
     values = dict(
         dim=dim, num_heads=num_heads, num_layers=num_layers, ffn_dim=ffn_dim, text_dim=text_dim,

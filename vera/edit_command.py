@@ -68,17 +68,19 @@ def run_edit(args) -> dict:
                              "channel(s)")
         mask = None
         if args.mask:
-            mask_frames, _ = video.read_frames(args.mask, source.shape[0], args.start, name="--mask")
+            mask_frames, _ = video.read_frames(args.mask, source.shape[0], args.start,
+                                               name="--mask")
             mask = mask_frames.float().mean(-1, keepdim=True) / 255
         work_size = bundle.work_size if size == "model" else None if size == "source" else size
         model_at = f", model at {work_size[1]}x{work_size[0]}" if work_size else ""
         frames_text = f"{source.shape[0]} frames, {source.shape[2]}x{source.shape[1]}"
-        print(f"vera edit: {source_path} ({frames_text}) with {bundle.name}, {settings.steps} steps, "
-              f"cfg {settings.cfg:g}{model_at}", flush=True)
+        print(f"vera edit: {source_path} ({frames_text}) with {bundle.name}, "
+              f"{settings.steps} steps, cfg {settings.cfg:g}{model_at}", flush=True)
         bar = tqdm(total=settings.steps, desc="sampling", dynamic_ncols=True)
         result = edit(bundle, source, args.prompt, settings, mask_frames=mask,
                       frame_policy=args.frame_policy, work_size=work_size,
-                      callback=lambda info: bar.update(1), allow_empty_prompt=args.allow_empty_prompt)
+                      callback=lambda info: bar.update(1),
+                      allow_empty_prompt=args.allow_empty_prompt)
         bar.close()
         result.timings["load_s"] = load_s
         extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
@@ -131,8 +133,8 @@ def add_parser(sub) -> None:
     p.add_argument("--mask", default=None,
                    help="optional coarse mask video/PNG folder, white = region that may change")
     p.add_argument("--out", required=True,
-                   help="output folder; it must be new or empty (see --overwrite); the run is built "
-                        "beside it and renamed into place only when complete")
+                   help="output folder; it must be new or empty (see --overwrite); the run is "
+                        "built beside it and renamed into place only when complete")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it already holds files (once the new run is complete)")
     p.add_argument("--allow-empty-prompt", action="store_true",

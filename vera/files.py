@@ -81,12 +81,14 @@ def staged_folder(target: str | Path, replace: bool = False, name: str = "--out"
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial",
                                         dir=target.parent))
     except OSError as error:
-        raise PermissionError(f"{name} {target}: cannot write into {target.parent} "
-                              f"({error.strerror or error}); choose a folder you can write to") from None
+        reason = error.strerror or error
+        raise PermissionError(f"{name} {target}: cannot write into {target.parent} ({reason}); "
+                              "choose a folder you can write to") from None
     try:
         yield staging
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}") if target.exists() else None
-        if old is not None:
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
             os.rename(target, old)
         os.rename(staging, target)
         if old is not None:

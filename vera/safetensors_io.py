@@ -53,8 +53,8 @@ class TensorEntry:
 def _parse_entry(path: Path, name: str, info, data_start: int) -> TensorEntry:
     """Check one header entry completely; a damaged header never reaches safetensors' reader."""
     def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: tensor {name!r} in the header {what}; the file is damaged or "
-                               "not a safetensors file: re-download or re-export it")
+        return CheckpointError(f"{path}: tensor {name!r} in the header {what}; the file is "
+                               "damaged or not a safetensors file: re-download or re-export it")
 
     if not isinstance(info, dict):
         raise bad(f"is {type(info).__name__}, not an object")
@@ -63,8 +63,8 @@ def _parse_entry(path: Path, name: str, info, data_start: int) -> TensorEntry:
         raise bad(f"has dtype {dtype!r} (known: {', '.join(DTYPES)})")
     if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**40 for d in shape):
         raise bad(f"has shape {shape!r}, not a list of sizes")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
+    pair = isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+    if not pair or not 0 <= offsets[0] <= offsets[1]:
         raise bad(f"has data_offsets {offsets!r}, not [begin, end] with 0 <= begin <= end")
     entry = TensorEntry(dtype, tuple(shape), path, (offsets[0], offsets[1]), data_start)
     if offsets[1] - offsets[0] != entry.nbytes:
@@ -103,8 +103,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in metadata.items()):
-        raise CheckpointError(f"{path}: the header's __metadata__ must map text to text; the file is "
-                              "damaged")
+        raise CheckpointError(f"{path}: the header's __metadata__ must map text to text; the "
+                              "file is damaged")
     data_start = 8 + header_len
     entries = {name: _parse_entry(path, name, info, data_start) for name, info in header.items()}
     end = 0

@@ -128,9 +128,9 @@ def check_prompt(prompt, allow_empty: bool = False, name: str = "prompt") -> str
     if not isinstance(prompt, str):
         raise SettingsError(f"{name} must be text, got {prompt!r}")
     if not prompt.strip() and not allow_empty:
-        raise SettingsError(f"{name} is empty: Vera edits what the instruction asks for, and with none "
-                            "it changes most of the frame; write the edit (e.g. 'add a red ball "
-                            "bouncing from left to right'), or ask for an unconditional run on "
-                            "purpose (--allow-empty-prompt)")
+        raise SettingsError(f"{name} is empty: Vera edits what the instruction asks for, and with "
+                            "none it changes most of the frame; write the edit (e.g. 'add a red "
+                            "ball bouncing from left to right'), or ask for an unconditional run "
+                            "on purpose (--allow-empty-prompt)")
     return prompt
 WAN_DEFAULTS = SamplingSettings()

@@ -164,12 +164,14 @@ def read_png_folder(folder: Path, max_frames: int | None = None, start: int = 0,
     for file in picked:
         try:
             with Image.open(file) as img:
-                arrays.append(np.array(img.convert("L" if img.mode in ("L", "I", "I;16") else "RGB")))
+                grey = img.mode in ("L", "I", "I;16")
+                arrays.append(np.array(img.convert("L" if grey else "RGB")))
         except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(f"{name} {folder}: frame {file.name} cannot be read ({error})") from None
+            raise ValueError(f"{name} {folder}: frame {file.name} cannot be read ({error})"
+                             ) from None
         first, last = arrays[0], arrays[-1]
         if last.shape != first.shape:
-            size = lambda a: f"{a.shape[1]}x{a.shape[0]}" + ("" if a.ndim == 2 else f"x{a.shape[2]}")
+            size = lambda a: "x".join(str(d) for d in (a.shape[1], a.shape[0], *a.shape[2:]))
             raise ValueError(f"{name} {folder}: frame {file.name} is {size(last)} but "
                              f"{picked[0].name} is {size(first)}; every frame needs the same size "
                              "and channels")

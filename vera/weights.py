@@ -157,7 +157,8 @@ def _config_or_none(shapes, num_heads, require: bool) -> tuple[VeraConfig | None
         return None, str(error)
 
 
-def detect(path: str | Path, num_heads: int | None = None, require_config: bool = True) -> CheckpointInfo:
+def detect(path: str | Path, num_heads: int | None = None,
+           require_config: bool = True) -> CheckpointInfo:
     """require_config=False: describe a file whose head count cannot be inferred (config None and a
     note saying how to pass it) instead of refusing it; loading always needs the config."""
     """Identify a checkpoint's format and config from its header alone (no tensor is read)."""

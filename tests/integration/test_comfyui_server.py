@@ -58,7 +58,7 @@ def server():
     process.wait(30)
 
 
-@pytest.mark.skipif(not os.environ.get("COMFYUI_LOG"), reason="needs COMFYUI_LOG (the server's log)")
+@pytest.mark.skipif(not os.environ.get("COMFYUI_LOG"), reason="needs COMFYUI_LOG (server log)")
 def test_the_pack_imported_without_errors_under_comfyuis_loader(server):
     log = Path(os.environ["COMFYUI_LOG"]).read_text(errors="replace")
     failed = [line for line in log.splitlines()
@@ -124,7 +124,8 @@ def test_cancel_stops_the_sampler_within_a_step(server, tmp_path):
     comfy = client.ComfyClient(server)
     clip = tmp_path / "vera_example.mp4"
     clip.write_bytes(bundled_clip().read_bytes())
-    client.set_input(workflow, "Source video", "file", comfy.upload(clip))  # a fresh host has no inputs
+    # a fresh host has no inputs
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))
     ws = comfy.open_websocket()
     prompt_id = comfy.submit(workflow)
     steps_seen, interrupted_at, end = 0, None, None
@@ -236,7 +237,8 @@ def test_headless_client_command_runs_a_workflow_end_to_end(server, tmp_path):
     out = tmp_path / "downloads"
     command = [sys.executable, "-m", "vera.client", "--server", server,
                "--workflow", str(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json"),
-               "--input", str(clip), "--prompt", "add a small green triangle moving from right to left",
+               "--input", str(clip),
+               "--prompt", "add a small green triangle moving from right to left",
                "--seed", str(time.time_ns() % 100000), "--steps", "5",
                "--set", "Source frames.length=9", "--set", "Vera Save Layers.rgba_format=both",
                "--out", str(out)]
@@ -244,7 +246,8 @@ def test_headless_client_command_runs_a_workflow_end_to_end(server, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert any(line.startswith("queued prompt") for line in lines)
-    assert any("Vera Sampler: step 5/5" in line for line in lines), lines  # followed over the websocket
+    # followed over the websocket
+    assert any("Vera Sampler: step 5/5" in line for line in lines), lines
     assert lines[-1].startswith("downloaded") and str(out) in lines[-1]
     files = sorted(p for p in out.rglob("*") if p.is_file())
     finals = [p for p in files if p.parent.name.endswith("final_composite") and p.suffix == ".png"]
@@ -259,19 +262,22 @@ def test_headless_client_command_runs_a_workflow_end_to_end(server, tmp_path):
     assert torch.equal(final[untouched], source[untouched])
     webm = next(p for p in files if p.suffix == ".webm")
     assert (video.read_rgba_video(webm)[..., 3].int() - alpha.int()).abs().max() <= 1
-    print(f"python -m vera.client: {len(files)} files downloaded, {float(untouched.float().mean()):.1%} "
-          "of pixels untouched and bit-identical to the source")
+    share = float(untouched.float().mean())
+    print(f"python -m vera.client: {len(files)} files downloaded, {share:.1%} of pixels untouched "
+          "and bit-identical to the source")
 
 
 def test_a_failed_queue_item_names_the_value_and_the_server_keeps_serving(server, tmp_path):
-    """NaN passes ComfyUI's own min/max checks; our node refuses it by name, and the next prompt runs."""
+    """NaN passes ComfyUI's own min/max checks; our node refuses it by name, and the next prompt
+    runs."""
     comfy = client.ComfyClient(server)
     clip = tmp_path / "vera_example.mp4"
     clip.write_bytes(bundled_clip().read_bytes())
     name = comfy.upload(clip)
     bad = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
     client.set_input(bad, "Source video", "file", name)
-    bad[client.find_node(bad, "Vera Sampler")]["inputs"]["cfg"] = float("nan")  # as a raw API user could
+    # as a raw API user could send it
+    bad[client.find_node(bad, "Vera Sampler")]["inputs"]["cfg"] = float("nan")
     with pytest.raises(client.ClientError, match=r"VeraSampler\).*cfg = nan"):
         comfy.wait(comfy.submit(bad), {}, time.time() + 300, log=lambda *_: None)
     good = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")

@@ -63,12 +63,15 @@ def sample_path(root: Path, value, sample_id: str, key: str) -> Path:
     """A manifest path, confined to the dataset folder: relative, no `..`, and (symlinks resolved)
     inside `root`; so a downloaded dataset cannot read other files on the machine."""
     if not isinstance(value, str) or not value.strip():
-        raise SampleError(f"sample {sample_id}: {key} must be a relative path (text), got {value!r}")
+        raise SampleError(f"sample {sample_id}: {key} must be a relative path (text), got "
+                          f"{value!r}")
     relative = PurePosixPath(value.replace("\\", "/"))
     inside = (root / relative).resolve().is_relative_to(root.resolve())
-    if relative.is_absolute() or ".." in relative.parts or re.match(r"^[A-Za-z]:", value) or not inside:
-        raise SampleError(f"sample {sample_id}: {key} path {value!r} leaves the dataset folder; paths "
-                          "must be relative to the folder that holds manifest.jsonl and stay inside it")
+    climbs = relative.is_absolute() or ".." in relative.parts or re.match(r"^[A-Za-z]:", value)
+    if climbs or not inside:
+        raise SampleError(f"sample {sample_id}: {key} path {value!r} leaves the dataset folder; "
+                          "paths must be relative to the folder that holds manifest.jsonl and stay "
+                          "inside it")
     return root / relative
 
 
@@ -126,8 +129,8 @@ def load_manifest(root: str | Path) -> list[dict]:
     try:
         text = manifest.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SampleError(f"{manifest}: not UTF-8 text (byte {err.start}); save it as UTF-8 JSON lines"
-                          ) from None
+        raise SampleError(f"{manifest}: not UTF-8 text (byte {err.start}); save it as UTF-8 JSON "
+                          "lines") from None
     entries = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
