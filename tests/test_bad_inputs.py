@@ -35,7 +35,7 @@ def snapshot(folder: Path) -> dict:
 
 @pytest.fixture
 def user(tmp_path):
-    """A user's folder: a clip, an earlier run's report, PNG frames with one odd frame, bad files."""
+    """A user's folder: a clip, an earlier run's report, PNGs with one odd frame, bad files"""
     (tmp_path / "clip.mp4").write_bytes(bundled_clip().read_bytes())
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "truncated.mp4").write_bytes(bundled_clip().read_bytes()[:3000])
