@@ -68,15 +68,19 @@ def _standalone_models_dir() -> Path | None:
     return Path(value) if value else None
 
 
+MODEL_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
+
+
 def model_files(kind: str) -> list[str]:
-    """Safetensors files ComfyUI lists under models/<kind> (e.g. "diffusion_models")."""
+    """Checkpoint files ComfyUI lists under models/<kind> (e.g. "diffusion_models")."""
     if IN_COMFYUI:
         names = _folders.get_filename_list(kind)
     else:
         root = _standalone_models_dir()
         folder = root / kind if root else None
-        names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))] if folder and folder.is_dir() else []
-    return [n for n in names if n.endswith(".safetensors")]
+        found = sorted(folder.rglob("*")) if folder and folder.is_dir() else []
+        names = [p.relative_to(folder).as_posix() for p in found if p.is_file()]
+    return [n for n in names if n.lower().endswith(MODEL_SUFFIXES)]
 
 
 def model_path(kind: str, name: str) -> Path:

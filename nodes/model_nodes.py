@@ -1,11 +1,14 @@
-"""Nodes that load models: Load Vera Model, Vera Text Encode (bundled), Vera Bundled VAE."""
+"""Nodes that load models: Load Vera Model, Untrained Vera from Wan2.1, Vera Text Encode (bundled),
+Vera Bundled VAE."""
 from __future__ import annotations
 
 import torch
 
 from ..vera.attention import BACKEND_CHOICES
 from ..vera.bundle import TINY_NAME, Bundle, load_bundle
+from ..vera.config import CONDITIONING_MODES
 from ..vera.precision import WEIGHT_DTYPES
+from ..vera.weights import checkpoint_kind
 from . import host
 from .handles import VERA_MODEL
 from .vae_bridge import BundledVAE
@@ -13,21 +16,45 @@ from .vae_bridge import BundledVAE
 CATEGORY = "Vera/loaders"
 
 
-def load_vera_bundle(model_name: str, weight_dtype: str = "auto",
-                     attention: str = "auto") -> Bundle:
-    """vera-tiny, or a file listed under models/diffusion_models, on ComfyUI's device."""
+def checkpoints_of_kind(kind: str) -> list[str]:
+    """Files in models/diffusion_models whose headers show `kind` ("vera" or "wan"); the shards of
+    one model are listed once. Nothing but headers is read (cached by size and time)."""
+    listed, owners = [], set()
+    for name in host.model_files("diffusion_models"):
+        try:
+            found, owner = checkpoint_kind(host.model_path("diffusion_models", name))
+        except OSError:
+            continue
+        if found == kind and owner not in owners:
+            owners.add(owner)
+            listed.append(name)
+    return listed
+
+
+def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str = "auto",
+                     from_wan: bool = False, conditioning: str = "add") -> Bundle:
+    """vera-tiny, or a file listed under models/diffusion_models, on ComfyUI's device. A key map
+    beside the file (`<name>.vera-keymap.json`) is used when present."""
     is_tiny = model_name == TINY_NAME
     path = model_name if is_tiny else host.model_path("diffusion_models", model_name)
-    bundle = load_bundle(path, weight_dtype, host.device(), attention)
+    bundle = load_bundle(path, weight_dtype, host.device(), attention, from_wan=from_wan,
+                         conditioning=conditioning)
     bundle.model.eval().requires_grad_(False)
     host.free_memory()
     return bundle
 
 
+WEIGHT_DTYPE_TOOLTIP = ("Precision of the weights. auto: bf16 on GPU, fp32 on CPU. fp8: transformer "
+                        "weights stored in float8 (about half of bf16's memory), computed in bf16; "
+                        "an fp8 file stays fp8.")
+ATTENTION_TOOLTIP = "Attention kernel. auto: xformers on CUDA when its kernels load, else PyTorch SDPA."
+
+
 class VeraLoadModel:
     DESCRIPTION = ("Load a Vera model: the embedded vera-tiny (runs on CPU, knows only simple shapes and "
-                   "patterns), a Vera checkpoint, or a Wan2.1 T2V file from models/diffusion_models, whose "
-                   "weights then start all three branches (an untrained Vera: for fine-tuning, not editing).")
+                   "patterns), or Vera weights from models/diffusion_models in any layout or container "
+                   "(safetensors, shards, .pt). Plain Wan2.1 T2V files are not listed here: see "
+                   "'Untrained Vera from Wan2.1'.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (VERA_MODEL,)
@@ -38,19 +65,46 @@ class VeraLoadModel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": ([TINY_NAME] + host.model_files("diffusion_models"), {"tooltip": (
-                    "vera-tiny, or a .safetensors file in models/diffusion_models: Vera weights or a Wan2.1 T2V "
-                    "checkpoint (ComfyUI, original or diffusers keys; fp32/bf16/fp16/fp8).")}),
-                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip": (
-                    "Precision of the weights. auto: bf16 on GPU, fp32 on CPU. fp8: transformer weights stored "
-                    "in float8 (about half of bf16's memory), computed in bf16.")}),
-                "attention": (list(BACKEND_CHOICES), {"default": "auto", "tooltip": (
-                    "Attention kernel. auto: xformers on CUDA when installed, else PyTorch SDPA.")}),
+                "model_name": ([TINY_NAME] + checkpoints_of_kind("vera"), {
+                    "tooltip": "vera-tiny, or Vera weights in models/diffusion_models (recognised by "
+                               "their structure; a <name>.vera-keymap.json beside a file renames "
+                               "its tensors first)."}),
+                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
+                "attention": (list(BACKEND_CHOICES), {"default": "auto", "tooltip": ATTENTION_TOOLTIP}),
             }
         }
 
     def load(self, model_name, weight_dtype="auto", attention="auto"):
         return (load_vera_bundle(model_name, weight_dtype, attention),)
+
+
+class VeraFromWan:
+    DESCRIPTION = ("Untrained Vera from Wan2.1, for training: all three branches start from a Wan2.1 T2V "
+                   "file (the paper's starting point), the conditioning at zero. It edits nothing useful "
+                   "until it is trained; for editing, load Vera weights with Load Vera Model.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (VERA_MODEL,)
+    RETURN_NAMES = ("vera_model",)
+    OUTPUT_TOOLTIPS = ("An untrained three-branch Vera model.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "wan_name": (checkpoints_of_kind("wan"), {
+                    "tooltip": "A Wan2.1 T2V file in models/diffusion_models (ComfyUI, original or "
+                               "diffusers keys; fp32/bf16/fp16/fp8)."}),
+                "conditioning": (list(CONDITIONING_MODES), {
+                    "default": "add", "tooltip": "add: source and mask tokens added to the composite / "
+                                                 "alpha tokens (the paper's design). sequence: appended."}),
+                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
+                "attention": (list(BACKEND_CHOICES), {"default": "auto", "tooltip": ATTENTION_TOOLTIP}),
+            }
+        }
+
+    def load(self, wan_name, conditioning="add", weight_dtype="auto", attention="auto"):
+        return (load_vera_bundle(wan_name, weight_dtype, attention, True, conditioning),)
 
 
 def _require_bundle(vera_model: Bundle, part: str, instead: str):
@@ -106,6 +160,7 @@ class VeraBundledVAE:
 
 NODES = {
     "VeraLoadModel": ("Load Vera Model", VeraLoadModel),
+    "VeraFromWan": ("Untrained Vera from Wan2.1 (for training)", VeraFromWan),
     "VeraTextEncode": ("Vera Text Encode (bundled)", VeraTextEncode),
     "VeraBundledVAE": ("Vera Bundled VAE", VeraBundledVAE),
 }

@@ -11,7 +11,7 @@ from helpers import inputs
 
 @pytest.mark.parametrize("layout", ["wan_comfy", "wan_original", "wan_diffusers", "wan_diffusers_folder"])
 def test_each_branch_reproduces_diffusers_wan(files, tiny_wan, layout):
-    model = load_model(files[layout], num_heads=4).eval()
+    model = load_model(files[layout], num_heads=4, from_wan=True).eval()
     x = inputs()
     with torch.no_grad():
         out = model(**x, cross_branch_attention=False)
@@ -21,7 +21,7 @@ def test_each_branch_reproduces_diffusers_wan(files, tiny_wan, layout):
 
 
 def test_joint_attention_couples_the_branches(files):
-    model = load_model(files["wan_comfy"], num_heads=4).eval()
+    model = load_model(files["wan_comfy"], num_heads=4, from_wan=True).eval()
     x = inputs()
     with torch.no_grad():
         joint = model(**x)
@@ -34,7 +34,7 @@ def test_joint_attention_couples_the_branches(files):
 
 
 def test_conditioning_is_zero_initialised_and_routed(files):
-    model = load_model(files["wan_comfy"], num_heads=4).eval()
+    model = load_model(files["wan_comfy"], num_heads=4, from_wan=True).eval()
     x = inputs()
     with torch.no_grad():
         base = model(**x, cross_branch_attention=False)
@@ -51,7 +51,7 @@ def test_conditioning_is_zero_initialised_and_routed(files):
 
 
 def test_sequence_conditioning_mode(files):
-    model = load_model(files["wan_comfy"], num_heads=4, conditioning="sequence").eval()
+    model = load_model(files["wan_comfy"], num_heads=4, conditioning="sequence", from_wan=True).eval()
     assert model.config.conditioning == "sequence"
     x = inputs(batch=2)
     with torch.no_grad():
@@ -99,8 +99,8 @@ def test_presets_and_shape_inference():
 def test_bf16_weights_run_close_to_fp32(files):
     x = inputs(mask=True)
     with torch.no_grad():
-        full = load_model(files["wan_comfy"], num_heads=4).eval()(**x)
-        half_model = load_model(files["wan_comfy"], num_heads=4, weight_dtype="bf16",
+        full = load_model(files["wan_comfy"], num_heads=4, from_wan=True).eval()(**x)
+        half_model = load_model(files["wan_comfy"], num_heads=4, weight_dtype="bf16", from_wan=True,
                                 attention_backend="sdpa").eval()
         half = half_model(**x)
     assert half_model.dtype == torch.bfloat16 and half_model.attention_backend == "sdpa"

@@ -168,17 +168,29 @@ def test_comfy_vae_bridge_normalises_like_wan(pack):
         bridge.ComfyVAECodec(Wan22())
 
 
-def test_load_model_node_lists_and_loads_wan_files_with_each_dtype(pack, tmp_path, monkeypatch):
+def test_loader_nodes_list_vera_and_wan_files_apart_and_load_each_dtype(pack, tmp_path, monkeypatch):
     models = tmp_path / "models"
     from vera.safetensors_io import atomic_save
+    from vera.weights import load_model, save_vera
 
-    atomic_save(wan_original_state_dict(tiny_diffusers_wan(0)), models / "diffusion_models" / "wan_tiny_t2v.safetensors",
-                {"num_attention_heads": "4"})  # a width-64 model's head count is not in its shapes
+    wan = atomic_save(wan_original_state_dict(tiny_diffusers_wan(0)),
+                      models / "diffusion_models" / "wan_tiny_t2v.safetensors",
+                      {"num_attention_heads": "4"})  # a width-64 model's head count is not in its shapes
+    save_vera(load_model(wan, from_wan=True), models / "diffusion_models" / "vera" / "mine.safetensors")
+    (models / "diffusion_models" / "notes.safetensors").write_bytes(b"not a model")
     monkeypatch.setenv("VERA_MODELS_DIR", str(models))
     choices = pack.NODE_CLASS_MAPPINGS["VeraLoadModel"].INPUT_TYPES()["required"]["model_name"][0]
-    assert choices == ["vera-tiny", "wan_tiny_t2v.safetensors"]
-    (fp32,), _ = run(pack, "VeraLoadModel", model_name="wan_tiny_t2v.safetensors", weight_dtype="fp32", attention="sdpa")
-    (fp8,), _ = run(pack, "VeraLoadModel", model_name="wan_tiny_t2v.safetensors", weight_dtype="fp8", attention="sdpa")
+    assert choices == ["vera-tiny", "vera/mine.safetensors"]  # the Wan file is not offered for editing
+    wan_choices = pack.NODE_CLASS_MAPPINGS["VeraFromWan"].INPUT_TYPES()["required"]["wan_name"][0]
+    assert wan_choices == ["wan_tiny_t2v.safetensors"]
+    (mine,), _ = run(pack, "VeraLoadModel", model_name="vera/mine.safetensors", weight_dtype="fp32",
+                     attention="sdpa")
+    (fp32,), _ = run(pack, "VeraFromWan", wan_name="wan_tiny_t2v.safetensors", weight_dtype="fp32",
+                     attention="sdpa")
+    (fp8,), _ = run(pack, "VeraFromWan", wan_name="wan_tiny_t2v.safetensors", weight_dtype="fp8",
+                    attention="sdpa")
+    assert all(torch.equal(a, b) for a, b in zip(mine.model.state_dict().values(),
+                                                 fp32.model.state_dict().values()))
     assert fp32.text_encoder is None and fp32.model.dtype == torch.float32
     FP8Linear = pack.vera.fp8.FP8Linear  # the pack's own copy of the module (ComfyUI-style import)
     assert sum(isinstance(m, FP8Linear) for m in fp8.model.modules()) == 3 * 2 * (4 + 4 + 2)  # branches x layers x linears
@@ -191,7 +203,8 @@ def test_load_model_node_lists_and_loads_wan_files_with_each_dtype(pack, tmp_pat
     for x, y in zip(a, b):
         assert ((x - y).norm() / x.norm()) < 0.05
     with pytest.raises(ValueError, match="xformers.*CUDA"):
-        run(pack, "VeraLoadModel", model_name="wan_tiny_t2v.safetensors", weight_dtype="fp32", attention="xformers")
+        run(pack, "VeraFromWan", wan_name="wan_tiny_t2v.safetensors", weight_dtype="fp32",
+            attention="xformers")
     with pytest.raises(FileNotFoundError, match="gone.safetensors.*models/diffusion_models"):
         run(pack, "VeraLoadModel", model_name="gone.safetensors", weight_dtype="fp32", attention="sdpa")
     with pytest.raises(ValueError, match="no bundled text encoder"):
@@ -203,7 +216,7 @@ def test_fp8_linear_matches_a_naive_dequantised_reference():
 
     linear = torch.nn.Linear(24, 40)
     x = torch.randn(3, 24)
-    q = FP8Linear(linear)
+    q = FP8Linear.from_linear(linear)
     scale = linear.weight.abs().max() / 448
     reference = x @ ((linear.weight / scale).to(torch.float8_e4m3fn).float() * scale).T + linear.bias
     torch.testing.assert_close(q(x), reference, atol=1e-6, rtol=1e-6)
@@ -229,7 +242,8 @@ def test_wan_width_graph_takes_clip_text_encode_conditioning_and_a_comfy_vae(pac
     atomic_save(wan_original_state_dict(tiny_diffusers_wan(1, text_dim=4096)),
                 models / "diffusion_models" / "wan_4096.safetensors", {"num_attention_heads": "4"})
     monkeypatch.setenv("VERA_MODELS_DIR", str(models))
-    (handle,), _ = run(pack, "VeraLoadModel", model_name="wan_4096.safetensors", weight_dtype="auto", attention="auto")
+    (handle,), _ = run(pack, "VeraFromWan", wan_name="wan_4096.safetensors", weight_dtype="auto",
+                       attention="auto")
     vae = ComfyStyleVAE(tiny_vae(0))
     clip = torch.rand(5, 32, 48, 3, generator=torch.Generator().manual_seed(1))
     (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip, frame_policy="error", work_width=0, work_height=0)

@@ -16,7 +16,7 @@ SETTINGS = SamplingSettings(steps=3, cfg=4.0, alpha_cutoff=0.5, seed=1, negative
 
 @pytest.fixture(scope="module")
 def models(files):
-    model = load_model(files["wan_comfy"], num_heads=4).eval()
+    model = load_model(files["wan_comfy"], num_heads=4, from_wan=True).eval()
     with torch.no_grad():
         model.source_embedding.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     vae = load_vae(files["vae_original"])

@@ -38,7 +38,7 @@ def make_trainer(setup, out, steps, mode="vera", **kw):
     from vera.training.run import wan_video_model
 
     cfg = TrainConfig(mode=mode, steps=steps, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=0, **kw)
-    model = load_model(setup["wan"]) if mode == "vera" else wan_video_model(setup["wan"], None, mode == "baseline")
+    model = load_model(setup["wan"], from_wan=True) if mode == "vera" else wan_video_model(setup["wan"], None, mode == "baseline")
     text = TextEncoder.from_folder(setup["text_dir"])
     return Trainer(cfg, model, setup["latents"], text, out, train_text=mode == "t2v")
 
@@ -120,7 +120,7 @@ def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup, tmp_pat
     from vera.model import VeraModel
     from vera.training.lora import merge_lora, shared_base_lora, weight_bytes
 
-    model = load_model(setup["wan"])
+    model = load_model(setup["wan"], from_wan=True)
     full = weight_bytes(model)
     shared_base_lora(model, rank=4)
     assert weight_bytes(model) < 0.6 * full

@@ -1,4 +1,4 @@
-"""Command line: `python -m vera {edit, eval, data, train, info}` (`--help` on each)."""
+"""Command line: `python -m vera {edit, eval, data, train, info, convert}` (`--help` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -34,7 +34,8 @@ def cmd_info(args) -> int:
     from . import weights
 
     try:
-        info = weights.detect(args.checkpoint, args.num_heads, require_config=False)
+        info = weights.detect(args.checkpoint, args.num_heads, require_config=False,
+                              keymap=args.keymap)
     except CheckpointError:
         description = describe_vae(args.checkpoint)
         if description is None:
@@ -50,7 +51,21 @@ def cmd_info(args) -> int:
     if info.scaled_fp8:
         print("fp8:        ComfyUI scaled_fp8 (weights are multiplied by their scale_weight on load)")
     if info.format.startswith("wan-"):
-        print("use:        initialises all three Vera branches (edit, alpha, composite)")
+        print("use:        a plain Wan2.1 T2V file: starts an untrained Vera (all three branches) "
+              "for training (--untrained-from-wan); not Vera weights")
+    if args.explain:
+        print("explain:")
+        for line in info.explain():
+            print(f"  {line}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .weights import convert
+
+    out = convert(args.input, args.output, args.weight_dtype, args.num_heads, args.keymap,
+                  args.untrained_from_wan)
+    print(f"wrote {out} ({args.weight_dtype}, Vera format)")
     return 0
 
 
@@ -114,7 +129,22 @@ def main(argv=None) -> int:
     p = sub.add_parser("info", help="print the detected format, config and parameter count of a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--num-heads", type=int, default=None, help="head count, for small custom models")
+    p.add_argument("--keymap", default=None,
+                   help="key map JSON (regex -> our key); default: <weights>.vera-keymap.json")
+    p.add_argument("--explain", action="store_true",
+                   help="say what was detected: container, layout, which prefix became which branch "
+                        "and by which rule, the conditioning tensors")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("convert", help="write any loadable Vera checkpoint in our single-file format")
+    p.add_argument("input", help="a Vera checkpoint in any layout or container")
+    p.add_argument("output", help="the .safetensors file to write (never the input)")
+    p.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp32", "fp8"), default="bf16",
+                   help="fp8: block weights in float8 with scale_weight (ComfyUI's scaled fp8)")
+    p.add_argument("--num-heads", type=int, default=None, help="head count, for small custom models")
+    p.add_argument("--keymap", default=None, help="key map JSON (see info --keymap)")
+    p.add_argument("--untrained-from-wan", action="store_true",
+                   help="the input is a plain Wan2.1 T2V file: write an untrained Vera from it")
+    p.set_defaults(func=cmd_convert)
     edit_command.add_parser(sub)
 
     p = sub.add_parser("data", help="layered datasets: build synthetic data, or validate a dataset")

@@ -55,11 +55,13 @@ def tiny_defaults(folder: Path = TINY_DIR) -> SamplingSettings:
 def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "auto",
                 device: str | torch.device = "auto", attention: str = "auto",
                 vae: str | Path | None = None, text_encoder: str | Path | None = None,
-                num_heads: int | None = None) -> Bundle:
+                num_heads: int | None = None, keymap: str | Path | None = None,
+                from_wan: bool = False, conditioning: str = "add") -> Bundle:
     """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.precision`).
 
     vae / text_encoder: a Wan2.1 VAE file and a UMT5 folder to load beside a model file (the CLI
-    needs them; ComfyUI brings its own). vera-tiny brings both and ignores these.
+    needs them; ComfyUI brings its own). vera-tiny brings both and ignores these. keymap,
+    from_wan, conditioning: see `vera.weights.load_model`.
     """
     from .precision import resolve_device
     from .text import TextEncoder
@@ -68,7 +70,8 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
 
     device = resolve_device(device)
     model = load_model(name_or_path, weight_dtype, device, num_heads=num_heads,
-                       attention_backend=attention)
+                       attention_backend=attention, from_wan=from_wan, keymap=keymap,
+                       conditioning=conditioning)
     if str(name_or_path) == TINY_NAME:
         recipe = tiny_recipe()
         return Bundle(model, TINY_NAME, tiny_defaults(),

@@ -32,7 +32,7 @@ def bundle_from_args(args):
         raise ValueError(f"--model {args.model}: a checkpoint other than {TINY_NAME} also needs "
                          "--vae FILE and --text-encoder FOLDER")
     return load_bundle(args.model, args.weight_dtype, args.device, args.attention, args.vae,
-                       args.text_encoder)
+                       args.text_encoder, keymap=args.keymap, from_wan=args.untrained_from_wan)
 
 
 def settings_from_args(args, defaults):
@@ -110,6 +110,11 @@ def add_model_arguments(p) -> None:
                         "(half of bf16)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--attention", choices=BACKEND_CHOICES, default="auto")
+    p.add_argument("--keymap", default=None,
+                   help="key map JSON for a Vera file in an unknown layout (see the README)")
+    p.add_argument("--untrained-from-wan", action="store_true",
+                   help="--model is a plain Wan2.1 T2V file: start all three branches from it "
+                        "(an untrained Vera, for checks; it edits nothing useful)")
 
 
 def add_sampling_arguments(p) -> None:

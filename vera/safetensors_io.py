@@ -10,9 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from .files import atomic_path
 
 DTYPES = {
@@ -121,23 +118,47 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     return entries, metadata
 
 
+def read_tensor(entry: TensorEntry) -> torch.Tensor:
+    """One tensor, read with a single `readinto` into a new CPU tensor of its stored dtype (the
+    header was checked by `read_header`; nothing stays memory-mapped)."""
+    raw = torch.empty(entry.nbytes, dtype=torch.uint8)
+    with open(entry.file, "rb") as f:
+        f.seek(entry.data_start + entry.offsets[0])
+        if entry.nbytes and f.readinto(raw.numpy()) != entry.nbytes:
+            raise CheckpointError(f"{entry.file}: the file ended while reading a tensor; it is "
+                                  "truncated: fetch it again")
+    return raw.view(DTYPES[entry.dtype]).reshape(entry.shape)
+
+
 def load_tensors(entries: dict[str, TensorEntry], names=None) -> dict[str, torch.Tensor]:
-    """Read the named tensors (all by default) from the files their entries point to, on CPU."""
-    names = list(entries) if names is None else list(names)
-    by_file: dict[Path, list[str]] = {}
-    for n in names:
-        by_file.setdefault(entries[n].file, []).append(n)
-    out = {}
-    for file, keys in by_file.items():
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            for k in keys:
-                out[k] = f.get_tensor(k)
-    return out
+    """Read the named tensors (all by default) on the CPU."""
+    return {n: read_tensor(entries[n]) for n in (entries if names is None else names)}
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path,
+def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path,
                 metadata: dict[str, str] | None = None) -> Path:
-    """Write a safetensors file atomically (see `vera.files.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+    """Write a safetensors file tensor by tensor (never a second copy of the whole state), atomically
+    (see `vera.files.atomic_path`). The header is padded to 8 bytes, as the format's own writer
+    does."""
+    names = {dtype: name for name, dtype in DTYPES.items()}
+    header, offset = {}, 0
+    for key, tensor in tensors.items():
+        if tensor.dtype not in names:
+            raise ValueError(f"{key}: dtype {tensor.dtype} cannot be stored in safetensors")
+        size = tensor.numel() * tensor.element_size()
+        header[key] = {"dtype": names[tensor.dtype], "shape": list(tensor.shape),
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **header}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for tensor in tensors.values():
+            data = tensor.detach().to("cpu").contiguous()
+            if data.numel():
+                f.write(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
     return Path(path)
+

@@ -33,11 +33,9 @@ def wan_video_model(init: str | Path | None, model_config: VeraConfig | None, so
             raise ValueError("training from scratch needs a model config (--model-config JSON)")
         torch.manual_seed(0)
         return WanVideoModel(model_config, source_conditioning)
-    info = detect(init)
-    if not info.format.startswith("wan-"):
-        raise ValueError(f"{init}: the {info.format} file cannot start a single-branch model; give a Wan2.1 T2V file")
-    model = WanVideoModel(info.config, source_conditioning)
-    model.branch.load_state_dict(read_wan_branch(info, torch.float32), strict=True)
+    config, state = read_wan_branch(init, torch.float32)
+    model = WanVideoModel(config, source_conditioning)
+    model.branch.load_state_dict(state, strict=True)
     return model
 
 
@@ -71,7 +69,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str 
     if config.mode == "vera":
         if init is None:
             raise ValueError("vera mode starts from a Wan2.1 T2V file or a Vera file: pass --init")
-        model = load_model(init)
+        # a Wan2.1 T2V file starts a fresh Vera (the paper's recipe); a Vera file continues training
+        model = load_model(init, "fp32", from_wan=detect(init).format != "vera")
         if config.lora_rank:
             from .lora import shared_base_lora
             model = shared_base_lora(model, config.lora_rank)
