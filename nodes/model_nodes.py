@@ -44,17 +44,22 @@ def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str
     return bundle
 
 
-WEIGHT_DTYPE_TOOLTIP = ("Precision of the weights. auto: bf16 on GPU, fp32 on CPU. fp8: transformer "
-                        "weights stored in float8 (about half of bf16's memory), computed in bf16; "
-                        "an fp8 file stays fp8.")
-ATTENTION_TOOLTIP = "Attention kernel. auto: xformers on CUDA when its kernels load, else PyTorch SDPA."
+WEIGHT_DTYPE = (list(WEIGHT_DTYPES), {
+    "default": "auto",
+    "tooltip": "Precision of the weights. auto: bf16 on GPU, fp32 on CPU. fp8: transformer "
+               "weights stored in float8 (about half of bf16's memory), computed in bf16; an fp8 "
+               "file stays fp8."})
+ATTENTION = (list(BACKEND_CHOICES), {
+    "default": "auto",
+    "tooltip": "Attention kernel. auto: xformers on CUDA when its kernels load, else PyTorch "
+               "SDPA."})
 
 
 class VeraLoadModel:
-    DESCRIPTION = ("Load a Vera model: the embedded vera-tiny (runs on CPU, knows only simple shapes and "
-                   "patterns), or Vera weights from models/diffusion_models in any layout or container "
-                   "(safetensors, shards, .pt). Plain Wan2.1 T2V files are not listed here: see "
-                   "'Untrained Vera from Wan2.1'.")
+    DESCRIPTION = ("Load a Vera model: the embedded vera-tiny (runs on CPU, knows only simple "
+                   "shapes and patterns), or Vera weights from models/diffusion_models in any "
+                   "layout or container (safetensors, shards, .pt). Plain Wan2.1 T2V files are not "
+                   "listed here: see 'Untrained Vera from Wan2.1'.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (VERA_MODEL,)
@@ -66,11 +71,11 @@ class VeraLoadModel:
         return {
             "required": {
                 "model_name": ([TINY_NAME] + checkpoints_of_kind("vera"), {
-                    "tooltip": "vera-tiny, or Vera weights in models/diffusion_models (recognised by "
-                               "their structure; a <name>.vera-keymap.json beside a file renames "
-                               "its tensors first)."}),
-                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
-                "attention": (list(BACKEND_CHOICES), {"default": "auto", "tooltip": ATTENTION_TOOLTIP}),
+                    "tooltip": "vera-tiny, or Vera weights in models/diffusion_models (recognised "
+                               "by their structure; a <name>.vera-keymap.json beside a file "
+                               "renames its tensors first)."}),
+                "weight_dtype": WEIGHT_DTYPE,
+                "attention": ATTENTION,
             }
         }
 
@@ -79,9 +84,10 @@ class VeraLoadModel:
 
 
 class VeraFromWan:
-    DESCRIPTION = ("Untrained Vera from Wan2.1, for training: all three branches start from a Wan2.1 T2V "
-                   "file (the paper's starting point), the conditioning at zero. It edits nothing useful "
-                   "until it is trained; for editing, load Vera weights with Load Vera Model.")
+    DESCRIPTION = ("Untrained Vera from Wan2.1, for training: all three branches start from a "
+                   "Wan2.1 T2V file (the paper's starting point), the conditioning at zero. It "
+                   "edits nothing useful until it is trained; for editing, load Vera weights with "
+                   "Load Vera Model.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (VERA_MODEL,)
@@ -96,10 +102,11 @@ class VeraFromWan:
                     "tooltip": "A Wan2.1 T2V file in models/diffusion_models (ComfyUI, original or "
                                "diffusers keys; fp32/bf16/fp16/fp8)."}),
                 "conditioning": (list(CONDITIONING_MODES), {
-                    "default": "add", "tooltip": "add: source and mask tokens added to the composite / "
-                                                 "alpha tokens (the paper's design). sequence: appended."}),
-                "weight_dtype": (list(WEIGHT_DTYPES), {"default": "auto", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
-                "attention": (list(BACKEND_CHOICES), {"default": "auto", "tooltip": ATTENTION_TOOLTIP}),
+                    "default": "add",
+                    "tooltip": "add: source and mask tokens added to the composite / alpha tokens "
+                               "(the paper's design). sequence: appended."}),
+                "weight_dtype": WEIGHT_DTYPE,
+                "attention": ATTENTION,
             }
         }
 

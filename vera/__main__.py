@@ -132,15 +132,16 @@ def main(argv=None) -> int:
     p.add_argument("--keymap", default=None,
                    help="key map JSON (regex -> our key); default: <weights>.vera-keymap.json")
     p.add_argument("--explain", action="store_true",
-                   help="say what was detected: container, layout, which prefix became which branch "
-                        "and by which rule, the conditioning tensors")
+                   help="say what was detected: container, layout, which prefix became which "
+                        "branch and by which rule, the conditioning tensors")
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("convert", help="write any loadable Vera checkpoint in our single-file format")
+    p = sub.add_parser("convert",
+                       help="write a Vera checkpoint of any layout in our single-file format")
     p.add_argument("input", help="a Vera checkpoint in any layout or container")
     p.add_argument("output", help="the .safetensors file to write (never the input)")
     p.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp32", "fp8"), default="bf16",
                    help="fp8: block weights in float8 with scale_weight (ComfyUI's scaled fp8)")
-    p.add_argument("--num-heads", type=int, default=None, help="head count, for small custom models")
+    p.add_argument("--num-heads", type=int, default=None, help="head count (small custom models)")
     p.add_argument("--keymap", default=None, help="key map JSON (see info --keymap)")
     p.add_argument("--untrained-from-wan", action="store_true",
                    help="the input is a plain Wan2.1 T2V file: write an untrained Vera from it")

@@ -11,6 +11,7 @@ Safetensors tensors are read with one `readinto` each straight into a new tensor
 `safetensors_io.read_tensor`), so reading never holds more than the tensor being read, and nothing
 is memory-mapped behind the caller's back.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,27 @@ import torch
 from .safetensors_io import DTYPES, CheckpointError, TensorEntry, read_header, read_tensor
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-NESTING_KEYS = ("ema", "model_ema", "ema_model", "state_dict", "model", "module", "net",
-                "model_state_dict", "weights", "params")  # tried in this order; EMA first
-PIPELINE_PARTS = ("vae", "text_encoder", "tokenizer", "scheduler", "image_encoder",
-                  "image_processor", "feature_extractor")
+NESTING_KEYS = (
+    "ema",
+    "model_ema",
+    "ema_model",
+    "state_dict",
+    "model",
+    "module",
+    "net",
+    "model_state_dict",
+    "weights",
+    "params",
+)  # tried in this order; EMA first
+PIPELINE_PARTS = (
+    "vae",
+    "text_encoder",
+    "tokenizer",
+    "scheduler",
+    "image_encoder",
+    "image_processor",
+    "feature_extractor",
+)
 
 
 @dataclass
@@ -66,8 +84,10 @@ class Checkpoint:
 
 
 def _safetensor_refs(entries: dict[str, TensorEntry]) -> dict[str, TensorRef]:
-    return {name: TensorRef(name, e.shape, DTYPES[e.dtype], (lambda e=e: read_tensor(e)))
-            for name, e in entries.items()}
+    return {
+        name: TensorRef(name, e.shape, DTYPES[e.dtype], (lambda e=e: read_tensor(e)))
+        for name, e in entries.items()
+    }
 
 
 def _open_safetensors(path: Path) -> Checkpoint:
@@ -75,8 +95,9 @@ def _open_safetensors(path: Path) -> Checkpoint:
     return Checkpoint(path, "safetensors", _safetensor_refs(entries), metadata)
 
 
-def _open_shards(files: list[Path], path: Path, container: str, config: dict,
-                 weight_map: dict | None = None) -> Checkpoint:
+def _open_shards(
+    files: list[Path], path: Path, container: str, config: dict, weight_map: dict | None = None
+) -> Checkpoint:
     """Shards of one model -> one Checkpoint; with an index, every tensor it lists must be in the
     shard it names."""
     tensors, metadata = {}, {}
@@ -84,17 +105,21 @@ def _open_shards(files: list[Path], path: Path, container: str, config: dict,
         entries, meta = read_header(file)
         duplicates = sorted(set(entries) & set(tensors))
         if duplicates:
-            raise CheckpointError(f"{path}: tensor {duplicates[0]!r} is in more than one shard "
-                                  f"({file.name} and another); the shards do not belong together")
+            raise CheckpointError(
+                f"{path}: tensor {duplicates[0]!r} is in more than one shard "
+                f"({file.name} and another); the shards do not belong together"
+            )
         tensors.update(_safetensor_refs(entries))
         metadata.update(meta)
     if weight_map is not None:
         missing = sorted(set(weight_map) - set(tensors))
         if missing:
             shard = weight_map[missing[0]]
-            raise CheckpointError(f"{path}: the index lists {len(missing)} tensors that no shard holds "
-                                  f"(first: {missing[0]!r} in {shard}); a shard is missing or "
-                                  "incomplete")
+            raise CheckpointError(
+                f"{path}: the index lists {len(missing)} tensors that no shard holds "
+                f"(first: {missing[0]!r} in {shard}); a shard is missing or "
+                "incomplete"
+            )
     return Checkpoint(path, container, tensors, metadata, config)
 
 
@@ -117,28 +142,43 @@ def _open_index(index: Path) -> Checkpoint:
     for name in dict.fromkeys(weight_map.values()):
         file = index.parent / str(name)
         if not file.is_file() or file.parent.resolve() != index.parent.resolve():
-            raise CheckpointError(f"{index}: shard {name!r} is not beside the index; put every "
-                                  "shard in the same folder")
+            raise CheckpointError(
+                f"{index}: shard {name!r} is not beside the index; put every "
+                "shard in the same folder"
+            )
         files.append(file)
     folder = index.parent
-    config = _read_json(folder / "config.json", "config") if (folder / "config.json").is_file() else {}
+    config = (
+        _read_json(folder / "config.json", "config") if (folder / "config.json").is_file() else {}
+    )
     return _open_shards(files, index, "sharded safetensors", config, weight_map)
 
 
 def _open_folder(folder: Path) -> Checkpoint:
     if (folder / "model_index.json").is_file():
         parts = _read_json(folder / "model_index.json", "model index")
-        models = [folder / name for name in parts if not name.startswith("_")
-                  and name not in PIPELINE_PARTS and (folder / name).is_dir()]
+        models = [
+            folder / name
+            for name in parts
+            if not name.startswith("_") and name not in PIPELINE_PARTS and (folder / name).is_dir()
+        ]
         if not models:
-            raise CheckpointError(f"{folder}: a diffusers pipeline folder without a transformer "
-                                  "subfolder (model_index.json lists none)")
+            raise CheckpointError(
+                f"{folder}: a diffusers pipeline folder without a transformer "
+                "subfolder (model_index.json lists none)"
+            )
         opened = [_open_folder(m) for m in models]
         if len(opened) == 1:
             only = opened[0]
             only.notes.insert(0, f"diffusers pipeline folder: read {models[0].name}/")
-            return Checkpoint(folder, f"diffusers folder ({only.container})", only.tensors,
-                              only.metadata, only.config, only.notes)
+            return Checkpoint(
+                folder,
+                f"diffusers folder ({only.container})",
+                only.tensors,
+                only.metadata,
+                only.config,
+                only.notes,
+            )
         tensors = {f"{m.name}.{k}": t for m, c in zip(models, opened) for k, t in c.tensors.items()}
         config = next((c.config for c in opened if c.config), {})
         note = f"diffusers pipeline folder: {', '.join(m.name for m in models)} (names prefixed)"
@@ -151,9 +191,12 @@ def _open_folder(folder: Path) -> Checkpoint:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{folder}: folder has no .safetensors files")
-    config = _read_json(folder / "config.json", "config") if (folder / "config.json").is_file() else {}
-    return _open_shards(files, folder, "safetensors folder" if len(files) > 1 else "safetensors",
-                        config)
+    config = (
+        _read_json(folder / "config.json", "config") if (folder / "config.json").is_file() else {}
+    )
+    return _open_shards(
+        files, folder, "safetensors folder" if len(files) > 1 else "safetensors", config
+    )
 
 
 def _tensor_dicts(obj, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -172,21 +215,26 @@ def _tensor_dicts(obj, prefix: str = "") -> dict[str, torch.Tensor]:
 def _unwrap(obj, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A loaded pickle -> the state dict in it (nesting unwrapped), and what was chosen."""
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict; save "
-                              "model.state_dict() instead")
+        raise CheckpointError(
+            f"{path}: holds a {type(obj).__name__}, not a state dict; save "
+            "model.state_dict() instead"
+        )
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj), []
     nested = {k: v for k, v in obj.items() if isinstance(v, dict) and _tensor_dicts(v)}
     for key in NESTING_KEYS:
         if key in nested:
             others = sorted(set(nested) - {key})
-            note = f"state dict taken from {key!r}" + (f" (ignored: {', '.join(others)})"
-                                                       if others else "")
+            note = f"state dict taken from {key!r}" + (
+                f" (ignored: {', '.join(others)})" if others else ""
+            )
             tensors, notes = _unwrap(nested[key], path)
             return tensors, [note, *notes]
     tensors = _tensor_dicts(obj)
     if not tensors:
-        raise CheckpointError(f"{path}: holds no tensors (keys: {', '.join(map(str, list(obj)[:8]))})")
+        raise CheckpointError(
+            f"{path}: holds no tensors (keys: {', '.join(map(str, list(obj)[:8]))})"
+        )
     return tensors, ["tensors gathered from the whole file (no state_dict / model / ema key)"]
 
 
@@ -197,12 +245,14 @@ def _open_pickle(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{path}: loading it would need arbitrary unpickling, which can run code, so it is not "
             f"loaded ({str(error).splitlines()[0][:200]}); save a plain state dict "
-            "(torch.save(model.state_dict(), ...)) or convert it to .safetensors") from None
+            "(torch.save(model.state_dict(), ...)) or convert it to .safetensors"
+        ) from None
     except RuntimeError as error:
         if "mmap" in str(error) or "zip" in str(error).lower():
-            raise CheckpointError(f"{path}: an old torch.save format that cannot be memory-mapped; "
-                                  "re-save it with a current torch or convert it to .safetensors"
-                                  ) from None
+            raise CheckpointError(
+                f"{path}: an old torch.save format that cannot be memory-mapped; "
+                "re-save it with a current torch or convert it to .safetensors"
+            ) from None
         raise CheckpointError(f"{path}: not a loadable torch checkpoint ({error})") from None
     except (EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: damaged or not a torch checkpoint ({error})") from None

@@ -14,8 +14,10 @@ One complete set and nothing else is a plain Wan2.1 T2V file. Anything ambiguous
 left over is refused with the candidates listed; a key map (regex -> our key, JSON) renames or
 drops tensors first. The result, a `Plan`, maps every key of our model to a tensor of the file.
 """
+
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -35,7 +37,10 @@ DIFFUSERS_TO_WAN = [
     (r"^condition_embedder\.time_proj\.", "time_projection.1."),
     (r"\.attn1\.", ".self_attn."),
     (r"\.attn2\.", ".cross_attn."),
-    (r"\.to_q\.", ".q."), (r"\.to_k\.", ".k."), (r"\.to_v\.", ".v."), (r"\.to_out\.0\.", ".o."),
+    (r"\.to_q\.", ".q."),
+    (r"\.to_k\.", ".k."),
+    (r"\.to_v\.", ".v."),
+    (r"\.to_out\.0\.", ".o."),
     (r"^(blocks\.\d+)\.norm2\.", r"\1.norm3."),
     (r"\.ffn\.net\.0\.proj\.", ".ffn.0."),
     (r"\.ffn\.net\.2\.", ".ffn.2."),
@@ -43,16 +48,29 @@ DIFFUSERS_TO_WAN = [
     (r"^scale_shift_table$", "head.modulation"),
     (r"^proj_out\.", "head.head."),
 ]
-WRAPPERS = ("model.diffusion_model.", "diffusion_model.", "model.", "module.", "transformer.",
-            "_orig_mod.")
+WRAPPERS = (
+    "model.diffusion_model.",
+    "diffusion_model.",
+    "model.",
+    "module.",
+    "transformer.",
+    "_orig_mod.",
+)
 SCALE_SUFFIXES = (".scale_weight", ".scale_input")
 FP8_MARKER = "scaled_fp8"
-BRANCH_TOKENS = {"edit": {"edit", "fg", "foreground", "layer", "rgb"}, "alpha": {"alpha", "matte"},
-                 "composite": {"composite", "comp"}}
-EMBEDDING_TOKENS = {"source_embedding": {"src", "source", "input", "video", "cond"},
-                    "mask_embedding": {"mask"}}
-LAYER_TOKENS = {"layer_embedding_alpha": {"alpha", "matte"},
-                "layer_embedding_composite": {"composite", "comp"}}
+BRANCH_TOKENS = {
+    "edit": {"edit", "fg", "foreground", "layer", "rgb"},
+    "alpha": {"alpha", "matte"},
+    "composite": {"composite", "comp"},
+}
+EMBEDDING_TOKENS = {
+    "source_embedding": {"src", "source", "input", "video", "cond"},
+    "mask_embedding": {"mask"},
+}
+LAYER_TOKENS = {
+    "layer_embedding_alpha": {"alpha", "matte"},
+    "layer_embedding_composite": {"composite", "comp"},
+}
 
 
 def rename(key: str, rules) -> str:
@@ -85,7 +103,7 @@ class Plan:
         return "vera" if self.kind == "vera" else self.naming
 
 
-# -- key maps ---------------------------------------------------------------------------------------
+# -- key maps --------------------------------------------------------------------------------------
 def read_keymap(path: str | Path) -> list[tuple[re.Pattern, str | None]]:
     """A JSON object {regex: our key or null}; a regex must match a whole tensor name, the key may
     use its groups (\\1); null drops the tensor. Rules are tried in file order."""
@@ -94,15 +112,21 @@ def read_keymap(path: str | Path) -> list[tuple[re.Pattern, str | None]]:
         rules = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"key map {path}: cannot be read as JSON ({error})") from None
-    if not isinstance(rules, dict) or not all(isinstance(v, (str, type(None))) for v in rules.values()):
-        raise CheckpointError(f"key map {path}: must be a JSON object of regex -> our key (or null "
-                              "to drop the tensor)")
+    if not isinstance(rules, dict) or not all(
+        isinstance(v, (str, type(None))) for v in rules.values()
+    ):
+        raise CheckpointError(
+            f"key map {path}: must be a JSON object of regex -> our key (or null "
+            "to drop the tensor)"
+        )
     compiled = []
     for pattern, target in rules.items():
         try:
             compiled.append((re.compile(pattern), target))
         except re.error as error:
-            raise CheckpointError(f"key map {path}: {pattern!r} is not a valid regex ({error})") from None
+            raise CheckpointError(
+                f"key map {path}: {pattern!r} is not a valid regex ({error})"
+            ) from None
     return compiled
 
 
@@ -110,10 +134,14 @@ def keymap_beside(path: Path) -> Path | None:
     """`<weights name>.vera-keymap.json` (or `<stem>.vera-keymap.json`, or `vera-keymap.json` in a
     folder) next to the weights, picked up without being asked for (what the ComfyUI node uses)."""
     path = Path(path)
-    candidates = ([path / "vera-keymap.json", path.with_name(path.name + ".vera-keymap.json")]
-                  if path.is_dir() else
-                  [path.with_name(path.name + ".vera-keymap.json"),
-                   path.with_name(path.stem + ".vera-keymap.json")])
+    candidates = (
+        [path / "vera-keymap.json", path.with_name(path.name + ".vera-keymap.json")]
+        if path.is_dir()
+        else [
+            path.with_name(path.name + ".vera-keymap.json"),
+            path.with_name(path.stem + ".vera-keymap.json"),
+        ]
+    )
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -136,7 +164,7 @@ def apply_keymap(names: list[str], rules, explain: list[str]) -> dict[str, str]:
     return out
 
 
-# -- structure --------------------------------------------------------------------------------------
+# -- structure -------------------------------------------------------------------------------------
 def _strip_wrappers(names: list[str], explain: list[str]) -> dict[str, str]:
     """-> {stripped name: name}. Known wrappers are stripped while every name has one; then one
     more dotted prefix that every name shares (so a Vera file saved inside any module loads)."""
@@ -147,7 +175,7 @@ def _strip_wrappers(names: list[str], explain: list[str]) -> dict[str, str]:
         wrapper = next((w for w in WRAPPERS if keys and all(k.startswith(w) for k in keys)), None)
         if wrapper is None:
             break
-        current = {k[len(wrapper):]: v for k, v in current.items()}
+        current = {k[len(wrapper) :]: v for k, v in current.items()}
         stripped.append(wrapper)
     keys = list(current)
     parts = [k.split(".") for k in keys]
@@ -158,7 +186,7 @@ def _strip_wrappers(names: list[str], explain: list[str]) -> dict[str, str]:
         common.append(level[0])
     if common and all(len(p) > len(common) for p in parts) and "blocks" not in common:
         prefix = ".".join(common) + "."
-        current = {k[len(prefix):]: v for k, v in current.items()}
+        current = {k[len(prefix) :]: v for k, v in current.items()}
         stripped.append(prefix)
     if stripped:
         explain.append(f"wrapper prefix stripped: {''.join(stripped)}")
@@ -169,11 +197,22 @@ def _tokens(text: str) -> set[str]:
     return {t for t in re.split(r"[^a-z0-9]+", text.lower()) if t}
 
 
+@functools.lru_cache(maxsize=8)
 def _branch_keys(config: VeraConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of one branch with its shape, read off a one-block branch on the meta device (its
+    block repeated for every layer: building all of them there takes seconds)."""
     from .model import WanBranch
 
     with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in WanBranch(config).state_dict().items()}
+        one = WanBranch(config.replace(num_layers=1)).state_dict()
+    keys = {}
+    for key, value in one.items():
+        if key.startswith("blocks.0."):
+            for layer in range(config.num_layers):
+                keys[f"blocks.{layer}.{key[len('blocks.0.'):]}"] = tuple(value.shape)
+        else:
+            keys[key] = tuple(value.shape)
+    return keys
 
 
 @dataclass
@@ -196,12 +235,21 @@ def _find_dits(shapes: dict[str, tuple[int, ...]]) -> list[_DiT]:
     dits = []
     for prefix in sorted(prefixes):
         nested = [q for q in prefixes if len(q) > len(prefix) and q.startswith(prefix)]
-        inner = {n[len(prefix):]: n for n in shapes
-                 if n.startswith(prefix) and not any(n.startswith(q) for q in nested)}
+        inner = {
+            n[len(prefix) :]: n
+            for n in shapes
+            if n.startswith(prefix) and not any(n.startswith(q) for q in nested)
+        }
         diffusers = any(k.startswith("condition_embedder.") or ".attn1." in k for k in inner)
         names = {rename(k, DIFFUSERS_TO_WAN) if diffusers else k: n for k, n in inner.items()}
-        dits.append(_DiT(prefix, "wan-diffusers" if diffusers else "wan-original", names,
-                         {k: shapes[n] for k, n in names.items()}))
+        dits.append(
+            _DiT(
+                prefix,
+                "wan-diffusers" if diffusers else "wan-original",
+                names,
+                {k: shapes[n] for k, n in names.items()},
+            )
+        )
     return dits
 
 
@@ -221,42 +269,54 @@ def _complete(dit: _DiT, num_heads: int | None) -> tuple[VeraConfig | None, list
     for key in [k for k in dit.shapes if k not in expected]:
         del dit.shapes[key], dit.names[key]
     missing = sorted(k for k in expected if k not in dit.shapes)
-    wrong = [f"{k} (shape {dit.shapes[k]}, expected {expected[k]})" for k in expected
-             if k in dit.shapes and tuple(dit.shapes[k]) != expected[k]]
+    wrong = [
+        f"{k} (shape {dit.shapes[k]}, expected {expected[k]})"
+        for k in expected
+        if k in dit.shapes and tuple(dit.shapes[k]) != expected[k]
+    ]
     return (None if note else config), missing + wrong, note
 
 
-def _assign(candidates: list[str], token_sets: dict[str, set[str]], what: str,
-            index_of=None) -> tuple[dict[str, str], str]:
+def _assign(
+    candidates: list[str], token_sets: dict[str, set[str]], what: str, index_of=None
+) -> tuple[dict[str, str], str]:
     """Roles for candidate names -> ({role: candidate}, rule). By distinguishing name tokens; else
     by an index in the names (paper order); else, when no name says anything, by order. Refuses
     when names point to roles ambiguously."""
     roles = list(token_sets)
     common = set.intersection(*(_tokens(c) for c in candidates)) if candidates else set()
-    matches = {c: {r for r, toks in token_sets.items() if toks & (_tokens(c) - common)}
-               for c in candidates}
+    matches = {
+        c: {r for r, toks in token_sets.items() if toks & (_tokens(c) - common)} for c in candidates
+    }
     claimed = [m for m in matches.values() if m]
     unique = all(len(m) <= 1 for m in matches.values()) and len(
-        {next(iter(m)) for m in claimed}) == len(claimed)
+        {next(iter(m)) for m in claimed}
+    ) == len(claimed)
     if unique and len(claimed) == len(roles):
         return {next(iter(m)): c for c, m in matches.items()}, "by name"
     if unique and len(claimed) == len(roles) - 1:  # one unnamed candidate takes the one role left
         assigned = {next(iter(m)): c for c, m in matches.items() if m}
         left = next(r for r in roles if r not in assigned)
         assigned[left] = next(c for c, m in matches.items() if not m)
-        return assigned, "by name (the unnamed one is the role left)"
+        return assigned, "by name; the unnamed one takes the role left"
     if claimed:
-        listed = "; ".join(f"{c!r} -> {', '.join(sorted(m)) or 'nothing'}" for c, m in matches.items())
-        raise CheckpointError(f"cannot tell which {what} is which from the names ({listed}); write a "
-                              "key map (see the README) that renames them")
+        listed = "; ".join(
+            f"{c!r} -> {', '.join(sorted(m)) or 'nothing'}" for c, m in matches.items()
+        )
+        raise CheckpointError(
+            f"cannot tell which {what} is which from the names ({listed}); write a "
+            "key map (see the README) that renames them"
+        )
     if index_of is not None:
         indices = [index_of(c) for c in candidates]
         if all(i is not None for i in indices) and len(set(indices)) == len(indices):
             ordered = [c for _, c in sorted(zip(indices, candidates))]
             return dict(zip(roles, ordered)), "by index, in the paper's order"
-        raise CheckpointError(f"cannot tell which {what} is which: {', '.join(map(repr, candidates))} "
-                              "carry no name or index that says; write a key map (see the README)")
-    return dict(zip(roles, candidates)), "by order in the file (no name says which)"
+        raise CheckpointError(
+            f"cannot tell which {what} is which: {', '.join(map(repr, candidates))} "
+            "carry no name or index that says; write a key map (see the README)"
+        )
+    return dict(zip(roles, candidates)), "by order in the file: no name says which"
 
 
 def _index_in(prefix: str) -> int | None:
@@ -272,17 +332,24 @@ def _modules(names: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _conditioning(rest: dict[str, tuple[int, ...]], patch_shape: tuple[int, ...], dim: int,
-                  explain: list[str]) -> tuple[dict[str, str], set[str]]:
+def _conditioning(
+    rest: dict[str, tuple[int, ...]], patch_shape: tuple[int, ...], dim: int, explain: list[str]
+) -> tuple[dict[str, str], set[str]]:
     """The source / mask patch embeddings and the two layer embeddings among the tensors outside
     the branches -> ({our key: file name}, names used)."""
     sources, used = {}, set()
     modules = _modules(list(rest))
-    convs = [m for m, ns in modules.items() if any(n.endswith("weight") or n == m for n in ns)
-             and tuple(rest[next(n for n in ns if n != f"{m}.bias")]) == patch_shape]
+    convs = [
+        m
+        for m, ns in modules.items()
+        if any(n.endswith("weight") or n == m for n in ns)
+        and tuple(rest[next(n for n in ns if n != f"{m}.bias")]) == patch_shape
+    ]
     if len(convs) > 2:
-        raise CheckpointError(f"{len(convs)} patch embeddings outside the branches "
-                              f"({', '.join(convs)}); a Vera file has two (source and mask)")
+        raise CheckpointError(
+            f"{len(convs)} patch embeddings outside the branches "
+            f"({', '.join(convs)}); a Vera file has two (source and mask)"
+        )
     if convs:
         if len(convs) == 1:
             roles, rule = {"source_embedding": convs[0]}, "the only one"
@@ -297,12 +364,16 @@ def _conditioning(rest: dict[str, tuple[int, ...]], patch_shape: tuple[int, ...]
                 sources[f"{role}.{part}"] = n
                 used.add(n)
             explain.append(f"{role.replace('_', ' ')}: {module} ({rule})")
-    vectors = [n for n in rest if n not in used and tuple(rest[n]) in ((dim,), (1, dim), (1, 1, dim))]
+    vectors = [
+        n for n in rest if n not in used and tuple(rest[n]) in ((dim,), (1, dim), (1, 1, dim))
+    ]
     if vectors:
         if len(vectors) != 2:
-            raise CheckpointError(f"{len(vectors)} {dim}-element tensors outside the branches "
-                                  f"({', '.join(vectors)}); a Vera file has two layer embeddings "
-                                  "(alpha and composite)")
+            raise CheckpointError(
+                f"{len(vectors)} {dim}-element tensors outside the branches "
+                f"({', '.join(vectors)}); a Vera file has two layer embeddings "
+                "(alpha and composite)"
+            )
         roles, rule = _assign(vectors, LAYER_TOKENS, "layer embedding")
         for role, n in roles.items():
             sources[role] = n
@@ -314,26 +385,36 @@ def _conditioning(rest: dict[str, tuple[int, ...]], patch_shape: tuple[int, ...]
 def _refuse_wrong_kind(path, names: list[str], shapes: dict) -> None:
     has = lambda fragment: any(fragment in n for n in names)
     if has("decoder.") and has("encoder.") and not has("blocks.0."):
-        raise CheckpointError(f"{path}: this is a VAE file, not a diffusion model; load it as the VAE "
-                              "instead")
+        raise CheckpointError(
+            f"{path}: this is a VAE file, not a diffusion model; load it as the VAE instead"
+        )
     if has("shared.weight") or has("encoder.block.0."):
         raise CheckpointError(f"{path}: this is a text encoder (UMT5) file, not a diffusion model")
     if has("img_emb.") or has("k_img") or has("add_k_proj") or has("image_embedder"):
-        raise CheckpointError(f"{path}: this is a Wan image-to-video (I2V) model; Vera is built from a "
-                              "Wan2.1 text-to-video (T2V) model")
+        raise CheckpointError(
+            f"{path}: this is a Wan image-to-video (I2V) model; Vera is built from a "
+            "Wan2.1 text-to-video (T2V) model"
+        )
     if has("vace_blocks") or has("vace_patch_embedding"):
-        raise CheckpointError(f"{path}: this is a Wan VACE model; Vera is built from a plain Wan2.1 "
-                              "T2V model")
+        raise CheckpointError(
+            f"{path}: this is a Wan VACE model; Vera is built from a plain Wan2.1 T2V model"
+        )
     for name, shape in shapes.items():
         if name.endswith("patch_embedding.weight") and len(shape) == 5 and shape[1] != 16:
             raise CheckpointError(
                 f"{path}: {name} takes {shape[1]} input channels; a Wan2.1 T2V model takes 16 (36 "
-                "means I2V/FLF2V, 48 Wan2.2-5B): use a Wan2.1 T2V file")
+                "means I2V/FLF2V, 48 Wan2.2-5B): use a Wan2.1 T2V file"
+            )
 
 
-def plan_from_shapes(path, shapes: dict[str, tuple[int, ...]], num_heads: int | None = None,
-                     config: VeraConfig | None = None, keymap=None,
-                     require_config: bool = True) -> Plan:
+def plan_from_shapes(
+    path,
+    shapes: dict[str, tuple[int, ...]],
+    num_heads: int | None = None,
+    config: VeraConfig | None = None,
+    keymap=None,
+    require_config: bool = True,
+) -> Plan:
     """The plan for a checkpoint with these tensor names and shapes (in stored order).
 
     config: a config the file carries (its metadata); its head count wins. keymap: rules from
@@ -351,16 +432,20 @@ def plan_from_shapes(path, shapes: dict[str, tuple[int, ...]], num_heads: int | 
     dits = _find_dits(local)
     if not dits:
         sample = ", ".join(names[:5])
-        raise CheckpointError(f"{path}: not a Wan2.1 T2V or Vera checkpoint (no Wan2.1 transformer "
-                              f"blocks under any prefix; first tensors: {sample})")
+        raise CheckpointError(
+            f"{path}: not a Wan2.1 T2V or Vera checkpoint (no Wan2.1 transformer "
+            f"blocks under any prefix; first tensors: {sample})"
+        )
     heads = num_heads or (config.num_heads if config is not None else None)
     checked = [(d, *_complete(d, heads)) for d in dits]
     for dit, cfg, missing, note in checked:
         if missing:
             shown = ", ".join(missing[:4])
-            raise CheckpointError(f"{path}: the Wan2.1 transformer under {dit.prefix or '(no prefix)'!r} "
-                                  f"is incomplete: {len(missing)} missing or wrong ({shown}); is this "
-                                  "the whole file (1.3B vs 14B, all shards)?")
+            raise CheckpointError(
+                f"{path}: the Wan2.1 transformer under {dit.prefix or '(no prefix)'!r} "
+                f"is incomplete: {len(missing)} missing or wrong ({shown}); is this "
+                "the whole file (1.3B vs 14B, all shards)?"
+            )
     configs = [_agree(path, cfg, config) for _, cfg, _, _ in checked]
     note = next((n for _, _, _, n in checked if n), "")
     if note and require_config:
@@ -373,21 +458,32 @@ def plan_from_shapes(path, shapes: dict[str, tuple[int, ...]], num_heads: int | 
         dit = dits[0]
         rest = sorted(set(local) - set(dit.names.values()))
         if rest:
-            raise CheckpointError(f"{path}: one Wan2.1 transformer plus {len(rest)} other tensors "
-                                  f"({', '.join(original[n] for n in rest[:5])}); neither a Wan2.1 "
-                                  "T2V file nor a Vera file (which has three transformers)")
-        explain.insert(0, f"layout: one Wan2.1 T2V transformer ({dit.naming} names"
-                       + (f", under {dit.prefix!r}" if dit.prefix else "") + ")")
+            raise CheckpointError(
+                f"{path}: one Wan2.1 transformer plus {len(rest)} other tensors "
+                f"({', '.join(original[n] for n in rest[:5])}); neither a Wan2.1 "
+                "T2V file nor a Vera file (which has three transformers)"
+            )
+        explain.insert(
+            0,
+            f"layout: one Wan2.1 T2V transformer ({dit.naming} names"
+            + (f", under {dit.prefix!r}" if dit.prefix else "")
+            + ")",
+        )
         sources = {k: original[n] for k, n in dit.names.items()}
-        return Plan("wan", dit.naming, configs[0], sources, _file_scales(sources, scale_of), explain,
-                    note)
+        return Plan(
+            "wan", dit.naming, configs[0], sources, _file_scales(sources, scale_of), explain, note
+        )
     if len(dits) != 3:
         listed = ", ".join(repr(d.prefix) for d in dits)
-        raise CheckpointError(f"{path}: {len(dits)} Wan2.1 transformers ({listed}); a Vera file has "
-                              "three (edit, alpha, composite)")
+        raise CheckpointError(
+            f"{path}: {len(dits)} Wan2.1 transformers ({listed}); a Vera file has "
+            "three (edit, alpha, composite)"
+        )
     if len({tuple(sorted(d.shapes.items())) for d in dits}) != 1:
-        raise CheckpointError(f"{path}: the three transformers ({', '.join(repr(d.prefix) for d in dits)}) "
-                              "differ in shape; Vera's branches are copies of one Wan2.1 size")
+        raise CheckpointError(
+            f"{path}: the three transformers ({', '.join(repr(d.prefix) for d in dits)}) "
+            "differ in shape; Vera's branches are copies of one Wan2.1 size"
+        )
     try:
         by_role, rule = _assign([d.prefix for d in dits], BRANCH_TOKENS, "transformer", _index_in)
     except CheckpointError as error:
@@ -405,22 +501,29 @@ def plan_from_shapes(path, shapes: dict[str, tuple[int, ...]], num_heads: int | 
     cfg = configs[0]
     if cfg is not None:
         try:
-            extra, used = _conditioning(rest, tuple(local[dits[0].names["patch_embedding.weight"]]),
-                                        cfg.dim, explain)
+            extra, used = _conditioning(
+                rest, tuple(local[dits[0].names["patch_embedding.weight"]]), cfg.dim, explain
+            )
         except CheckpointError as error:
             raise CheckpointError(f"{path}: {error}") from None
         sources.update({k: original[n] for k, n in extra.items()})
         left = sorted(set(rest) - used)
         if left:
-            raise CheckpointError(f"{path}: {len(left)} tensors outside the branches are not Vera's "
-                                  f"conditioning ({', '.join(original[n] for n in left[:6])}); drop "
-                                  "or rename them with a key map (see the README)")
+            raise CheckpointError(
+                f"{path}: {len(left)} tensors outside the branches are not Vera's "
+                f"conditioning ({', '.join(original[n] for n in left[:6])}); drop "
+                "or rename them with a key map (see the README)"
+            )
         if "layer_embedding_alpha" not in sources:
-            raise CheckpointError(f"{path}: no layer embeddings (two {cfg.dim}-element tensors) "
-                                  "outside the branches; the file is incomplete")
+            raise CheckpointError(
+                f"{path}: no layer embeddings (two {cfg.dim}-element tensors) "
+                "outside the branches; the file is incomplete"
+            )
         if "source_embedding.weight" not in sources:
-            raise CheckpointError(f"{path}: no source-video patch embedding outside the branches; "
-                                  "the file is incomplete")
+            raise CheckpointError(
+                f"{path}: no source-video patch embedding outside the branches; "
+                "the file is incomplete"
+            )
     return Plan("vera", naming, cfg, sources, _file_scales(sources, scale_of), explain, note)
 
 
@@ -429,11 +532,22 @@ def _agree(path, inferred: VeraConfig | None, stored: VeraConfig | None) -> Vera
     with it; else a refusal. Without one, the config the shapes imply."""
     if inferred is None or stored is None:
         return inferred
-    sizes = lambda c: (c.dim, c.num_layers, c.ffn_dim, c.text_dim, c.freq_dim, c.in_channels,
-                       c.out_channels, c.patch_size, c.cross_attn_norm)
+    sizes = lambda c: (
+        c.dim,
+        c.num_layers,
+        c.ffn_dim,
+        c.text_dim,
+        c.freq_dim,
+        c.in_channels,
+        c.out_channels,
+        c.patch_size,
+        c.cross_attn_norm,
+    )
     if sizes(inferred) != sizes(stored):
-        raise CheckpointError(f"{path}: the config in its metadata ({stored}) does not match its "
-                              f"tensor shapes ({inferred}); the file was edited or mislabelled")
+        raise CheckpointError(
+            f"{path}: the config in its metadata ({stored}) does not match its "
+            f"tensor shapes ({inferred}); the file was edited or mislabelled"
+        )
     return stored
 
 

@@ -1,5 +1,6 @@
 """Writing files safely: every write goes to a temporary name beside its target and is renamed into
 place, so a crash never leaves a half-written file and a reader never sees one."""
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,33 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux); the usual 0o022 elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return 0o022
+
+
+def as_if_created(path: str | Path, folder: bool = False) -> None:
+    """Give a file or folder made by `tempfile` (private, 0600 / 0700) the permissions a plain
+    `open` / `mkdir` would have given it, so outputs are as readable as any other file."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
+        as_if_created(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -74,18 +92,24 @@ def staged_folder(target: str | Path, replace: bool = False, name: str = "--out"
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{name} {target} is a file, not a folder; choose another name")
     if target.is_dir() and any(target.iterdir()) and not replace:
-        raise FileExistsError(f"{name} {target} already holds files; choose a new folder, or pass "
-                              "--overwrite to replace it (only once the new run is complete)")
+        raise FileExistsError(
+            f"{name} {target} already holds files; choose a new folder, or pass "
+            "--overwrite to replace it (only once the new run is complete)"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial",
-                                        dir=target.parent))
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        )
     except OSError as error:
         reason = error.strerror or error
-        raise PermissionError(f"{name} {target}: cannot write into {target.parent} ({reason}); "
-                              "choose a folder you can write to") from None
+        raise PermissionError(
+            f"{name} {target}: cannot write into {target.parent} ({reason}); "
+            "choose a folder you can write to"
+        ) from None
     try:
         yield staging
+        as_if_created(staging, folder=True)
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")

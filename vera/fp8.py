@@ -1,16 +1,17 @@
-"""fp8 weight storage: the transformer blocks' Linear weights kept in float8 (e4m3fn) with one scale per
-tensor, cast to the compute dtype on the fly. Compute stays in bf16 (GPU) or fp32 (CPU).
+"""fp8 weight storage: the transformer blocks' Linear weights kept in float8 (e4m3fn) with one scale
+per tensor, cast to the compute dtype on the fly. Compute stays in bf16 (GPU) or fp32 (CPU).
 
 The stored form is ComfyUI's scaled-fp8 convention: `<linear>.weight` in float8_e4m3fn and
 `<linear>.scale_weight` (float32, one value), weight = weight_fp8 * scale_weight; so our fp8 files
 are read by the same rule as ComfyUI's own `*_fp8_scaled` files.
 
-Block Linears are 98.1% of Vera-1.3B's parameters (98.3% at 14B), so the three branches' weights go from
-8.51 GB in bf16 to 4.34 GB (85.7 -> 43.6 GB at 14B); counted on the meta device, 2026-11-21.
+Block Linears are 98.1% of Vera-1.3B's parameters (98.3% at 14B), so the three branches' weights go
+from 8.51 GB in bf16 to 4.34 GB (85.7 -> 43.6 GB at 14B); counted on the meta device, 2026-11-21.
 
 Embeddings, norms, modulation and the output heads keep the compute dtype (they are small and
 sensitive).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,9 @@ def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (w / scale).to(FP8), scale
 
 
-def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+def dequantize(
+    weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
     """float8 weight (times its scale, when there is one) -> `dtype`."""
     w = weight.float()
     return (w * scale.float() if scale is not None else w).to(dtype)
@@ -39,19 +42,35 @@ class FP8Linear(nn.Module):
     """A Linear whose weight `[out, in]` is stored as fp8 * scale_weight.
     Forward: x @ (weight_fp8 * scale_weight).T + bias, in x's dtype."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=FP8, device=device))
+        self.register_buffer(
+            "weight", torch.empty(out_features, in_features, dtype=FP8, device=device)
+        )
         self.register_buffer("scale_weight", torch.ones((), dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device),
-                                 requires_grad=False) if bias else None
+        self.bias = (
+            nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False)
+            if bias
+            else None
+        )
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "FP8Linear":
-        out = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                  linear.weight.device, linear.weight.dtype)
+        out = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            linear.weight.device,
+            linear.weight.dtype,
+        )
         weight, scale = quantize(linear.weight)
         out.weight, out.scale_weight = weight, scale.to(linear.weight.device)
         if linear.bias is not None:
@@ -79,9 +98,17 @@ def fp8_shells(model: nn.Module) -> int:
     e.g. meta), for a loader that fills them; returns how many were replaced."""
     replaced = 0
     for parent, name, linear in _block_linears(model):
-        setattr(parent, name, FP8Linear(linear.in_features, linear.out_features,
-                                        linear.bias is not None, linear.weight.device,
-                                        linear.weight.dtype))
+        setattr(
+            parent,
+            name,
+            FP8Linear(
+                linear.in_features,
+                linear.out_features,
+                linear.bias is not None,
+                linear.weight.device,
+                linear.weight.dtype,
+            ),
+        )
         replaced += 1
     return replaced
 

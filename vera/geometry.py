@@ -4,6 +4,7 @@ The Wan2.1 VAE turns `1 + 4k` frames into `1 + k` latent frames (it silently dro
 other counts) and halves sizes three times; the DiT's patch halves them once more. So a clip needs
 `1 + 4k` frames and a width and height that are multiples of 16.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def plan_geometry(frames: int, height: int, width: int, policy: str = "error",
-                  name: str = "source_frames") -> Geometry:
+def plan_geometry(
+    frames: int, height: int, width: int, policy: str = "error", name: str = "source_frames"
+) -> Geometry:
     """Check `1 + 4k` frames and sizes that are multiples of 16, or plan padding / cropping.
 
     pad:  repeat the last frame up to the next 1 + 4k; replicate-pad bottom/right to a multiple
@@ -58,17 +60,24 @@ def plan_geometry(frames: int, height: int, width: int, policy: str = "error",
     if policy not in FRAME_POLICIES:
         raise ValueError(f"frame_policy {policy!r} is not one of {', '.join(FRAME_POLICIES)}")
     if frames < 1 or height < SIZE_MULTIPLE or width < SIZE_MULTIPLE:
-        raise ValueError(f"{name}: {frames} frames of {width}x{height} is too small; need at least "
-                         f"1 frame of {SIZE_MULTIPLE}x{SIZE_MULTIPLE}")
+        raise ValueError(
+            f"{name}: {frames} frames of {width}x{height} is too small; need at least "
+            f"1 frame of {SIZE_MULTIPLE}x{SIZE_MULTIPLE}"
+        )
     problems = [p for p in (frame_count_problem(frames), size_problem(height, width)) if p]
     if not problems:
         return Geometry((frames, height, width), (frames, height, width))
     if policy == "error":
-        raise ValueError(f"{name}: bad {' and '.join(problems)}; fix the input or use "
-                         "frame_policy='pad' or 'crop'")
+        raise ValueError(
+            f"{name}: bad {' and '.join(problems)}; fix the input or use "
+            "frame_policy='pad' or 'crop'"
+        )
     if policy == "pad":
-        model = (1 + _round_up(frames - 1, FRAME_STEP), _round_up(height, SIZE_MULTIPLE),
-                 _round_up(width, SIZE_MULTIPLE))
+        model = (
+            1 + _round_up(frames - 1, FRAME_STEP),
+            _round_up(height, SIZE_MULTIPLE),
+            _round_up(width, SIZE_MULTIPLE),
+        )
         return Geometry((frames, height, width), model)
     f = frames - (frames - 1) % FRAME_STEP
     h, w = height - height % SIZE_MULTIPLE, width - width % SIZE_MULTIPLE
@@ -103,8 +112,13 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(frames.shape[1:3]) == tuple(size):
         return frames
     shrink = size[0] < frames.shape[1] or size[1] < frames.shape[2]
-    x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=tuple(size), mode="bilinear",
-                      align_corners=False, antialias=shrink)
+    x = F.interpolate(
+        frames.permute(0, 3, 1, 2).float(),
+        size=tuple(size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=shrink,
+    )
     return x.permute(0, 2, 3, 1).clamp(0, 1)
 
 
@@ -114,6 +128,8 @@ def check_work_size(work_size, name: str = "work_size") -> tuple[int, int] | Non
         return None
     h, w = int(work_size[0]), int(work_size[1])
     if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or min(h, w) < SIZE_MULTIPLE:
-        raise ValueError(f"{name} {w}x{h}: width and height must be multiples of {SIZE_MULTIPLE} "
-                         f"(at least {SIZE_MULTIPLE})")
+        raise ValueError(
+            f"{name} {w}x{h}: width and height must be multiples of {SIZE_MULTIPLE} "
+            f"(at least {SIZE_MULTIPLE})"
+        )
     return h, w

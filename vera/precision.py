@@ -1,11 +1,12 @@
 """Where a model runs and in what precision: the weight-dtype policy of the CLI and the nodes.
 
-    auto  bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU
-    bf16 / fp16 / fp32   weights and activations in that dtype
-    fp8   transformer-block Linear weights stored as float8 (see `vera.fp8`), computed in what
-          `auto` picks; built on the CPU and quantised there, so the device never holds the
-          full-precision copy
+auto  bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU
+bf16 / fp16 / fp32   weights and activations in that dtype
+fp8   transformer-block Linear weights stored as float8 (see `vera.fp8`), computed in what
+      `auto` picks; built on the CPU and quantised there, so the device never holds the
+      full-precision copy
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,7 @@ _NAMED = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> the first CUDA device when there is one, else the CPU; a clear error for a CUDA
+    """ "auto" -> the first CUDA device when there is one, else the CPU; a clear error for a CUDA
     device on a machine without CUDA."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -24,9 +25,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     except (RuntimeError, TypeError):
         raise ValueError(f"device {device!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: this machine has no CUDA device (torch "
-                         f"{torch.__version__}); use --device cpu, or install a CUDA build of "
-                         "torch")
+        raise ValueError(
+            f"device {str(device)!r}: this machine has no CUDA device (torch "
+            f"{torch.__version__}); use --device cpu, or install a CUDA build of "
+            "torch"
+        )
     return device
 
 

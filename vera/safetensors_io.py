@@ -122,7 +122,7 @@ def read_tensor(entry: TensorEntry) -> torch.Tensor:
     """One tensor, read with a single `readinto` into a new CPU tensor of its stored dtype (the
     header was checked by `read_header`; nothing stays memory-mapped)."""
     raw = torch.empty(entry.nbytes, dtype=torch.uint8)
-    with open(entry.file, "rb") as f:
+    with open(entry.file, "rb", buffering=0) as f:
         f.seek(entry.data_start + entry.offsets[0])
         if entry.nbytes and f.readinto(raw.numpy()) != entry.nbytes:
             raise CheckpointError(f"{entry.file}: the file ended while reading a tensor; it is "
@@ -135,18 +135,21 @@ def load_tensors(entries: dict[str, TensorEntry], names=None) -> dict[str, torch
     return {n: read_tensor(entries[n]) for n in (entries if names is None else names)}
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path,
-                metadata: dict[str, str] | None = None) -> Path:
-    """Write a safetensors file tensor by tensor (never a second copy of the whole state), atomically
-    (see `vera.files.atomic_path`). The header is padded to 8 bytes, as the format's own writer
-    does."""
+def atomic_save(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file tensor by tensor (never a second copy of the whole state),
+    atomically (see `vera.files.atomic_path`). Values are tensors, or lazy ones (anything with
+    `shape`, `dtype` and `read()`, such as `vera.containers.TensorRef`) that are produced one at a
+    time while writing. The header is padded to 8 bytes, as the format's own writer does."""
     names = {dtype: name for name, dtype in DTYPES.items()}
     header, offset = {}, 0
     for key, tensor in tensors.items():
         if tensor.dtype not in names:
             raise ValueError(f"{key}: dtype {tensor.dtype} cannot be stored in safetensors")
-        size = tensor.numel() * tensor.element_size()
-        header[key] = {"dtype": names[tensor.dtype], "shape": list(tensor.shape),
+        shape = tuple(tensor.shape)
+        size = tensor.dtype.itemsize
+        for dim in shape:
+            size *= dim
+        header[key] = {"dtype": names[tensor.dtype], "shape": list(shape),
                        "data_offsets": [offset, offset + size]}
         offset += size
     if metadata:
@@ -156,8 +159,12 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path,
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
-        for tensor in tensors.values():
-            data = tensor.detach().to("cpu").contiguous()
+        for key, tensor in tensors.items():
+            data = tensor.read() if hasattr(tensor, "read") else tensor
+            data = data.detach().to("cpu").contiguous()
+            if list(data.shape) != header[key]["shape"] or data.dtype != tensor.dtype:
+                raise ValueError(f"{key}: produced {data.dtype} {tuple(data.shape)}, announced "
+                                 f"{tensor.dtype} {header[key]['shape']}")
             if data.numel():
                 f.write(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
     return Path(path)

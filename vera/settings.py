@@ -4,6 +4,7 @@
 its own (vera-tiny's come from its `recipe.json`). The CLI, the nodes, `edit()`, `sample()` and
 `evaluate()` all take this object, so a bad value gets the same message wherever it comes from.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,8 @@ MAX_SEED = 2**64 - 1
 WAN_NEGATIVE_PROMPT = (
     "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, "
     "picture, still, overall gray, worst quality, low quality, JPEG artifacts, ugly, deformed, "
-    "extra fingers, poorly drawn hands, poorly drawn face, malformed limbs, messy background")
+    "extra fingers, poorly drawn hands, poorly drawn face, malformed limbs, messy background"
+)
 
 
 class SettingsError(ValueError):
@@ -32,8 +34,9 @@ class SettingsError(ValueError):
 def _whole(name: str, value, low: int, high: int, what: str) -> int:
     whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not whole or not low <= value <= high:
-        raise SettingsError(f"{name} = {value!r}: must be a whole number from {low} to {high} "
-                            f"({what})")
+        raise SettingsError(
+            f"{name} = {value!r}: must be a whole number from {low} to {high} ({what})"
+        )
     return int(value)
 
 
@@ -55,8 +58,13 @@ def check_value(name: str, value):
     if name == "cfg":
         return _number(name, value, *CFG_RANGE, "guidance scale; 1 turns guidance off")
     if name == "shift":
-        return _number(name, value, *SHIFT_RANGE, "flow-matching schedule shift; Wan uses 3 to 5",
-                       low_open=True)
+        return _number(
+            name,
+            value,
+            *SHIFT_RANGE,
+            "flow-matching schedule shift; Wan uses 3 to 5",
+            low_open=True,
+        )
     if name == "seed":
         return _whole(name, value, 0, MAX_SEED, "noise seed")
     if name == "sampler":
@@ -114,8 +122,9 @@ class SamplingSettings:
             raise SettingsError(f"{source}: sampling settings must be a JSON object, got {data!r}")
         unknown = sorted(set(data) - set(FIELDS))
         if unknown:
-            raise SettingsError(f"{source}: unknown sampling settings {unknown}; known: "
-                                f"{', '.join(FIELDS)}")
+            raise SettingsError(
+                f"{source}: unknown sampling settings {unknown}; known: {', '.join(FIELDS)}"
+            )
         return cls(**data)
 
 
@@ -128,9 +137,13 @@ def check_prompt(prompt, allow_empty: bool = False, name: str = "prompt") -> str
     if not isinstance(prompt, str):
         raise SettingsError(f"{name} must be text, got {prompt!r}")
     if not prompt.strip() and not allow_empty:
-        raise SettingsError(f"{name} is empty: Vera edits what the instruction asks for, and with "
-                            "none it changes most of the frame; write the edit (e.g. 'add a red "
-                            "ball bouncing from left to right'), or ask for an unconditional run "
-                            "on purpose (--allow-empty-prompt)")
+        raise SettingsError(
+            f"{name} is empty: Vera edits what the instruction asks for, and with "
+            "none it changes most of the frame; write the edit (e.g. 'add a red "
+            "ball bouncing from left to right'), or ask for an unconditional run "
+            "on purpose (--allow-empty-prompt)"
+        )
     return prompt
+
+
 WAN_DEFAULTS = SamplingSettings()

@@ -6,7 +6,7 @@ and `vera.detect` (Vera recognised by structure, plain Wan2.1 T2V files, key map
 fp32 / bf16 / fp16 / fp8 e4m3fn incl. ComfyUI's scaled fp8.
 
 Our file (`format=vera` in the metadata, `config` = VeraConfig JSON):
-  branches.{edit,alpha,composite}.<Wan original key>   e.g. branches.alpha.blocks.3.self_attn.q.weight
+  branches.{edit,alpha,composite}.<Wan original key>   (branches.alpha.blocks.3.self_attn.q.weight)
   source_embedding.{weight,bias}      Conv3d [D, 16, 1, 2, 2], the source-latent patch embedding
   mask_embedding.{weight,bias}        Conv3d [D, 16, 1, 2, 2], the mask-latent patch embedding
   layer_embedding_alpha, layer_embedding_composite   [1, 1, D]
@@ -17,6 +17,7 @@ Loading reads one tensor at a time into the target dtype and device (fp8 kept as
 one tensor at a time), so the peak is the finished model plus the tensor being converted; a Wan
 file that starts all three branches is read once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,8 +38,16 @@ from .safetensors_io import DTYPES, CheckpointError, atomic_save
 VERA_FORMAT_VERSION = "1"
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
-__all__ = ["CheckpointInfo", "DIFFUSERS_TO_WAN", "checkpoint_kind", "convert", "detect", "load_model",
-           "read_wan_branch", "save_vera"]
+__all__ = [
+    "CheckpointInfo",
+    "DIFFUSERS_TO_WAN",
+    "checkpoint_kind",
+    "convert",
+    "detect",
+    "load_model",
+    "read_wan_branch",
+    "save_vera",
+]
 
 
 @dataclass
@@ -66,9 +75,14 @@ class CheckpointInfo:
             lines.append(f"key map: {self.keymap}")
         lines += self.plan.explain
         if self.plan.scales:
-            lines.append(f"fp8: {len(self.plan.scales)} weights with scale_weight (ComfyUI scaled fp8)")
-        source = "its metadata" if "config" in self.checkpoint.metadata else (
-            "config.json" if self.checkpoint.config else "the tensor shapes")
+            lines.append(
+                f"fp8: {len(self.plan.scales)} weights with scale_weight (ComfyUI scaled fp8)"
+            )
+        source = (
+            "its metadata"
+            if "config" in self.checkpoint.metadata
+            else ("config.json" if self.checkpoint.config else "the tensor shapes")
+        )
         lines.append(f"config from {source}" + (f" ({self.note})" if self.note else ""))
         return lines
 
@@ -86,13 +100,20 @@ def _stored_config(checkpoint: Checkpoint) -> VeraConfig | None:
 
 
 def _heads(checkpoint: Checkpoint, num_heads: int | None) -> int | None:
-    heads = num_heads or checkpoint.config.get("num_attention_heads") or checkpoint.metadata.get(
-        "num_attention_heads")
+    heads = (
+        num_heads
+        or checkpoint.config.get("num_attention_heads")
+        or checkpoint.metadata.get("num_attention_heads")
+    )
     return int(heads) if heads is not None else None
 
 
-def detect(path: str | Path, num_heads: int | None = None, require_config: bool = True,
-           keymap: str | Path | None = None) -> CheckpointInfo:
+def detect(
+    path: str | Path,
+    num_heads: int | None = None,
+    require_config: bool = True,
+    keymap: str | Path | None = None,
+) -> CheckpointInfo:
     """Identify a checkpoint from its headers alone (no tensor is read).
 
     keymap: a key-map JSON file; by default `<weights>.vera-keymap.json` beside the weights is
@@ -105,8 +126,14 @@ def detect(path: str | Path, num_heads: int | None = None, require_config: bool 
     keymap = Path(keymap) if keymap is not None else keymap_beside(path)
     rules = read_keymap(keymap) if keymap is not None else None
     try:
-        plan = plan_from_shapes(path, checkpoint.shapes, _heads(checkpoint, num_heads),
-                                _stored_config(checkpoint), rules, require_config)
+        plan = plan_from_shapes(
+            path,
+            checkpoint.shapes,
+            _heads(checkpoint, num_heads),
+            _stored_config(checkpoint),
+            rules,
+            require_config,
+        )
     except CheckpointError:
         raise
     except ValueError as error:  # a head count the shapes do not fix
@@ -115,11 +142,25 @@ def detect(path: str | Path, num_heads: int | None = None, require_config: bool 
     for ref in checkpoint.tensors.values():
         name = _DTYPE_NAMES.get(ref.dtype, str(ref.dtype))
         dtypes[name] = dtypes.get(name, 0) + 1
-    params = sum(t.nbytes // t.dtype.itemsize for k, t in checkpoint.tensors.items()
-                 if not k.endswith((".scale_weight", ".scale_input")) and k != FP8_MARKER)
+    params = sum(
+        t.nbytes // t.dtype.itemsize
+        for k, t in checkpoint.tensors.items()
+        if not k.endswith((".scale_weight", ".scale_input")) and k != FP8_MARKER
+    )
     scaled = bool(plan.scales) or FP8_MARKER in checkpoint.tensors
-    return CheckpointInfo(path, checkpoint.container, plan.format, plan.config, dtypes, params,
-                          scaled, plan, checkpoint, keymap, plan.note)
+    return CheckpointInfo(
+        path,
+        checkpoint.container,
+        plan.format,
+        plan.config,
+        dtypes,
+        params,
+        scaled,
+        plan,
+        checkpoint,
+        keymap,
+        plan.note,
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,7 +181,7 @@ def checkpoint_kind(path: str | Path) -> tuple[str | None, Path]:
     return kind, Path(owner)
 
 
-# -- loading ----------------------------------------------------------------------------------------
+# -- loading ---------------------------------------------------------------------------------------
 class _Reader:
     """Reads the file's tensors one at a time, converted for their place in the model.
 
@@ -224,15 +265,24 @@ def _wan_targets(sources: dict[str, str], conditioning: str) -> dict[str, list[s
     targets = {name: [f"branches.{b}.{key}" for b in BRANCHES] for key, name in sources.items()}
     if conditioning == "sequence":
         for part in ("weight", "bias"):
-            targets[sources[f"patch_embedding.{part}"]] += [f"source_embedding.{part}",
-                                                            f"mask_embedding.{part}"]
+            targets[sources[f"patch_embedding.{part}"]] += [
+                f"source_embedding.{part}",
+                f"mask_embedding.{part}",
+            ]
     return targets
 
 
-def load_model(path_or_name: str | Path, weight_dtype: str | torch.dtype = "auto", device="cpu",
-               num_heads: int | None = None, conditioning: str = "add",
-               attention_backend: str = "auto", from_wan: bool = False,
-               keymap: str | Path | None = None, on_tensor: Callable | None = None) -> VeraModel:
+def load_model(
+    path_or_name: str | Path,
+    weight_dtype: str | torch.dtype = "auto",
+    device="cpu",
+    num_heads: int | None = None,
+    conditioning: str = "add",
+    attention_backend: str = "auto",
+    from_wan: bool = False,
+    keymap: str | Path | None = None,
+    on_tensor: Callable | None = None,
+) -> VeraModel:
     """Load a Vera checkpoint (or `vera-tiny`), or, with `from_wan`, start an untrained Vera model
     from a Wan2.1 T2V file (all three branches from its weights, conditioning zeroed: the paper's
     starting point for training, which edits nothing useful before it).
@@ -253,16 +303,19 @@ def load_model(path_or_name: str | Path, weight_dtype: str | torch.dtype = "auto
     if info.plan.kind == "wan":
         if not from_wan:
             raise CheckpointError(
-                f"{info.path}: a plain Wan2.1 T2V file, not Vera weights. Three branches started from "
-                "it are an untrained Vera that edits nothing useful; load Vera weights, or start one "
-                "for training on purpose (python -m vera train --init FILE, --untrained-from-wan, "
-                "or the node 'Untrained Vera from Wan2.1')")
+                f"{info.path}: a plain Wan2.1 T2V file, not Vera weights. Three branches started "
+                "from it are an untrained Vera that edits nothing useful; load Vera weights, or "
+                "start one for training on purpose (python -m vera train --init FILE, "
+                "--untrained-from-wan, or the node 'Untrained Vera from Wan2.1')"
+            )
         model = _empty_model(info.config.replace(conditioning=conditioning), policy == "fp8", dtype)
         _fill(model, _wan_targets(info.plan.sources, conditioning), reader, info.path)
     else:
         if from_wan:
-            raise CheckpointError(f"{info.path}: Vera weights, not a plain Wan2.1 T2V file; load it "
-                                  "without --untrained-from-wan")
+            raise CheckpointError(
+                f"{info.path}: Vera weights, not a plain Wan2.1 T2V file; load it "
+                "without --untrained-from-wan"
+            )
         model = _empty_model(info.config, policy == "fp8", dtype)
         _fill(model, {name: [key] for key, name in info.plan.sources.items()}, reader, info.path)
     model.attention_backend = attention_backend
@@ -278,28 +331,38 @@ def resolve_model_path(path_or_name: str | Path) -> Path:
     return Path(path_or_name)
 
 
-def read_wan_branch(path: str | Path, dtype: torch.dtype = torch.float32,
-                    num_heads: int | None = None) -> tuple[VeraConfig, dict[str, torch.Tensor]]:
+def read_wan_branch(
+    path: str | Path, dtype: torch.dtype = torch.float32, num_heads: int | None = None
+) -> tuple[VeraConfig, dict[str, torch.Tensor]]:
     """A Wan2.1 T2V file as (config, one DiT's state dict in Wan original names, `dtype`): what the
     single-branch models (T2V stand-in, baseline) start from."""
     info = detect(path, num_heads)
     if info.plan.kind != "wan":
-        raise CheckpointError(f"{path}: a {info.format} file cannot start a single-branch model; "
-                              "give a Wan2.1 T2V file")
+        raise CheckpointError(
+            f"{path}: a {info.format} file cannot start a single-branch model; "
+            "give a Wan2.1 T2V file"
+        )
     reader = _Reader(info, torch.device("cpu"), None)
     state = {}
     for key, name in info.plan.sources.items():
         tensor, scale = reader.raw(name)
-        state[key] = (dequantize(tensor, scale, dtype) if tensor.dtype in FP8_DTYPES
-                      else tensor.to(dtype))
+        state[key] = (
+            dequantize(tensor, scale, dtype) if tensor.dtype in FP8_DTYPES else tensor.to(dtype)
+        )
     return info.config, state
 
 
-# -- writing ----------------------------------------------------------------------------------------
-def save_vera(model: VeraModel, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
+# -- writing ---------------------------------------------------------------------------------------
+def save_vera(
+    model: VeraModel, path: str | Path, extra_metadata: dict[str, str] | None = None
+) -> Path:
     """Write `model` as one Vera safetensors file, tensor by tensor and atomically. An fp8 model is
     written in ComfyUI's scaled-fp8 convention (see `vera.fp8`)."""
-    metadata = {"format": "vera", "format_version": VERA_FORMAT_VERSION, "config": model.config.to_json()}
+    metadata = {
+        "format": "vera",
+        "format_version": VERA_FORMAT_VERSION,
+        "config": model.config.to_json(),
+    }
     metadata.update(extra_metadata or {})
     state = model.state_dict()
     if any(t.dtype == FP8 for t in state.values()):
@@ -307,9 +370,14 @@ def save_vera(model: VeraModel, path: str | Path, extra_metadata: dict[str, str]
     return atomic_save(state, Path(path), metadata)
 
 
-def convert(source: str | Path, target: str | Path, weight_dtype: str = "bf16",
-            num_heads: int | None = None, keymap: str | Path | None = None,
-            from_wan: bool = False) -> Path:
+def convert(
+    source: str | Path,
+    target: str | Path,
+    weight_dtype: str = "bf16",
+    num_heads: int | None = None,
+    keymap: str | Path | None = None,
+    from_wan: bool = False,
+) -> Path:
     """Any loadable checkpoint -> our single-file format in `weight_dtype` (bf16, fp16, fp32 or
     fp8), so later loads are fast and need no key map. Never writes over `source`."""
     source, target = Path(source), Path(target)
@@ -317,6 +385,7 @@ def convert(source: str | Path, target: str | Path, weight_dtype: str = "bf16",
         raise ValueError(f"convert: the output {target} is the input; choose another name")
     if weight_dtype == "auto":
         raise ValueError("convert: name the dtype to store (bf16, fp16, fp32 or fp8)")
-    model = load_model(source, weight_dtype, "cpu", num_heads=num_heads, keymap=keymap,
-                       from_wan=from_wan)
+    model = load_model(
+        source, weight_dtype, "cpu", num_heads=num_heads, keymap=keymap, from_wan=from_wan
+    )
     return save_vera(model, target, {"converted_from": source.name})
