@@ -41,10 +41,10 @@ def xformers_available() -> bool:
     return _xformers_ops() is not None
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
+def resolve_backend(name, device: torch.device):
     """Pick the concrete backend for `name` on `device`, with a clear error when it cannot run."""
-    if name not in BACKENDS:
-        raise ValueError(f"attention backend {name!r} is not one of {BACKENDS}")
+    if callable(check_backend(name)):
+        return name
     if name == "auto":
         return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
     if name == "xformers" and (device.type != "cuda" or not xformers_available()):
@@ -55,8 +55,20 @@ def resolve_backend(name: str, device: torch.device) -> str:
     return name
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v over the token axis. q, k, v: [B, L, H, D] -> [B, L, H, D]."""
+def check_backend(backend):
+    """A backend name from BACKENDS, or a function (q, k, v) -> out on `[B, L, H, D]` tensors."""
+    if callable(backend):
+        return backend
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend="auto") -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v over the token axis. q, k, v: [B, L, H, D] -> [B, L, H, D].
+    backend: a name (see `resolve_backend`) or a function of (q, k, v), e.g. ComfyUI's dispatch."""
+    if callable(backend):
+        return backend(q, k, v)
     backend = resolve_backend(backend, q.device)
     if backend == "xformers":
         return _xformers_ops().memory_efficient_attention(q, k, v)
@@ -72,9 +84,8 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return torch.einsum("bhlm,bmhd->blhd", scores.softmax(dim=-1), v.float()).to(q.dtype)
 
 
-def joint_attention(
-    streams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], backend: str = "auto", joint: bool = True
-) -> list[torch.Tensor]:
+def joint_attention(streams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], backend="auto",
+                    joint: bool = True) -> list[torch.Tensor]:
     """Self-attention over several token streams, each `(q, k, v)` of `[B, L_i, H, D]`.
 
     joint=True concatenates the streams along the token axis for one attention call (every token

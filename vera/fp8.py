@@ -78,37 +78,36 @@ class FP8Linear(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.to(x.dtype) * self.scale_weight.to(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
+        """Weights are cast to x's device too: under block swap or partial loading they may be
+        elsewhere."""
+        to = dict(device=x.device, dtype=x.dtype)
+        weight = self.weight.to(**to) * self.scale_weight.to(**to)
+        bias = None if self.bias is None else self.bias.to(**to)
         return F.linear(x, weight, bias)
 
 
 def _block_linears(model: nn.Module):
-    """(parent module, child name, Linear) for every nn.Linear inside `*.blocks.*`."""
+    """(parent module, child name, Linear) for every Linear (of any operations' class) inside
+    `*.blocks.*`."""
     for name, module in list(model.named_modules()):
         if ".blocks." not in f".{name}.":
             continue
         for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
+            if isinstance(child, nn.Linear):
                 yield module, child_name, child
 
 
-def fp8_shells(model: nn.Module) -> int:
-    """Replace every block Linear with an empty FP8Linear of the same size (on the Linear's device,
-    e.g. meta), for a loader that fills them; returns how many were replaced."""
+def fp8_shells(model: nn.Module, linear_class=None) -> int:
+    """Replace every block Linear with an empty fp8 Linear of the same size (on the Linear's
+    device, e.g. meta), for a loader that fills it; returns how many were replaced.
+    linear_class: FP8Linear, or another with its signature and state (ComfyUI's scaled-fp8
+    Linear, whose `weight` and `scale_weight` follow the same convention)."""
+    linear_class = linear_class or FP8Linear
     replaced = 0
     for parent, name, linear in _block_linears(model):
-        setattr(
-            parent,
-            name,
-            FP8Linear(
-                linear.in_features,
-                linear.out_features,
-                linear.bias is not None,
-                linear.weight.device,
-                linear.weight.dtype,
-            ),
-        )
+        shell = linear_class(linear.in_features, linear.out_features, linear.bias is not None,
+                             device=linear.weight.device, dtype=linear.weight.dtype)
+        setattr(parent, name, shell)
         replaced += 1
     return replaced
 

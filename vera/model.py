@@ -16,32 +16,52 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from .attention import BACKENDS, attention, joint_attention
+from .attention import attention, check_backend, joint_attention
 from .config import BRANCHES, VeraConfig
+from .fp8 import FP8Linear
 
 
-class WanLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the weight dtype (as Wan2.1 does)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return nn.functional.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
-
-
-class WanRMSNorm(nn.Module):
-    """RMS norm over the last axis (across all heads), computed in float32."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm whose weights follow the input's dtype and device (as ComfyUI's ops do), so
+    `float32_norm` can run it in float32 over bf16 weights."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight.to(x.dtype)
+        to = lambda p: None if p is None else p.to(device=x.device, dtype=x.dtype)
+        return F.layer_norm(x, self.normalized_shape, to(self.weight), to(self.bias), self.eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm whose weight follows the input's dtype and device (see LayerNorm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(device=x.device, dtype=x.dtype)
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
+class TorchOps:
+    """The layers the model is built from. ComfyUI passes its own (`comfy.ops`: weights cast to the
+    input's device and dtype per forward, so weights that do not fit stay on the CPU); outside it
+    these are plain torch. FP8Linear replaces the block Linears under the fp8 policy."""
+
+    Linear = nn.Linear
+    Conv3d = nn.Conv3d
+    LayerNorm = LayerNorm
+    RMSNorm = RMSNorm
+    FP8Linear = FP8Linear
+
+
+def float32_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A norm computed in float32 whatever the weights' dtype (as Wan2.1 does), back in x's dtype."""
+    return norm(x.float()).type_as(x)
+
+
+def on(param: torch.Tensor, like: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A parameter outside any layer (modulation, layer embeddings) on `like`'s device: under partial
+    loading it may have stayed on the offload device."""
+    return param.to(device=like.device, dtype=dtype)
 
 
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
@@ -80,16 +100,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class AttentionProjections(nn.Module):
     """Wan's attention weights: q, k, v, o and RMS norms on q and k (across all heads)."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float):
+    def __init__(self, dim: int, num_heads: int, eps: float, ops=TorchOps):
         super().__init__()
         self.num_heads = num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q, self.norm_k = WanRMSNorm(dim, eps), WanRMSNorm(dim, eps)
+        self.q, self.k, self.v, self.o = (ops.Linear(dim, dim) for _ in range(4))
+        self.norm_q, self.norm_k = ops.RMSNorm(dim, eps=eps), ops.RMSNorm(dim, eps=eps)
 
     def heads(self, x: torch.Tensor, source: torch.Tensor):
-        """Queries from x `[B, L, D]`, keys/values from source `[B, S, D]` -> `[B, L|S, H, D/H]` each."""
+        """Queries from x `[B, L, D]`, keys/values from source `[B, S, D]` -> `[B, L|S, H, D/H]`."""
         split = lambda t: t.unflatten(-1, (self.num_heads, -1))
-        return split(self.norm_q(self.q(x))), split(self.norm_k(self.k(source))), split(self.v(source))
+        q = float32_norm(self.norm_q, self.q(x))
+        k = float32_norm(self.norm_k, self.k(source))
+        return split(q), split(k), split(self.v(source))
 
 
 class SelfAttention(AttentionProjections):
@@ -102,7 +124,7 @@ class SelfAttention(AttentionProjections):
 
 
 class CrossAttention(AttentionProjections):
-    def forward(self, x: torch.Tensor, context: torch.Tensor, backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, backend) -> torch.Tensor:
         """x `[B, L, D]`, context `[B, Lt, D]` -> `[B, L, D]`."""
         return self.o(attention(*self.heads(x, context), backend).flatten(-2))
 
@@ -110,69 +132,79 @@ class CrossAttention(AttentionProjections):
 class BranchBlock(nn.Module):
     """One Wan2.1 transformer block, split around its self-attention so three can attend jointly."""
 
-    def __init__(self, config: VeraConfig):
+    def __init__(self, config: VeraConfig, ops=TorchOps):
         super().__init__()
-        dim = config.dim
-        self.norm1 = WanLayerNorm(dim, config.eps, elementwise_affine=False)
-        self.self_attn = SelfAttention(dim, config.num_heads, config.eps)
-        self.norm3 = WanLayerNorm(dim, config.eps) if config.cross_attn_norm else nn.Identity()
-        self.cross_attn = CrossAttention(dim, config.num_heads, config.eps)
-        self.norm2 = WanLayerNorm(dim, config.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim))
+        dim, eps = config.dim, config.eps
+        self.norm1 = ops.LayerNorm(dim, eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(dim, config.num_heads, eps, ops)
+        self.norm3 = ops.LayerNorm(dim, eps) if config.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, config.num_heads, eps, ops)
+        self.norm2 = ops.LayerNorm(dim, eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(ops.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"),
+                                 ops.Linear(config.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def before_attention(self, x: torch.Tensor, e0: torch.Tensor, rope):
-        """x `[B, L, D]`, e0 `[B, 6, D]` -> (q, k, v) `[B, L, H, Dh]` and the six modulation vectors."""
-        mod = (self.modulation.float() + e0.float()).unbind(1)
+        """x `[B, L, D]`, e0 `[B, 6, D]` -> (q, k, v) `[B, L, H, Dh]` and the six modulation
+        vectors."""
+        mod = (on(self.modulation, e0) + e0.float()).unbind(1)
         shift, scale = mod[0].unsqueeze(1), mod[1].unsqueeze(1)
-        h = (self.norm1(x).float() * (1 + scale) + shift).type_as(x)
+        h = (float32_norm(self.norm1, x).float() * (1 + scale) + shift).type_as(x)
         return self.self_attn.qkv(h, rope), mod
 
-    def after_attention(self, x, attn: torch.Tensor, mod, context: torch.Tensor, backend: str) -> torch.Tensor:
-        """x `[B, L, D]`, attn `[B, L, H, Dh]` (joint attention output), context `[B, Lt, D]` -> `[B, L, D]`."""
+    def after_attention(self, x, attn: torch.Tensor, mod, context: torch.Tensor, backend) -> torch.Tensor:
+        """x `[B, L, D]`, attn `[B, L, H, Dh]` (joint attention output), context `[B, Lt, D]` ->
+        `[B, L, D]`."""
         gate, c_shift, c_scale, c_gate = (m.unsqueeze(1) for m in mod[2:])
         x = (x.float() + self.self_attn.o(attn.flatten(-2)).float() * gate).type_as(x)
-        x = x + self.cross_attn(self.norm3(x), context, backend)
-        h = (self.norm2(x).float() * (1 + c_scale) + c_shift).type_as(x)
+        normed = x if isinstance(self.norm3, nn.Identity) else float32_norm(self.norm3, x)
+        x = x + self.cross_attn(normed, context, backend)
+        h = (float32_norm(self.norm2, x).float() * (1 + c_scale) + c_shift).type_as(x)
         return (x.float() + self.ffn(h).float() * c_gate).type_as(x)
 
 
 class Head(nn.Module):
-    def __init__(self, config: VeraConfig):
+    def __init__(self, config: VeraConfig, ops=TorchOps):
         super().__init__()
-        self.norm = WanLayerNorm(config.dim, config.eps, elementwise_affine=False)
-        self.head = nn.Linear(config.dim, config.out_channels * math.prod(config.patch_size))
+        self.norm = ops.LayerNorm(config.dim, config.eps, elementwise_affine=False)
+        self.head = ops.Linear(config.dim, config.out_channels * math.prod(config.patch_size))
         self.modulation = nn.Parameter(torch.randn(1, 2, config.dim) / config.dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x `[B, L, D]`, e `[B, D]` -> `[B, L, C*pt*ph*pw]`."""
-        shift, scale = (self.modulation.float() + e.float().unsqueeze(1)).unbind(1)
-        return self.head((self.norm(x).float() * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)).type_as(x))
+        shift, scale = (on(self.modulation, e) + e.float().unsqueeze(1)).unbind(1)
+        normed = float32_norm(self.norm, x).float()
+        return self.head((normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)).type_as(x))
 
 
 class WanBranch(nn.Module):
     """The weights of one Wan2.1 T2V DiT. Its state dict uses Wan's original key names."""
 
-    def __init__(self, config: VeraConfig):
+    def __init__(self, config: VeraConfig, ops=TorchOps):
         super().__init__()
         dim = config.dim
         self.config = config
-        self.patch_embedding = nn.Conv3d(config.in_channels, dim, config.patch_size, config.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
-        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        self.blocks = nn.ModuleList(BranchBlock(config) for _ in range(config.num_layers))
-        self.head = Head(config)
+        self.patch_embedding = ops.Conv3d(config.in_channels, dim, config.patch_size,
+                                          config.patch_size)
+        self.text_embedding = nn.Sequential(ops.Linear(config.text_dim, dim),
+                                            nn.GELU(approximate="tanh"), ops.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(ops.Linear(config.freq_dim, dim), nn.SiLU(),
+                                            ops.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), ops.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(BranchBlock(config, ops) for _ in range(config.num_layers))
+        self.head = Head(config, ops)
 
     def embed_tokens(self, latent: torch.Tensor) -> torch.Tensor:
         """`[B, C, T, H, W]` -> `[B, L, D]`."""
-        return self.patch_embedding(latent.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+        weight = self.patch_embedding.weight
+        return self.patch_embedding(latent.to(weight.dtype)).flatten(2).transpose(1, 2)
 
     def embed_time(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """timestep `[B]` -> e `[B, D]` (head modulation) and e0 `[B, 6, D]` (block modulation), float32."""
-        weight = self.time_embedding[0].weight
-        e = self.time_embedding(sinusoidal_embedding(timestep, self.config.freq_dim).to(weight.dtype)).float()
-        e0 = self.time_projection(e.to(weight.dtype)).float().unflatten(1, (6, -1))
+        """timestep `[B]` -> e `[B, D]` (head modulation) and e0 `[B, 6, D]` (block modulation),
+        float32."""
+        dtype = self.time_embedding[0].weight.dtype
+        e = self.time_embedding(sinusoidal_embedding(timestep, self.config.freq_dim).to(dtype)).float()
+        e0 = self.time_projection(e.to(dtype)).float().unflatten(1, (6, -1))
         return e, e0
 
     def embed_text(self, context: torch.Tensor) -> torch.Tensor:
@@ -197,16 +229,19 @@ class VeraModel(nn.Module):
       layer_embedding_alpha / layer_embedding_composite   `[1, 1, D]` learned layer embeddings
     """
 
-    def __init__(self, config: VeraConfig):
+    def __init__(self, config: VeraConfig, operations=TorchOps):
         super().__init__()
         self.config = config
-        self.branches = nn.ModuleDict({name: WanBranch(config) for name in BRANCHES})
-        conv = lambda: nn.Conv3d(config.in_channels, config.dim, config.patch_size, config.patch_size)
+        self.operations = operations
+        self.branches = nn.ModuleDict({name: WanBranch(config, operations) for name in BRANCHES})
+        conv = lambda: operations.Conv3d(config.in_channels, config.dim, config.patch_size,
+                                         config.patch_size)
         self.source_embedding, self.mask_embedding = conv(), conv()
         self.layer_embedding_alpha = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.layer_embedding_composite = nn.Parameter(torch.zeros(1, 1, config.dim))
         self._attention_backend = "auto"
         self.gradient_checkpointing = False
+        self.layer_hook = None  # e.g. vera.blockswap.BlockSwap: told before and after each layer
         self.reset_conditioning()
 
     def reset_conditioning(self) -> None:
@@ -217,15 +252,14 @@ class VeraModel(nn.Module):
                 p.zero_()
 
     @property
-    def attention_backend(self) -> str:
-        """"auto" (xformers on CUDA when importable, else SDPA), "xformers", "sdpa" or "naive"."""
+    def attention_backend(self):
+        """"auto" (xformers on CUDA when its kernels load, else SDPA), "xformers", "sdpa", "naive",
+        or a function (q, k, v) `[B, L, H, D]` -> `[B, L, H, D]` (ComfyUI's own dispatch)."""
         return self._attention_backend
 
     @attention_backend.setter
-    def attention_backend(self, name: str) -> None:
-        if name not in BACKENDS:
-            raise ValueError(f"attention backend {name!r} is not one of {BACKENDS}")
-        self._attention_backend = name
+    def attention_backend(self, backend) -> None:
+        self._attention_backend = check_backend(backend)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -269,8 +303,9 @@ class VeraModel(nn.Module):
 
         edit_b, alpha_b, comp_b = (self.branches[n] for n in BRANCHES)
         x_edit = edit_b.embed_tokens(edit)
-        x_alpha = alpha_b.embed_tokens(alpha) + self.layer_embedding_alpha.to(x_edit.dtype)
-        x_comp = comp_b.embed_tokens(composite) + self.layer_embedding_composite.to(x_edit.dtype)
+        x_alpha = alpha_b.embed_tokens(alpha) + on(self.layer_embedding_alpha, x_edit, x_edit.dtype)
+        x_comp = comp_b.embed_tokens(composite) + on(self.layer_embedding_composite, x_edit,
+                                                     x_edit.dtype)
         src_tokens = self._embed_condition(self.source_embedding, source)
         mask_tokens = None if mask is None else self._embed_condition(self.mask_embedding, mask)
         if mask_tokens is not None and mask_keep is not None:
@@ -292,13 +327,19 @@ class VeraModel(nn.Module):
         time = [b.embed_time(timestep) for b in (edit_b, alpha_b, comp_b)]
         text = [b.embed_text(context) for b in (edit_b, alpha_b, comp_b)]
 
+        hook = self.layer_hook
         for layer in range(cfg.num_layers):
+            if hook is not None:
+                hook.before(layer)
             blocks = [b.blocks[layer] for b in (edit_b, alpha_b, comp_b)]
             args = (blocks, [t[1] for t in time], text, ropes, cross_branch_attention)
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                streams = torch.utils.checkpoint.checkpoint(self._layer, streams, *args, use_reentrant=False)
+                streams = torch.utils.checkpoint.checkpoint(self._layer, streams, *args,
+                                                            use_reentrant=False)
             else:
                 streams = self._layer(streams, *args)
+            if hook is not None:
+                hook.after(layer)
 
         outputs = []
         for branch, x, (e, _) in zip((edit_b, alpha_b, comp_b), streams, time):

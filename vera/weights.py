@@ -32,7 +32,7 @@ from .containers import Checkpoint, open_checkpoint
 from .detect import FP8_MARKER, DIFFUSERS_TO_WAN, Plan, keymap_beside, plan_from_shapes, read_keymap
 from .detect import rename  # noqa: F401  (re-exported: tests build diffusers-named files with it)
 from .fp8 import FP8, FP8_DTYPES, dequantize, fp8_shells, quantize
-from .model import VeraModel
+from .model import TorchOps, VeraModel
 from .safetensors_io import DTYPES, CheckpointError, atomic_save
 
 VERA_FORMAT_VERSION = "1"
@@ -199,12 +199,12 @@ class _Reader:
         scale = self.refs[self.scales[name]].read().float() if name in self.scales else None
         return tensor, scale
 
-    def converted(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """The stored tensor as `like` (the model's meta tensor) wants it: dtype, shape, device."""
+    def converted(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+        """The stored tensor in the model's shape and `dtype`, on the target device."""
         tensor, scale = self.raw(name)
         if tensor.dtype in FP8_DTYPES:
-            tensor = dequantize(tensor, scale, like.dtype)
-        out = tensor.to(like.dtype).reshape(like.shape).to(self.device)
+            tensor = dequantize(tensor, scale, dtype)
+        out = tensor.to(dtype).reshape(shape).to(self.device)
         self.on_tensor(out, "final")
         return out
 
@@ -223,31 +223,35 @@ class _Reader:
         return weight, scale
 
 
-def _empty_model(config: VeraConfig, fp8: bool, dtype: torch.dtype) -> VeraModel:
+def _empty_model(config: VeraConfig, fp8: bool, dtype: torch.dtype, operations=None) -> VeraModel:
+    """The model on the meta device, built from `operations` (see `vera.model.TorchOps`)."""
+    operations = operations or TorchOps
     with torch.device("meta"):
-        model = VeraModel(config).to(dtype)
+        model = VeraModel(config, operations).to(dtype)
         if fp8:
-            fp8_shells(model)
+            fp8_shells(model, operations.FP8Linear)
     return model
 
 
 CONDITIONING = ("source_embedding.", "mask_embedding.", "layer_embedding_")
 
 
-def _fill(model: VeraModel, targets: dict[str, list[str]], reader: _Reader, path: Path) -> None:
-    """targets: file tensor name -> the model keys it fills. Each is read once and converted once;
-    conditioning the file does not have starts at zero (the paper's initialisation)."""
+def _fill(model: VeraModel, targets: dict[str, list[str]], reader: _Reader, path: Path,
+          dtype: torch.dtype) -> None:
+    """targets: file tensor name -> the model keys it fills. Each is read once and converted once:
+    fp8 block weights to fp8 (with their scale), all else to `dtype`; conditioning the file does
+    not have starts at zero (the paper's initialisation)."""
     want = model.state_dict()
     state = {}
     for name, keys in targets.items():
         like = want[keys[0]]
-        if like.dtype == FP8:
+        if like.dtype == FP8 and keys[0].endswith(".weight"):
             weight, scale = reader.quantized(name)
             for i, key in enumerate(keys):
                 state[key] = weight if i == 0 else weight.clone()
                 state[key[: -len("weight")] + "scale_weight"] = scale.clone()
         else:
-            tensor = reader.converted(name, like)
+            tensor = reader.converted(name, like.shape, dtype)
             for i, key in enumerate(keys):
                 state[key] = tensor if i == 0 else tensor.clone()
     missing = [k for k in want if k not in state]
@@ -255,7 +259,7 @@ def _fill(model: VeraModel, targets: dict[str, list[str]], reader: _Reader, path
         shown = ", ".join(k for k in missing if not k.startswith(CONDITIONING))
         raise CheckpointError(f"{path}: no tensor for {shown[:300]}")
     for key in missing:
-        state[key] = torch.zeros(want[key].shape, dtype=want[key].dtype, device=reader.device)
+        state[key] = torch.zeros(want[key].shape, dtype=dtype, device=reader.device)
     model.load_state_dict(state, strict=True, assign=True)
 
 
@@ -282,6 +286,8 @@ def load_model(
     from_wan: bool = False,
     keymap: str | Path | None = None,
     on_tensor: Callable | None = None,
+    operations=None,
+    compute_device=None,
 ) -> VeraModel:
     """Load a Vera checkpoint (or `vera-tiny`), or, with `from_wan`, start an untrained Vera model
     from a Wan2.1 T2V file (all three branches from its weights, conditioning zeroed: the paper's
@@ -289,15 +295,18 @@ def load_model(
 
     weight_dtype: a policy of `vera.precision` (auto / bf16 / fp16 / fp8 / fp32) or a torch dtype.
     keymap: see `detect`. `conditioning` applies only with `from_wan` (a Vera file has its own).
-    on_tensor: see `_Reader` (benchmarks).
+    on_tensor: see `_Reader` (benchmarks). operations: the layer classes (`vera.model.TorchOps`,
+    or ComfyUI's `comfy.ops`). compute_device: the device the model will run on, when the
+    weights are placed elsewhere (`device`, e.g. ComfyUI's offload device): it picks the dtype.
     """
     from .attention import resolve_backend
     from .precision import compute_dtype, resolve_device, weight_dtype_name
 
     device = resolve_device(device)
-    resolve_backend(attention_backend, device)  # a clear error now rather than at the first step
+    compute_device = device if compute_device is None else torch.device(compute_device)
+    resolve_backend(attention_backend, compute_device)  # a clear error now, not at the first step
     policy = weight_dtype_name(weight_dtype)
-    dtype = compute_dtype(policy, device)
+    dtype = compute_dtype(policy, compute_device)
     info = detect(resolve_model_path(path_or_name), num_heads, keymap=keymap)
     reader = _Reader(info, device, on_tensor)
     if info.plan.kind == "wan":
@@ -308,16 +317,18 @@ def load_model(
                 "start one for training on purpose (python -m vera train --init FILE, "
                 "--untrained-from-wan, or the node 'Untrained Vera from Wan2.1')"
             )
-        model = _empty_model(info.config.replace(conditioning=conditioning), policy == "fp8", dtype)
-        _fill(model, _wan_targets(info.plan.sources, conditioning), reader, info.path)
+        config = info.config.replace(conditioning=conditioning)
+        model = _empty_model(config, policy == "fp8", dtype, operations)
+        _fill(model, _wan_targets(info.plan.sources, conditioning), reader, info.path, dtype)
     else:
         if from_wan:
             raise CheckpointError(
                 f"{info.path}: Vera weights, not a plain Wan2.1 T2V file; load it "
                 "without --untrained-from-wan"
             )
-        model = _empty_model(info.config, policy == "fp8", dtype)
-        _fill(model, {name: [key] for key, name in info.plan.sources.items()}, reader, info.path)
+        model = _empty_model(info.config, policy == "fp8", dtype, operations)
+        targets = {name: [key] for key, name in info.plan.sources.items()}
+        _fill(model, targets, reader, info.path, dtype)
     model.attention_backend = attention_backend
     return model
 
