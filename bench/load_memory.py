@@ -29,6 +29,9 @@ import weakref
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from synthetic_models import random_refs  # noqa: E402
 
 GB = 1e9
 CASES = {  # name -> (file, weight dtype, from_wan, what)
@@ -52,21 +55,7 @@ def shapes_of(config, wan_branch: bool = False) -> dict:
 
     with torch.device("meta"):
         module = WanBranch(config) if wan_branch else VeraModel(config)
-    return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
-
-
-def random_refs(shapes: dict, dtype, prefix: str = "", seed: int = 0) -> dict:
-    """Lazy random tensors for the streaming writer: one is made at a time."""
-    import torch
-
-    from vera.containers import TensorRef
-
-    g = torch.Generator().manual_seed(seed)
-    make = lambda shape: (torch.randn(shape, generator=g) * 0.02).to(dtype)
-    return {
-        prefix + k: TensorRef(prefix + k, shape, dtype, (lambda s=shape: make(s)))
-        for k, (shape, _) in shapes.items()
-    }
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
 def write_files(work: Path) -> None:
@@ -97,7 +86,8 @@ def write_files(work: Path) -> None:
     if not wan.exists():
         atomic_save(
             random_refs(
-                shapes_of(config, wan_branch=True), torch.bfloat16, "model.diffusion_model.", seed=2
+                shapes_of(config, wan_branch=True), torch.bfloat16, prefix="model.diffusion_model.",
+                seed=2,
             ),
             wan,
         )
@@ -173,7 +163,7 @@ def meta_14b() -> dict:
             torch.float16,
             (lambda s=shape: torch.empty(s, dtype=torch.float16, device="meta")),
         )
-        for k, (shape, _) in meta_shapes.items()
+        for k, shape in meta_shapes.items()
     }
     checkpoint = containers.Checkpoint(
         Path("vera-14b-fp16 (meta)"), "meta", refs, {"config": config.to_json()}

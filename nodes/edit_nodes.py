@@ -11,8 +11,10 @@ from ..vera import layers
 from ..vera.geometry import FRAME_POLICIES
 from ..vera.pipeline import decode_layers, encode_source
 from ..vera.sampling import Interrupted, sample
-from ..vera.settings import (CFG_RANGE, MAX_SEED, MAX_STEPS, SAMPLERS, SHIFT_RANGE, WAN_DEFAULTS,
-                             SamplingSettings, check_value)
+from ..vera.plan import latent_activation_bytes
+from ..vera.preview import preview_frames
+from ..vera.settings import (BATCH_CFG, CFG_RANGE, MAX_SEED, MAX_STEPS, SAMPLERS, SHIFT_RANGE,
+                             WAN_DEFAULTS, SamplingSettings, check_value)
 from . import host
 from .handles import VERA_LAYERS, VERA_MODEL, VERA_SOURCE, VeraLayers
 from .previews import layer_previews
@@ -123,33 +125,50 @@ class VeraSampler:
                                "flow-matching Euler."}),
             },
             "optional": {
-                "batch_cfg": ("BOOLEAN", {
+                "batch_cfg": (list(BATCH_CFG), {
                     "default": WAN_DEFAULTS.batch_cfg,
-                    "tooltip": "Run the positive and negative passes as one batch of two "
-                               "(faster); off runs them one after the other, holding one pass's "
-                               "activations at a time."}),
+                    "tooltip": "Run the positive and negative passes as one batch of two (faster) "
+                               "or one after the other (half the activations). auto: batched "
+                               "when it fits in free memory."}),
             },
         }
 
     def sample(self, vera_model, positive, negative, vera_source, seed, steps, cfg, shift, sampler,
-               batch_cfg=True):
+               batch_cfg="auto"):
         settings = SamplingSettings(steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
                                     batch_cfg=batch_cfg)
         model = vera_model.model
         text_dim = model.config.text_dim
         context = conditioning_context(positive, "positive", text_dim)
         neg = conditioning_context(negative, "negative", text_dim) if settings.guided else None
-        device = next(model.parameters()).device
+        source = vera_source.source_latent
+        batched = settings.batch_cfg != "off" and settings.guided
+        host.load_for_use(vera_model.manager,
+                          latent_activation_bytes(model, source, 2 if batched else 1))
+        managed = vera_model.manager is not None
+        device = host.device() if managed else next(model.parameters()).device
         progress = host.Progress(steps)
+        previews = step_previews(vera_model) if progress.wants_previews else None
         mask = vera_source.mask_latent
+        to = lambda t: None if t is None else t.to(device)
         try:
-            latents = sample(model, context.to(device), vera_source.source_latent.to(device),
-                             None if mask is None else mask.to(device), None if neg is None else neg.to(device),
-                             settings, callback=lambda info: progress.update(info.step),
-                             should_stop=host.interrupt_requested)
+            latents = sample(model, to(context), to(source), to(mask), to(neg), settings,
+                             callback=lambda info: progress.update(
+                                 info.step, previews(info) if previews else None),
+                             should_stop=host.interrupt_requested,
+                             free_memory=host.free_bytes if managed else None)
         except Interrupted:
             host.raise_interrupt()
         return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source),)
+
+
+def step_previews(bundle):
+    """A function of a sampling step -> uint8 preview image (composite | edit layer over a
+    checkerboard), with the bundle's own latent-to-RGB map or ComfyUI's Wan2.1 one."""
+    latent_rgb = bundle.latent_rgb or host.wan21_latent_rgb()
+    if latent_rgb is None:
+        return None
+    return lambda info: preview_frames(info.denoised, *latent_rgb)
 
 
 class VeraDecodeLayers:

@@ -1,8 +1,10 @@
 """The ComfyUI services the nodes use, reached through this one module.
 
-Inside ComfyUI: its devices, interrupt flag, progress bar, model folders and output/temp folders.
-Outside it (our CI, scripts): plain behaviour — CUDA if present, no interrupts, no progress UI,
-models from `$VERA_MODELS_DIR/<kind>/`, outputs in `$VERA_OUTPUT_DIR` (default `./output`).
+Inside ComfyUI: its devices, its model manager (ModelPatcher, load_models_gpu, comfy.ops layers),
+its attention dispatch, interrupt flag, progress bar with previews, model folders and output/temp
+folders. Outside it (our CI, scripts): plain behaviour: CUDA if present, the library's own layers
+and attention, no manager, no interrupts, no progress UI, models from `$VERA_MODELS_DIR/<kind>/`,
+outputs in `$VERA_OUTPUT_DIR` (default `./output`).
 """
 from __future__ import annotations
 
@@ -23,13 +25,71 @@ IN_COMFYUI = _folders is not None
 
 
 def device() -> torch.device:
+    """Where models run (ComfyUI's load device)."""
     if IN_COMFYUI:
         return _mm.get_torch_device()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def supports_bf16(dev: torch.device) -> bool:
-    return dev.type == "cuda" and torch.cuda.is_bf16_supported()
+def offload_device() -> torch.device:
+    """Where model weights wait while they are not in use (ComfyUI's offload device)."""
+    if IN_COMFYUI:
+        return _mm.unet_offload_device()
+    return device()
+
+
+def operations():
+    """The layer classes to build a model from: ComfyUI's (weights cast to the input's device and
+    dtype per forward, so partial loading can leave some on the CPU; fp8 block Linears as its
+    scaled-fp8 Linear), or None for the library's own."""
+    if not IN_COMFYUI:
+        return None
+    import comfy.ops
+
+    class VeraComfyOps(comfy.ops.manual_cast):
+        FP8Linear = comfy.ops.scaled_fp8_ops(override_dtype=torch.float8_e4m3fn).Linear
+
+    return VeraComfyOps
+
+
+def manage(model: torch.nn.Module):
+    """Hand a model to ComfyUI's model manager (a ModelPatcher: the Unload button, /free and the
+    out-of-memory handler can then free it); None outside ComfyUI."""
+    if not IN_COMFYUI:
+        return None
+    import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(model, load_device=device(),
+                                            offload_device=offload_device())
+
+
+def load_for_use(manager, memory_required: float) -> None:
+    """Ask ComfyUI for the device: it evicts other models (text encoder, VAE) until the weights and
+    `memory_required` more fit, and loads the weights (partly, when they do not all fit)."""
+    if manager is not None:
+        _mm.load_models_gpu([manager], memory_required=int(memory_required))
+
+
+def free_bytes(dev: torch.device) -> int | None:
+    """ComfyUI's count of free memory on a device, or None outside ComfyUI."""
+    return _mm.get_free_memory(dev) if IN_COMFYUI else None
+
+
+def attention():
+    """ComfyUI's attention dispatch (the user's launch flags pick sage, flash, xformers or PyTorch)
+    as a function on `[B, L, H, D]` tensors; None outside ComfyUI."""
+    if not IN_COMFYUI:
+        return None
+    import comfy.ldm.modules.attention as comfy_attention
+
+    def dispatch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        heads = q.shape[2]
+        out = comfy_attention.optimized_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), heads, skip_reshape=True,
+            skip_output_reshape=True)
+        return out.transpose(1, 2)
+
+    return dispatch
 
 
 def interrupt_requested() -> bool:
@@ -52,15 +112,43 @@ def free_memory() -> None:
 
 
 class Progress:
-    """ComfyUI's node progress bar (a no-op outside ComfyUI)."""
+    """ComfyUI's node progress bar, with a preview image per step when the user turned previews on
+    (`--preview-method`); a no-op outside ComfyUI."""
 
     def __init__(self, total: int):
         self.bar = _utils.ProgressBar(total) if IN_COMFYUI else None
         self.total = total
 
-    def update(self, done: int) -> None:
-        if self.bar is not None:
-            self.bar.update_absolute(done, self.total)
+    @property
+    def wants_previews(self) -> bool:
+        if self.bar is None:
+            return False
+        from comfy.cli_args import LatentPreviewMethod, args
+
+        return args.preview_method != LatentPreviewMethod.NoPreviews
+
+    def update(self, done: int, preview_rgb=None) -> None:
+        """preview_rgb: uint8 `[H, W, 3]` shown under the node (sent as ComfyUI's previewers do)."""
+        if self.bar is None:
+            return
+        preview = None
+        if preview_rgb is not None:
+            from comfy.cli_args import args
+            from PIL import Image
+
+            preview = ("JPEG", Image.fromarray(preview_rgb.cpu().numpy()), args.preview_size)
+        self.bar.update_absolute(done, self.total, preview)
+
+
+def wan21_latent_rgb() -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The Wan2.1 VAE's latent-to-RGB preview map from ComfyUI's `Wan21` latent format (factors
+    `[16, 3]`, bias `[3]`, on normalised latents); None outside ComfyUI."""
+    if not IN_COMFYUI:
+        return None
+    import comfy.latent_formats
+
+    fmt = comfy.latent_formats.Wan21()
+    return torch.tensor(fmt.latent_rgb_factors), torch.tensor(fmt.latent_rgb_factors_bias)
 
 
 def _standalone_models_dir() -> Path | None:

@@ -31,15 +31,24 @@ def checkpoints_of_kind(kind: str) -> list[str]:
     return listed
 
 
-def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str = "auto",
+FOLLOW_COMFYUI = "comfyui"
+ATTENTION_CHOICES = (FOLLOW_COMFYUI, *BACKEND_CHOICES)
+
+
+def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str = FOLLOW_COMFYUI,
                      from_wan: bool = False, conditioning: str = "add") -> Bundle:
-    """vera-tiny, or a file listed under models/diffusion_models, on ComfyUI's device. A key map
-    beside the file (`<name>.vera-keymap.json`) is used when present."""
+    """vera-tiny, or a file listed under models/diffusion_models, built from ComfyUI's layers with
+    its weights on ComfyUI's offload device and handed to its model manager (the sampler asks it
+    for the device). A key map beside the file (`<name>.vera-keymap.json`) is used when present."""
     is_tiny = model_name == TINY_NAME
     path = model_name if is_tiny else host.model_path("diffusion_models", model_name)
-    bundle = load_bundle(path, weight_dtype, host.device(), attention, from_wan=from_wan,
-                         conditioning=conditioning)
+    comfy_attention = host.attention() if attention == FOLLOW_COMFYUI else None
+    backend = comfy_attention or ("auto" if attention == FOLLOW_COMFYUI else attention)
+    bundle = load_bundle(path, weight_dtype, host.device(), backend, from_wan=from_wan,
+                         conditioning=conditioning, weights_device=host.offload_device(),
+                         operations=host.operations())
     bundle.model.eval().requires_grad_(False)
+    bundle.manager = host.manage(bundle.model)
     host.free_memory()
     return bundle
 
@@ -49,10 +58,10 @@ WEIGHT_DTYPE = (list(WEIGHT_DTYPES), {
     "tooltip": "Precision of the weights. auto: bf16 on GPU, fp32 on CPU. fp8: transformer "
                "weights stored in float8 (about half of bf16's memory), computed in bf16; an fp8 "
                "file stays fp8."})
-ATTENTION = (list(BACKEND_CHOICES), {
-    "default": "auto",
-    "tooltip": "Attention kernel. auto: xformers on CUDA when its kernels load, else PyTorch "
-               "SDPA."})
+ATTENTION = (list(ATTENTION_CHOICES), {
+    "default": FOLLOW_COMFYUI,
+    "tooltip": "Attention kernel. comfyui: what ComfyUI was started with (sage, flash, xformers "
+               "or PyTorch). auto: xformers on CUDA when its kernels load, else PyTorch SDPA."})
 
 
 class VeraLoadModel:

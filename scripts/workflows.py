@@ -167,6 +167,13 @@ def _finish(nodes, vae: tuple[int, int], alpha_cutoff: float, prefix: str) -> No
     ]
 
 
+def loader_widgets(pack, model_name: str) -> dict:
+    """Load Vera Model's widgets: the model, and the node's own defaults for the rest."""
+    spec = pack.NODE_CLASS_MAPPINGS["VeraLoadModel"].INPUT_TYPES()["required"]
+    return {"model_name": model_name, "weight_dtype": spec["weight_dtype"][1]["default"],
+            "attention": spec["attention"][1]["default"]}
+
+
 def sampler_widgets(settings, seed: int = 1) -> dict:
     """The Vera Sampler's widget values from a `SamplingSettings` (the seed is the workflow's)."""
     return {"seed": seed, "steps": settings.steps, "cfg": settings.cfg, "shift": settings.shift,
@@ -183,7 +190,7 @@ def tiny_workflow(task: str, pack) -> list[Node]:
     prompt = ("add a large red circle moving from left to right" if task == "object_addition"
               else "replace the background with a blue and white stripes")
     nodes += [
-        Node(4, "VeraLoadModel", "Load Vera Model", {"model_name": "vera-tiny", "weight_dtype": "auto", "attention": "auto"}),
+        Node(4, "VeraLoadModel", "Load Vera Model", loader_widgets(pack, "vera-tiny")),
         Node(5, "VeraBundledVAE", "Vera Bundled VAE", links={"vera_model": (4, 0)}),
         Node(6, "VeraTextEncode", "Positive prompt", {"text": prompt}, {"vera_model": (4, 0)}),
         Node(7, "VeraTextEncode", "Negative prompt", {"text": defaults.negative_prompt},
@@ -214,8 +221,7 @@ def wan_workflow(task: str, pack) -> list[Node]:
     prompt = ("add a red vintage bicycle leaning against the wall on the left" if task == "object_addition"
               else "replace the background with a snowy mountain village at dusk")
     nodes += [
-        Node(4, "VeraLoadModel", "Load Vera Model", {"model_name": "Vera-MoT-1.3B.safetensors", "weight_dtype": "auto",
-                                                     "attention": "auto"}),
+        Node(4, "VeraLoadModel", "Load Vera Model", loader_widgets(pack, "Vera-MoT-1.3B.safetensors")),
         Node(5, "VAELoader", "Wan2.1 VAE", {"vae_name": "wan_2.1_vae.safetensors"}),
         Node(13, "CLIPLoader", "umT5 text encoder", {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
                                                      "type": "wan", "device": "default"}),

@@ -80,14 +80,17 @@ def test_sampler_reports_progress_and_cancel_stops_before_the_next_step(pack, ti
     host = pack.nodes.host
     (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip[:5], frame_policy="error", work_width=64,
                        work_height=64)
-    seen = []
+    seen, previews = [], []
 
-    class Recorder:
+    class Recorder:  # ComfyUI's progress bar, with previews turned on
+        wants_previews = True
+
         def __init__(self, total):
             self.total = total
 
-        def update(self, done):
+        def update(self, done, preview_rgb=None):
             seen.append((done, self.total))
+            previews.append(preview_rgb)
 
     monkeypatch.setattr(host, "Progress", Recorder)
     monkeypatch.setattr(host, "interrupt_requested", lambda: len(seen) >= 2)
@@ -96,6 +99,10 @@ def test_sampler_reports_progress_and_cancel_stops_before_the_next_step(pack, ti
         run(pack, "VeraSampler", vera_model=handle, positive=cond, negative=cond, vera_source=source, seed=0,
             steps=10, cfg=2.0, shift=3.0, sampler="euler")
     assert seen == [(1, 10), (2, 10)]  # stopped before step 3 of 10
+    # a preview per step: composite | edit layer over a checkerboard, at latent resolution (8x8),
+    # through vera-tiny's own latent-to-RGB map
+    assert handle.latent_rgb is not None
+    assert all(p.shape == (8, 16, 3) and p.dtype == torch.uint8 for p in previews)
 
 
 @needs_tiny

@@ -19,7 +19,7 @@ BAD = [
     ("shift", 0.0, "shift = 0.0: must be a finite number above 0"),
     ("seed", -3, "seed = -3: must be a whole number from 0"),
     ("sampler", "ddim", "sampler = 'ddim': must be one of unipc, euler"),
-    ("batch_cfg", 1, "batch_cfg = 1: must be true or false"),
+    ("batch_cfg", 1, "batch_cfg = 1: must be one of auto, on, off"),
     ("negative_prompt", None, "negative_prompt = None: must be text"),
     ("alpha_cutoff", 1.5, "alpha_cutoff = 1.5: must be a finite number from 0 to 1"),
 ]

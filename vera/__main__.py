@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import edit_command
+from . import edit_command, plan
 from .evaluate import MASK_POLICIES
 from .safetensors_io import CheckpointError
 from .training import trainer
@@ -147,6 +147,7 @@ def main(argv=None) -> int:
                    help="the input is a plain Wan2.1 T2V file: write an untrained Vera from it")
     p.set_defaults(func=cmd_convert)
     edit_command.add_parser(sub)
+    plan.add_parser(sub)
 
     p = sub.add_parser("data", help="layered datasets: build synthetic data, or validate a dataset")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -24,7 +24,9 @@ class Bundle:
     a `TextEncoder` (or anything with `encode(list[str]) -> [B, L, D]`); both None when the user
     brings their own (ComfyUI's VAE and CLIPTextEncode). defaults: the sampling settings the model
     was tuned with. work_size (height, width) and frames: the clip shape it was trained at, when
-    it is a small model that only works there (vera-tiny), else None."""
+    it is a small model that only works there (vera-tiny), else None. latent_rgb: (factors
+    `[16, 3]`, bias `[3]`) for previews when its VAE is not Wan2.1's (see `vera.preview`).
+    manager: whoever moves the model between devices (ComfyUI's ModelPatcher), else None."""
 
     model: torch.nn.Module
     name: str
@@ -33,6 +35,8 @@ class Bundle:
     text_encoder: object | None = None
     work_size: tuple[int, int] | None = None
     frames: int | None = None
+    latent_rgb: tuple[torch.Tensor, torch.Tensor] | None = None
+    manager: object | None = None
 
 
 def tiny_available(folder: Path = TINY_DIR) -> bool:
@@ -56,12 +60,16 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                 device: str | torch.device = "auto", attention: str = "auto",
                 vae: str | Path | None = None, text_encoder: str | Path | None = None,
                 num_heads: int | None = None, keymap: str | Path | None = None,
-                from_wan: bool = False, conditioning: str = "add") -> Bundle:
-    """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.precision`).
+                from_wan: bool = False, conditioning: str = "add", swap_layers: int = 0,
+                weights_device: str | torch.device | None = None, operations=None) -> Bundle:
+    """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.precision`), to run
+    on `device`.
 
     vae / text_encoder: a Wan2.1 VAE file and a UMT5 folder to load beside a model file (the CLI
     needs them; ComfyUI brings its own). vera-tiny brings both and ignores these. keymap,
-    from_wan, conditioning: see `vera.weights.load_model`.
+    from_wan, conditioning, operations: see `vera.weights.load_model`. swap_layers: keep that many
+    layers in CPU memory and bring each in as it runs (`vera.blockswap`). weights_device: where
+    the weights go when not `device` (ComfyUI's offload device: its manager moves them).
     """
     from .precision import resolve_device
     from .text import TextEncoder
@@ -69,15 +77,24 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
     from .weights import load_model
 
     device = resolve_device(device)
-    model = load_model(name_or_path, weight_dtype, device, num_heads=num_heads,
+    # swapped layers start on the CPU; BlockSwap moves the rest to the device
+    place = torch.device("cpu") if swap_layers else resolve_device(weights_device or device)
+    model = load_model(name_or_path, weight_dtype, place, num_heads=num_heads,
                        attention_backend=attention, from_wan=from_wan, keymap=keymap,
-                       conditioning=conditioning)
+                       conditioning=conditioning, operations=operations, compute_device=device)
+    if swap_layers:
+        from .blockswap import BlockSwap
+
+        BlockSwap(model, swap_layers, device)
     if str(name_or_path) == TINY_NAME:
         recipe = tiny_recipe()
+        rgb = recipe.get("latent_rgb")
+        latent_rgb = None if rgb is None else (torch.tensor(rgb["factors"]),
+                                               torch.tensor(rgb["bias"]))
         return Bundle(model, TINY_NAME, tiny_defaults(),
                       load_vae(TINY_DIR / "vae.safetensors", device=device),
                       TextEncoder.from_folder(TINY_DIR / "text_encoder", device=device),
-                      tuple(recipe["resolution"]), int(recipe["frames"]))
+                      tuple(recipe["resolution"]), int(recipe["frames"]), latent_rgb)
     vae = None if vae is None else load_vae(vae, device=device)
     text = None if text_encoder is None else TextEncoder.from_folder(text_encoder, device=device)
     return Bundle(model, Path(name_or_path).name, WAN_DEFAULTS, vae, text)

@@ -9,7 +9,7 @@ from .attention import BACKEND_CHOICES
 from .geometry import FRAME_POLICIES, check_work_size
 from .outputs import RGBA_FORMATS
 from .precision import WEIGHT_DTYPES
-from .settings import SAMPLERS, WAN_DEFAULTS, check_prompt
+from .settings import BATCH_CFG, SAMPLERS, WAN_DEFAULTS, check_prompt
 
 
 def parse_size(text: str | None) -> tuple[int, int] | str | None:
@@ -32,14 +32,15 @@ def bundle_from_args(args):
         raise ValueError(f"--model {args.model}: a checkpoint other than {TINY_NAME} also needs "
                          "--vae FILE and --text-encoder FOLDER")
     return load_bundle(args.model, args.weight_dtype, args.device, args.attention, args.vae,
-                       args.text_encoder, keymap=args.keymap, from_wan=args.untrained_from_wan)
+                       args.text_encoder, keymap=args.keymap, from_wan=args.untrained_from_wan,
+                       swap_layers=args.swap_layers)
 
 
 def settings_from_args(args, defaults):
     """The bundle's sampling defaults with every flag the user gave (unset flags are None)."""
     return defaults.updated(steps=args.steps, cfg=args.cfg, shift=args.shift, seed=args.seed,
                             sampler=args.sampler, negative_prompt=args.negative_prompt,
-                            alpha_cutoff=args.alpha_cutoff)
+                            alpha_cutoff=args.alpha_cutoff, batch_cfg=args.batch_cfg)
 
 
 def run_edit(args) -> dict:
@@ -112,6 +113,9 @@ def add_model_arguments(p) -> None:
     p.add_argument("--attention", choices=BACKEND_CHOICES, default="auto")
     p.add_argument("--keymap", default=None,
                    help="key map JSON for a Vera file in an unknown layout (see the README)")
+    p.add_argument("--swap-layers", type=int, default=0,
+                   help="keep this many layers in CPU memory and bring each in as it runs (GPUs "
+                        "too small for the whole model; see python -m vera plan)")
     p.add_argument("--untrained-from-wan", action="store_true",
                    help="--model is a plain Wan2.1 T2V file: start all three branches from it "
                         "(an untrained Vera, for checks; it edits nothing useful)")
@@ -128,6 +132,8 @@ def add_sampling_arguments(p) -> None:
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--alpha-cutoff", type=float, default=None,
                    help="matte values below this count as untouched (default: the model's)")
+    p.add_argument("--batch-cfg", choices=BATCH_CFG, default=None,
+                   help="cond and uncond as one batch: auto (when it fits in free memory), on, off")
 
 
 def add_parser(sub) -> None:

@@ -54,13 +54,13 @@ class TorchOps:
 
 
 def float32_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A norm computed in float32 whatever the weights' dtype (as Wan2.1 does), back in x's dtype."""
+    """A norm computed in float32 whatever the weights' dtype (as Wan2.1 does), in x's dtype out."""
     return norm(x.float()).type_as(x)
 
 
 def on(param: torch.Tensor, like: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A parameter outside any layer (modulation, layer embeddings) on `like`'s device: under partial
-    loading it may have stayed on the offload device."""
+    """A parameter outside any layer (modulation, layer embeddings) on `like`'s device: under
+    partial loading or block swap it may have stayed on the offload device."""
     return param.to(device=like.device, dtype=dtype)
 
 
@@ -152,7 +152,8 @@ class BranchBlock(nn.Module):
         h = (float32_norm(self.norm1, x).float() * (1 + scale) + shift).type_as(x)
         return self.self_attn.qkv(h, rope), mod
 
-    def after_attention(self, x, attn: torch.Tensor, mod, context: torch.Tensor, backend) -> torch.Tensor:
+    def after_attention(self, x, attn: torch.Tensor, mod, context: torch.Tensor,
+                        backend) -> torch.Tensor:
         """x `[B, L, D]`, attn `[B, L, H, Dh]` (joint attention output), context `[B, Lt, D]` ->
         `[B, L, D]`."""
         gate, c_shift, c_scale, c_gate = (m.unsqueeze(1) for m in mod[2:])
@@ -203,7 +204,8 @@ class WanBranch(nn.Module):
         """timestep `[B]` -> e `[B, D]` (head modulation) and e0 `[B, 6, D]` (block modulation),
         float32."""
         dtype = self.time_embedding[0].weight.dtype
-        e = self.time_embedding(sinusoidal_embedding(timestep, self.config.freq_dim).to(dtype)).float()
+        sinusoid = sinusoidal_embedding(timestep, self.config.freq_dim).to(dtype)
+        e = self.time_embedding(sinusoid).float()
         e0 = self.time_projection(e.to(dtype)).float().unflatten(1, (6, -1))
         return e, e0
 

@@ -86,25 +86,55 @@ def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([context, context.new_zeros(context.shape[0], length - context.shape[1], context.shape[2])], 1)
 
 
+def free_bytes(device: torch.device) -> int:
+    """Free memory on a device: CUDA's own count, or the system's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return 2**62  # unknown: assume it fits
+
+
+def batch_cfg_fits(model, source: torch.Tensor, mode: str,
+                   free_memory: Callable[[torch.device], int] | None = None) -> bool:
+    """Whether cond and uncond run as one batch: "on" / "off", or for "auto" whether the batched
+    activation peak (`vera.plan.activation_bytes`) fits in free memory, as ComfyUI's own sampler
+    decides for its models."""
+    if mode != "auto":
+        return mode == "on"
+    if getattr(model, "config", None) is None:  # a stand-in model (tests): nothing to estimate
+        return True
+    from .plan import latent_activation_bytes
+
+    need = latent_activation_bytes(model, source, passes=2)
+    return need <= (free_memory or free_bytes)(source.device)
+
+
 @torch.no_grad()
 def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
            mask: torch.Tensor | None = None, negative: torch.Tensor | None = None,
            settings: SamplingSettings = WAN_DEFAULTS,
            callback: Callable[[StepInfo], None] | None = None,
            should_stop: Callable[[], bool] | None = None,
-           noise: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+           noise: list[torch.Tensor] | None = None,
+           free_memory: Callable[[torch.device], int] | None = None) -> dict[str, torch.Tensor]:
     """Denoise edit, alpha and composite latents jointly.
 
     context / negative: `[B, L, text_dim]` (negative is used when settings.cfg > 1);
     source / mask: latents `[B, 16, T', h, w]`. Uses settings.steps, cfg, shift, seed, sampler
     and batch_cfg. Returns {"edit", "alpha", "composite"}: latents `[B, 16, T', h, w]`, float32.
     The three latents are stepped as one tensor (concatenated on channels), so multistep
-    samplers keep one history for all of them.
+    samplers keep one history for all of them. free_memory(device) -> bytes decides
+    batch_cfg "auto" (default: what torch reports; ComfyUI passes its own count).
     """
     s = settings
     if s.guided and negative is None:
         raise ValueError(f"cfg {s.cfg:g} needs negative embeddings; pass them or set cfg to 1")
     device = source.device
+    batched = batch_cfg_fits(model, source, s.batch_cfg, free_memory)
     channels = source.shape[1]
     scheduler = make_scheduler(s.sampler, s.shift)
     scheduler.set_timesteps(s.steps, device=device)
@@ -117,7 +147,7 @@ def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
         parts = list(x.split(channels, dim=1))
         timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
         velocities = guided_velocity(model, parts, timestep, context, negative, source, mask,
-                                     s.cfg, s.batch_cfg)
+                                     s.cfg, batched)
         velocity = torch.cat(velocities, 1)
         sigma = float(sigmas[i])
         if callback is not None:

@@ -13,6 +13,7 @@ import numbers
 from dataclasses import dataclass
 
 SAMPLERS = ("unipc", "euler")
+BATCH_CFG = ("auto", "on", "off")  # cond and uncond as one batch: when it fits / always / never
 MAX_STEPS = 1000
 CFG_RANGE = (1.0, 30.0)
 SHIFT_RANGE = (0.0, 100.0)  # exclusive of 0
@@ -72,8 +73,10 @@ def check_value(name: str, value):
             raise SettingsError(f"sampler = {value!r}: must be one of {', '.join(SAMPLERS)}")
         return value
     if name == "batch_cfg":
-        if not isinstance(value, bool):
-            raise SettingsError(f"batch_cfg = {value!r}: must be true or false")
+        value = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+        if value not in BATCH_CFG:
+            raise SettingsError(f"batch_cfg = {value!r}: must be one of {', '.join(BATCH_CFG)} "
+                                "(auto: batched when it fits in free memory)")
         return value
     if name == "negative_prompt":
         if not isinstance(value, str):
@@ -95,7 +98,7 @@ class SamplingSettings:
     shift: float = 5.0
     seed: int = 0
     sampler: str = "unipc"
-    batch_cfg: bool = True
+    batch_cfg: str = "auto"
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     alpha_cutoff: float = 0.0
 

@@ -287,3 +287,84 @@ def test_a_failed_queue_item_names_the_value_and_the_server_keeps_serving(server
     client.set_input(good, "Vera Sampler", "seed", time.time_ns() % 100000)
     entry = comfy.wait(comfy.submit(good), {}, time.time() + 300, log=lambda *_: None)
     assert client.output_files(entry)
+
+
+def _run_tiny(comfy, name: str, steps: int = 2, frames: int = 5) -> dict:
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    client.set_input(workflow, "Source video", "file", name)
+    client.set_input(workflow, "Source frames", "length", frames)
+    client.set_input(workflow, "Vera Sampler", "steps", steps)
+    client.set_input(workflow, "Vera Sampler", "seed", time.time_ns() % 100000)
+    return comfy.wait(comfy.submit(workflow), {}, time.time() + 300, log=lambda *_: None)
+
+
+def test_comfyuis_model_manager_holds_vera_and_frees_it_on_request(server, tmp_path):
+    comfy = client.ComfyClient(server)
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    name = comfy.upload(clip)
+    assert client.output_files(_run_tiny(comfy, name))
+    loaded = _get(server, "/vera/status")["loaded"]
+    assert [m["name"] for m in loaded] == ["vera-tiny"] and loaded[0]["total_bytes"] > 0
+    free = urllib.request.Request(f"{server}/free", data=json.dumps({"unload_models": True}).encode(),
+                                  method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(free, timeout=30).read()
+    deadline = time.time() + 60  # the server frees between prompts
+    while _get(server, "/vera/status")["loaded"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert _get(server, "/vera/status")["loaded"] == []
+    assert client.output_files(_run_tiny(comfy, name))  # loads again and runs
+    assert [m["name"] for m in _get(server, "/vera/status")["loaded"]] == ["vera-tiny"]
+
+
+@pytest.mark.skipif(not COMFYUI_DIR, reason="needs COMFYUI_DIR (starts a server with previews on)")
+def test_previews_arrive_on_the_websocket_while_the_sampler_runs(tmp_path):
+    """A second server started with --preview-method auto (ComfyUI's default is none)."""
+    import websocket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
+                                str(port), "--preview-method", "auto"], cwd=COMFYUI_DIR,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            try:
+                _get(url, "/system_stats")
+                break
+            except OSError:
+                assert process.poll() is None, "ComfyUI exited during start"
+                time.sleep(1)
+        comfy = client.ComfyClient(url)
+        clip = tmp_path / "vera_example.mp4"
+        clip.write_bytes(bundled_clip().read_bytes())
+        workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+        client.set_input(workflow, "Source video", "file", comfy.upload(clip))
+        client.set_input(workflow, "Vera Sampler", "steps", 4)
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={comfy.client_id}",
+                                         timeout=300)
+        prompt_id = comfy.submit(workflow)
+        running, previews, steps = None, 0, 0
+        while True:
+            raw = ws.recv()
+            if isinstance(raw, bytes):
+                previews += running == "12"  # node 12 is the Vera Sampler
+                continue
+            message = json.loads(raw)
+            data = message.get("data", {})
+            if message["type"] == "executing" and data.get("prompt_id") == prompt_id:
+                running = data.get("node")
+            if message["type"] == "progress" and running == "12":
+                steps += 1
+            if message["type"] in ("execution_success", "execution_error") and \
+                    data.get("prompt_id") == prompt_id:
+                break
+        ws.close()
+        assert message["type"] == "execution_success"
+        print(f"previews: {previews} images during {steps} sampler steps")
+        assert previews >= steps == 4
+    finally:
+        process.terminate()
+        process.wait(30)

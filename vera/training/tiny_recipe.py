@@ -130,9 +130,26 @@ def stage_bundle(work: Path, s: dict, dest: Path = BUNDLE_DIR) -> None:
                   text_encoder_dim=TINY_MODEL.text_dim, train_configs=configs,
                   vae=json.loads((work / "vae" / "vae_summary.json").read_text()),
                   resolution=list(RESOLUTION), frames=FRAMES, sampling=SAMPLING.to_dict(),
+                  latent_rgb=latent_rgb_map(dest / "vae.safetensors", work / "data" / "train"),
                   date=time.strftime("%Y-%m-%d"))
     save_json(dest / "recipe.json", recipe)
     _log(f"bundle: wrote {dest}")
+
+
+def latent_rgb_map(vae_file: Path, data: Path, samples: int = 48) -> dict:
+    """The preview map of a VAE (`vera.preview.fit_latent_rgb`), fitted on the layers of the
+    first samples of a layered split: {"factors": [16 x 3], "bias": [3]}."""
+    from ..data.layout import load_manifest, load_sample
+    from ..preview import fit_latent_rgb
+    from ..vae import WanCodec, load_vae
+
+    codec = WanCodec(load_vae(vae_file))
+    clips = []
+    for entry in load_manifest(data)[:samples]:
+        layers = load_sample(data, entry).float_layers()
+        clips += [layers["source"], layers["edit"], layers["composite"]]
+    factors, bias = fit_latent_rgb(codec, clips)
+    return dict(factors=factors.tolist(), bias=bias.tolist())
 
 
 STAGES = {"data": stage_data, "vae": stage_vae, "t2v": stage_t2v, "vera": stage_vera, "baseline": stage_baseline,
