@@ -26,7 +26,7 @@ def register() -> None:
         for patcher in mm.loaded_models():
             model = getattr(patcher, "model", None)
             if isinstance(model, VeraModel):
-                loaded.append(dict(name=model.config.name, device=str(patcher.load_device),
+                loaded.append(dict(name=model.source_name, device=str(patcher.load_device),
                                    loaded_bytes=patcher.loaded_size(),
                                    total_bytes=patcher.model_size()))
         return web.json_response({"loaded": loaded})

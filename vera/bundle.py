@@ -82,6 +82,7 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
     model = load_model(name_or_path, weight_dtype, place, num_heads=num_heads,
                        attention_backend=attention, from_wan=from_wan, keymap=keymap,
                        conditioning=conditioning, operations=operations, compute_device=device)
+    model.source_name = Path(name_or_path).name
     if swap_layers:
         from .blockswap import BlockSwap
 

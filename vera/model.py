@@ -244,6 +244,7 @@ class VeraModel(nn.Module):
         self._attention_backend = "auto"
         self.gradient_checkpointing = False
         self.layer_hook = None  # e.g. vera.blockswap.BlockSwap: told before and after each layer
+        self.source_name: str | None = None  # "vera-tiny" or the file name (set by load_bundle)
         self.reset_conditioning()
 
     def reset_conditioning(self) -> None:
