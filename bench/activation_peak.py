@@ -86,7 +86,8 @@ def run_vae(height: int, width: int) -> dict:
     reset_peak()
     vae_ops.decode_raw(vae, latent)
     peak = rss_kb("VmHWM")
-    return dict(height=height, width=width, pixels=height * width, peak_bytes=(peak - before) * 1024)
+    return dict(height=height, width=width, pixels=height * width,
+                peak_bytes=(peak - before) * 1024)
 
 
 def lstsq(rows, targets):
@@ -114,14 +115,16 @@ def main() -> int:
     for element in (2, 4):
         rows = [r for r in results if r.get("element") == element]
         if element == 2:  # two widths: base + tokens * (a * dim + b * ffn)
-            coef = lstsq([[1, 3 * r["tokens"] * r["dim"], 3 * r["tokens"] * r["ffn"]] for r in rows],
+            coef = lstsq([[1, 3 * r["tokens"] * r["dim"], 3 * r["tokens"] * r["ffn"]]
+                          for r in rows],
                          [r["peak_bytes"] for r in rows])
             fits[element] = dict(base=coef[0], dim=coef[1], ffn=coef[2])
         else:  # one width: the per-token figure, split between dim and ffn as in the bf16 fit
             ratio = fits.get(2, {"dim": 1.0, "ffn": 0.0})
             unit = lambda r: 3 * r["tokens"] * (r["dim"] * ratio["dim"] + r["ffn"] * ratio["ffn"])
             coef = lstsq([[1, unit(r)] for r in rows], [r["peak_bytes"] for r in rows])
-            fits[element] = dict(base=coef[0], dim=coef[1] * ratio["dim"], ffn=coef[1] * ratio["ffn"])
+            fits[element] = dict(base=coef[0], dim=coef[1] * ratio["dim"],
+                                 ffn=coef[1] * ratio["ffn"])
     out = Path(__file__).resolve().parent / "results" / "activation_peak.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     vae_rows = [r for r in results if "pixels" in r]

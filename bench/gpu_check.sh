@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one place; run it on a lent device (`run` tool), from the repo root:
+# Every check that needs a GPU, in one place; run it on a lent device from the repo root:
 #   bash bench/gpu_check.sh [OUT_DIR]        (default $OUT or out/gpu)
 # 1. attention: xformers vs SDPA vs ComfyUI's dispatch against the naive reference, bf16
 # 2. one Vera-1.3B step at 49 x 832x480 (random full-size weights): bf16 and fp8, CFG batched and
@@ -15,7 +15,8 @@ mkdir -p "$OUT_DIR"
 log="$OUT_DIR/gpu_check.jsonl"
 : >"$log"
 PY=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT_DIR/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    | tee "$OUT_DIR/gpu.txt"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
   || { echo "no CUDA device: nothing to check"; exit 2; }
 "$PY" bench/gpu_step.py attention | tee -a "$log"
@@ -28,7 +29,7 @@ done
 if [ -n "${COMFYUI_DIR:-}" ]; then
   "$PY" scripts/wan_workflow_check.py --comfyui "$COMFYUI_DIR" --python "${COMFYUI_PYTHON:-$PY}" \
     --models "$OUT_DIR/models" --vram-fraction "${VERA_VRAM_FRACTION:-0.3}" --frames 49 \
-    --work-size 832x480 --steps 2 --weight-dtype bf16 | tee -a "$log"
+    --work-size 832x480 --steps 2 --weight-dtype bf16 --umt5 fp16 | tee -a "$log"
 else
   echo '{"comfyui_capped_run": "skipped: set COMFYUI_DIR to a ComfyUI checkout"}' | tee -a "$log"
 fi

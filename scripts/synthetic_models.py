@@ -7,9 +7,11 @@ writes, in ComfyUI's folder layout under DIR:
     diffusion_models/vera_1.3b_synthetic_<dtype>.safetensors   Vera-1.3B in our format
     vae/wan_2.1_vae_synthetic.safetensors                      Wan2.1 VAE, ComfyUI key names
     text_encoders/umt5_xxl_synthetic_<dtype>.safetensors       umT5-XXL encoder for CLIPLoader
-                                                               type `wan` (fp8: ComfyUI's scaled fp8)
+                                                               type `wan` (fp8: scaled fp8)
 Tensors are made and written one at a time (the streaming writer), so memory stays small. Files
-that exist are kept. Prints one JSON line with the paths.
+that exist are kept. The umT5 file carries a small SentencePiece model as `spiece_model` (as
+ComfyUI's umT5 files carry the real one), trained here on English prompts; it needs the
+`sentencepiece` package, which ComfyUI's Python has. Prints one JSON line with the paths.
 """
 from __future__ import annotations
 
@@ -38,12 +40,15 @@ def random_refs(shapes: dict, dtype, fp8=lambda name, shape: False, prefix: str 
     refs = {}
     for name, shape in shapes.items():
         make = lambda s=shape: torch.randn(s, generator=g) * std
+        key = prefix + name
         if fp8(name, shape):
-            refs[prefix + name] = TensorRef(prefix + name, shape, FP8, lambda m=make: quantize(m())[0])
+            refs[key] = TensorRef(key, shape, FP8, lambda m=make: quantize(m())[0])
+            # about the scale quantize picks for N(0, std) values (max |x| ~ 4.5 std -> 448)
             scale = prefix + name[: -len("weight")] + "scale_weight"
-            refs[scale] = TensorRef(scale, (), torch.float32, lambda: torch.tensor(0.02 * 4.5 / 448))
+            refs[scale] = TensorRef(scale, (), torch.float32,
+                                    lambda: torch.tensor(std * 4.5 / 448))
         else:
-            refs[prefix + name] = TensorRef(prefix + name, shape, dtype, lambda m=make: m().to(dtype))
+            refs[key] = TensorRef(key, shape, dtype, lambda m=make: m().to(dtype))
     return refs
 
 
@@ -65,13 +70,36 @@ def umt5_shapes() -> dict:
         for proj in "qkv":
             shapes[f"{block}.0.SelfAttention.{proj}.weight"] = (inner, c["d_model"])
         shapes[f"{block}.0.SelfAttention.o.weight"] = (c["d_model"], inner)
-        shapes[f"{block}.0.SelfAttention.relative_attention_bias.weight"] = (c["buckets"], c["heads"])
+        shapes[f"{block}.0.SelfAttention.relative_attention_bias.weight"] = (c["buckets"],
+                                                                              c["heads"])
         shapes[f"{block}.0.layer_norm.weight"] = (c["d_model"],)
         shapes[f"{block}.1.DenseReluDense.wi_0.weight"] = (c["d_ff"], c["d_model"])
         shapes[f"{block}.1.DenseReluDense.wi_1.weight"] = (c["d_ff"], c["d_model"])
         shapes[f"{block}.1.DenseReluDense.wo.weight"] = (c["d_model"], c["d_ff"])
         shapes[f"{block}.1.layer_norm.weight"] = (c["d_model"],)
     return shapes
+
+
+def spiece_model() -> torch.Tensor:
+    """A small SentencePiece model (T5's ids: pad 0, eos 1, unk 2, no bos) as a uint8 tensor."""
+    import io
+    import itertools
+
+    try:
+        import sentencepiece
+    except ImportError:
+        raise SystemExit("the umT5 file needs a tokenizer: pip install sentencepiece, or run this "
+                         "with ComfyUI's Python") from None
+    words = ("add a small large red green blue yellow purple white orange black circle square "
+             "triangle moving from left to right top bottom diagonally replace the background "
+             "with and gradient stripes checkerboard person walking street car camera sky tree "
+             "water night day light shadow bright dark blurry low quality static").split()
+    sentences = [" ".join(c) for c in itertools.islice(itertools.permutations(words, 6), 20_000)]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=64, pad_id=0, eos_id=1,
+        unk_id=2, bos_id=-1, minloglevel=2)
+    return torch.frombuffer(bytearray(model.getvalue()), dtype=torch.uint8)
 
 
 def write_all(out: Path, vera_dtype: str = "fp8", umt5: str = "fp8") -> dict:
@@ -104,6 +132,7 @@ def write_all(out: Path, vera_dtype: str = "fp8", umt5: str = "fp8") -> dict:
                                                         "DenseReluDense." in name) and \
             "relative_attention_bias" not in name
         refs = random_refs(umt5_shapes(), torch.float16, linear, seed=1)
+        refs["spiece_model"] = spiece_model()
         if umt5 == "fp8":
             refs["scaled_fp8"] = torch.zeros(0, dtype=FP8)
         atomic_save(refs, paths["umt5"])

@@ -4,17 +4,17 @@ frames, size and steps lowered through the headless client's --set; report succe
 server's peak memory.
 
     python scripts/wan_workflow_check.py --comfyui DIR --python COMFY_PYTHON --models MODELS
-        [--vram-fraction 0.3] [--steps 2] [--frames 5] [--work-size 64x64]
+        [--vram-fraction 0.3] [--steps 2] [--frames 5] [--work-size 64x64] [--umt5 fp16]
 
 The files are linked into DIR/models/{diffusion_models,vae,text_encoders}; a server is started on
 a free port (with `torch.cuda.set_per_process_memory_fraction` when --vram-fraction is given, so a
-big card behaves like a small one) and stopped at the end. Prints one JSON line.
+big card behaves like a small one) and stopped at the end. ComfyUI's Python (--python) also writes
+the synthetic files: it has `sentencepiece` for the umT5 file's tokenizer. Prints one JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -26,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def peak_rss_gb(pid: int) -> float:
@@ -58,8 +57,6 @@ def start_server(comfyui: Path, python: str, port: int, vram_fraction: float | N
 
 
 def main() -> int:
-    from synthetic_models import write_all
-
     from vera import client, video
     from vera.data.clips import bundled_clip
 
@@ -71,9 +68,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--work-size", default="64x64")
-    parser.add_argument("--weight-dtype", default="fp8")
+    parser.add_argument("--weight-dtype", default="fp8", help="Load Vera Model's weight_dtype")
+    parser.add_argument("--umt5", choices=("fp8", "fp16"), default="fp8",
+                        help="the synthetic text encoder file's dtype")
     args = parser.parse_args()
-    files = {k: Path(v) for k, v in write_all(args.models, "fp8", "fp8").items()}
+    made = subprocess.run([args.python, str(ROOT / "scripts" / "synthetic_models.py"), "--out",
+                           str(args.models), "--umt5", args.umt5], check=True,
+                          capture_output=True, text=True)
+    files = {k: Path(v) for k, v in json.loads(made.stdout.splitlines()[-1]).items()}
     for kind, folder in (("vera", "diffusion_models"), ("vae", "vae"), ("umt5", "text_encoders")):
         link = args.comfyui / "models" / folder / files[kind].name
         if not link.exists():

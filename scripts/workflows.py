@@ -221,7 +221,8 @@ def wan_workflow(task: str, pack) -> list[Node]:
     prompt = ("add a red vintage bicycle leaning against the wall on the left" if task == "object_addition"
               else "replace the background with a snowy mountain village at dusk")
     nodes += [
-        Node(4, "VeraLoadModel", "Load Vera Model", loader_widgets(pack, "Vera-MoT-1.3B.safetensors")),
+        Node(4, "VeraLoadModel", "Load Vera Model",
+             loader_widgets(pack, "Vera-MoT-1.3B.safetensors")),
         Node(5, "VAELoader", "Wan2.1 VAE", {"vae_name": "wan_2.1_vae.safetensors"}),
         Node(13, "CLIPLoader", "umT5 text encoder", {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
                                                      "type": "wan", "device": "default"}),

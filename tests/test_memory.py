@@ -87,6 +87,7 @@ def test_planner_counts_weights_and_flops_as_measured_elsewhere():
     made = plan.make_plan(config, 49, 480, 832, "fp8")
     assert made.weights < made.sampling_need(False) < made.sampling_need(True)
     assert "fits" in made.advice(80) and made.advice(80) != made.advice(8)
+    assert "tiles" in made.advice(8) and "tiles" not in made.advice(80)  # decode 8.3 GB at 832x480
 
 
 def test_planner_estimate_is_within_15_percent_of_each_calibration_measurement():
@@ -142,3 +143,8 @@ def test_preview_map_fitted_by_least_squares_inverts_a_linear_codec():
                                atol=1e-4, rtol=0)
     image = preview_frames({"edit": latent, "alpha": latent, "composite": latent}, factors, bias)
     assert image.shape == (4, 8, 3) and image.dtype == torch.uint8
+
+
+def test_readme_shows_the_planners_current_table():
+    readme = (ROOT / "README.md").read_text()
+    assert plan.fits_table(49, 480, 832) in readme, "run python -m vera plan --table, update README"

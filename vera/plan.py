@@ -9,7 +9,7 @@ and `batch_cfg="auto"` use the same `activation_bytes`.
 """
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +41,8 @@ def model_config(name: str) -> VeraConfig:
 
 
 def branch_tokens(config: VeraConfig, frames: int, height: int, width: int) -> int:
-    """Tokens of one branch for a clip of `frames` (1 + 4k) at `height` x `width` (multiples of 16)."""
+    """Tokens of one branch for a clip of `frames` (1 + 4k) at `height` x `width` (multiples of
+    16)."""
     latent_frames = 1 + (frames - 1) // FRAME_STEP
     pt, ph, pw = config.patch_size
     return (latent_frames // pt) * (height // 8 // ph) * (width // 8 // pw)
@@ -123,15 +124,20 @@ class Plan:
     def advice(self, vram_gb: float, reserve_gb: float = 0.8) -> str:
         """What fits on a card of `vram_gb` (keeping `reserve_gb` free, as ComfyUI does)."""
         budget = (vram_gb - reserve_gb) * GB
-        if self.vae_decode > budget:
-            return "does not fit (the VAE decode alone is larger)"
+        sampling = self._sampling_advice(budget)
+        if self.vae_decode > budget and sampling != "does not fit":
+            sampling += "; VAE decode in tiles (ComfyUI falls back to tiles by itself)"
+        return sampling
+
+    def _sampling_advice(self, budget: float) -> str:
         if self.sampling_need(True) <= budget:
             return "fits, CFG batched"
         if self.sampling_need(False) <= budget:
             return "fits with batch_cfg off"
         for swap in range(1, self.config.num_layers + 1):
             if self.sampling_need(False, swap) <= budget:
-                return f"fits with batch_cfg off and {swap} of {self.config.num_layers} layers swapped"
+                layers = self.config.num_layers
+                return f"fits with batch_cfg off and {swap} of {layers} layers swapped"
         return "does not fit"
 
 
@@ -177,9 +183,33 @@ def _linear_share(plan: Plan) -> float:
     return linear / plan.flops
 
 
+def fits_table(frames: int, height: int, width: int) -> str:
+    """A Markdown table of `advice` for Wan2.1-1.3B and 14B, bf16 and fp8 weights, on each card
+    size (bf16 compute); the README's troubleshooting section shows it for 49 x 832x480."""
+    header = "| model, weights | " + " | ".join(f"{size} GB" for size in VRAM_SIZES_GB) + " |"
+    rows = [header, "|---" * (len(VRAM_SIZES_GB) + 1) + "|"]
+    for preset in ("wan2.1-1.3B", "wan2.1-14B"):
+        for weight_dtype in ("bf16", "fp8"):
+            plan = make_plan(PRESETS[preset], frames, height, width, weight_dtype)
+            cells = [_short(plan.advice(size)) for size in VRAM_SIZES_GB]
+            rows.append(f"| {preset.split('-')[1]}, {weight_dtype} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _short(advice: str) -> str:
+    """"fits with batch_cfg off and 11 of 30 layers swapped" -> "off, 11/30 swapped"."""
+    short = re.sub(r"(\d+) of (\d+) layers swapped", r"\1/\2 swapped", advice)
+    short = (short.replace("fits, CFG batched", "batched").replace("fits with batch_cfg off", "off")
+             .replace(" and ", ", ").replace("does not fit", "no"))
+    return short.replace("; VAE decode in tiles (ComfyUI falls back to tiles by itself)", " (*)")
+
+
 def cmd_plan(args) -> int:
-    config = model_config(args.model)
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.table:
+        print(fits_table(args.frames, height, width))
+        return 0
+    config = model_config(args.model)
     element = 4 if args.dtype == "fp32" else 2
     plan = make_plan(config, args.frames, height, width, args.weight_dtype, element)
     print(describe(plan, args.weight_dtype, args.batch_cfg))
@@ -195,4 +225,6 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
                    help="compute dtype (bf16 on GPUs that have it)")
     p.add_argument("--batch-cfg", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--table", action="store_true",
+                   help="what fits where, for 1.3B and 14B in bf16 and fp8, as a Markdown table")
     p.set_defaults(func=cmd_plan)
