@@ -6,21 +6,26 @@ from pathlib import Path
 
 from . import video
 from .attention import BACKEND_CHOICES
+from .clip import MAX_FRAMES
 from .geometry import FRAME_POLICIES, check_work_size
-from .outputs import RGBA_FORMATS
+from .exr import ALPHA_MODES, TRANSFERS
+from .outputs import RGBA_FORMATS, ExrOptions
 from .precision import WEIGHT_DTYPES
 from .settings import BATCH_CFG, SAMPLERS, WAN_DEFAULTS, check_prompt
 
 
+SIZE_WORDS = ("model", "auto", "source")
+
+
 def parse_size(text: str | None) -> tuple[int, int] | str | None:
-    """"WxH" -> (h, w), checked (multiples of 16); "source" / "model" kept as words."""
-    if text in (None, "source", "model"):
+    """"WxH" -> (h, w), checked (multiples of 16); "model" / "auto" / "source" kept as words."""
+    if text is None or text in SIZE_WORDS:
         return text
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size {text!r}: use WIDTHxHEIGHT (e.g. 64x64), 'model' or 'source'"
-                         ) from None
+        raise ValueError(f"--size {text!r}: use WIDTHxHEIGHT (e.g. 64x64), 'model', 'auto' or "
+                         "'source'") from None
     return check_work_size((h, w), "--size")
 
 
@@ -51,11 +56,15 @@ def run_edit(args) -> dict:
     from .data.clips import bundled_clip
     from .files import staged_folder
     from .outputs import write_outputs
-    from .pipeline import edit
+    from .pipeline import edit, resolve_work_size
 
     check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")
     settings_from_args(args, WAN_DEFAULTS)  # every given value checked before anything is loaded
     size = parse_size(args.size)
+    if args.frames is not None and args.frames > MAX_FRAMES:
+        raise ValueError(f"--frames {args.frames}: Vera edits at most {MAX_FRAMES} frames at a "
+                         "time; edit a long shot in parts with --start")
+    exr_options = ExrOptions(args.exr, args.exr_alpha) if args.exr != "off" else None
     t0 = time.perf_counter()
     with staged_folder(args.out, args.overwrite) as staging:
         bundle = bundle_from_args(args)
@@ -63,7 +72,12 @@ def run_edit(args) -> dict:
         settings = settings_from_args(args, bundle.defaults)
         source_path = Path(args.input) if args.input else bundled_clip()
         frames = args.frames if args.frames is not None else bundle.frames
-        source, fps = video.read_frames(source_path, frames, args.start, name="--input")
+        source, fps = video.read_frames(source_path, MAX_FRAMES + 1 if frames is None else frames,
+                                        args.start, name="--input")
+        if source.shape[0] > MAX_FRAMES:
+            raise ValueError(f"--input {source_path}: more than {MAX_FRAMES} frames from frame "
+                             f"{args.start}; Vera edits at most {MAX_FRAMES} at a time: pick a "
+                             "part with --start and --frames")
         if source.shape[-1] != 3:
             raise ValueError(f"--input {source_path}: expected RGB frames, got {source.shape[-1]} "
                              "channel(s)")
@@ -72,8 +86,13 @@ def run_edit(args) -> dict:
             mask_frames, _ = video.read_frames(args.mask, source.shape[0], args.start,
                                                name="--mask")
             mask = mask_frames.float().mean(-1, keepdim=True) / 255
-        work_size = bundle.work_size if size == "model" else None if size == "source" else size
+        if size == "model":
+            size = bundle.work_size or "auto"
+        work_size = resolve_work_size(None if size == "source" else size, *source.shape[1:3])
         model_at = f", model at {work_size[1]}x{work_size[0]}" if work_size else ""
+        audio = None
+        if not source_path.is_dir():
+            audio = video.read_audio(source_path, args.start / fps, source.shape[0] / fps)
         frames_text = f"{source.shape[0]} frames, {source.shape[2]}x{source.shape[1]}"
         print(f"vera edit: {source_path} ({frames_text}) with {bundle.name}, "
               f"{settings.steps} steps, cfg {settings.cfg:g}{model_at}", flush=True)
@@ -86,11 +105,12 @@ def run_edit(args) -> dict:
         result.timings["load_s"] = load_s
         extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
                      device=str(next(bundle.model.parameters()).device), mask=args.mask)
-        files, report = write_outputs(result, staging, fps, args.rgba, extra)
+        files, report = write_outputs(result, staging, fps, args.rgba, extra, audio=audio,
+                                      model=bundle.name, exr_options=exr_options)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
     print(f"edited {report['edited_fraction']:.1%} of pixels; share of untouched pixels "
-          f"bit-identical to the source: {report['preservation']['preserved_exact']}; "
-          f"total {time.perf_counter() - t0:.1f} s")
+          f"bit-identical to the source: {report['preservation']['preserved_exact']}; total "
+          f"{time.perf_counter() - t0:.1f} s")
     return files
 
 
@@ -158,7 +178,13 @@ def add_parser(sub) -> None:
     p.add_argument("--start", type=int, default=0, help="first frame to read")
     p.add_argument("--frame-policy", choices=FRAME_POLICIES, default="pad")
     p.add_argument("--size", default="model",
-                   help="model resolution: 'model' (vera-tiny: its 64x64), 'source', or WxH")
+                   help="model resolution: 'model' (vera-tiny: its 64x64; other models: auto), "
+                        "'auto' (about 832x480 pixels, aspect kept), 'source', or WxH")
     p.add_argument("--rgba", choices=RGBA_FORMATS, default="mov",
                    help="RGBA video: ProRes 4444 .mov, VP9 .webm, or both")
+    p.add_argument("--exr", choices=("off",) + TRANSFERS, default="off",
+                   help="also write half-float OpenEXR sequences: linear (sRGB decoded to linear "
+                        "light) or srgb (the PNG values)")
+    p.add_argument("--exr-alpha", choices=ALPHA_MODES, default="premultiplied",
+                   help="the EXR edit layer's alpha: premultiplied (Nuke's default) or straight")
     p.set_defaults(func=cmd_edit)

@@ -61,8 +61,8 @@ def plan_geometry(
         raise ValueError(f"frame_policy {policy!r} is not one of {', '.join(FRAME_POLICIES)}")
     if frames < 1 or height < SIZE_MULTIPLE or width < SIZE_MULTIPLE:
         raise ValueError(
-            f"{name}: {frames} frames of {width}x{height} is too small; need at least "
-            f"1 frame of {SIZE_MULTIPLE}x{SIZE_MULTIPLE}"
+            f"{name}: {frames} frames of {width}x{height} is too small; need at least 1 frame of "
+            f"{SIZE_MULTIPLE}x{SIZE_MULTIPLE}"
         )
     problems = [p for p in (frame_count_problem(frames), size_problem(height, width)) if p]
     if not problems:
@@ -122,6 +122,47 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).clamp(0, 1)
 
 
+AUTO_WORK_AREA = 832 * 480  # Wan2.1's 480p training size, in pixels
+
+
+def auto_work_size(height: int, width: int, area: int = AUTO_WORK_AREA) -> tuple[int, int]:
+    """(height, width) for the model: about `area` pixels with the source's aspect ratio, in
+    multiples of 16, for a source larger than that (1920x1080 -> 848x480); a source of at most
+    `area` pixels keeps its own size (its frame policy then pads or crops it to 16s)."""
+    if height * width <= area:
+        return height, width
+    scale = (area / (height * width)) ** 0.5
+    snap = lambda n: max(SIZE_MULTIPLE, round(n * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return snap(height), snap(width)
+
+
+def resize_uint8_frames(frames: torch.Tensor, size: tuple[int, int], chunk: int = 8
+                        ) -> torch.Tensor:
+    """uint8 `[T, H, W, C]` -> float `[T, h, w, C]` in [0, 1], a few frames at a time, so a 4K
+    source never exists as float32 at full size."""
+    return torch.cat([resize_frames(frames[i:i + chunk].float() / 255, size)
+                      for i in range(0, frames.shape[0], chunk)])
+
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int], name: str = "mask",
+                keep_aspect: bool = True) -> torch.Tensor:
+    """float `[T, H, W, 1]` in [0, 1] -> `[T, h, w, 1]`: nearest for a hard mask (only 0 and 1, it
+    stays hard), bilinear for a soft one. With keep_aspect the aspect ratio must match within 2%:
+    a mask drawn for another framing would land in the wrong place."""
+    (h0, w0), (h1, w1) = mask.shape[1:3], size
+    if (h0, w0) == (h1, w1):
+        return mask
+    if keep_aspect and abs((w0 / h0) / (w1 / h1) - 1) > 0.02:
+        raise ValueError(f"{name} is {w0}x{h0} but the video is {w1}x{h1}: a different aspect "
+                         "ratio; make the mask for this video (it is resized only when its shape "
+                         "matches)")
+    hard = bool(((mask == 0) | (mask == 1)).all())
+    if hard:
+        x = F.interpolate(mask.permute(0, 3, 1, 2), size=size, mode="nearest-exact")
+        return x.permute(0, 2, 3, 1)
+    return resize_frames(mask, size)
+
+
 def check_work_size(work_size, name: str = "work_size") -> tuple[int, int] | None:
     """(height, width) multiples of 16, at least 16; None = the source's own size."""
     if work_size is None:
@@ -129,7 +170,7 @@ def check_work_size(work_size, name: str = "work_size") -> tuple[int, int] | Non
     h, w = int(work_size[0]), int(work_size[1])
     if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or min(h, w) < SIZE_MULTIPLE:
         raise ValueError(
-            f"{name} {w}x{h}: width and height must be multiples of {SIZE_MULTIPLE} "
-            f"(at least {SIZE_MULTIPLE})"
+            f"{name} {w}x{h}: width and height must be multiples of {SIZE_MULTIPLE} (at least "
+            f"{SIZE_MULTIPLE})"
         )
     return h, w

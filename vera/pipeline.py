@@ -13,8 +13,9 @@ import torch
 
 from . import layers, vae as vae_ops
 from .bundle import Bundle
-from .geometry import (Geometry, check_work_size, fit_frames, plan_geometry, resize_frames,
-                       unfit_frames)
+from .clip import SourceClip
+from .geometry import (Geometry, auto_work_size, check_work_size, fit_frames, plan_geometry,
+                       resize_frames, resize_mask, resize_uint8_frames, unfit_frames)
 from .sampling import StepInfo, sample
 from .settings import SamplingSettings, check_prompt
 
@@ -53,6 +54,7 @@ class EncodedSource:
     source_latent / mask_latent: normalised latents `[1, 16, T', h, w]` (float32, CPU); mask_latent is
     None without a mask. source_u8: `[T, H, W, 3]` uint8, the frames the layers line up with (the
     original, or its crop). work_size: (h, w) the model ran at, or None for the source's own size.
+    clip: the source's rate, where the frames came from and their audio (for the saved files).
     """
 
     source_latent: torch.Tensor
@@ -60,59 +62,89 @@ class EncodedSource:
     geometry: Geometry
     source_u8: torch.Tensor
     work_size: tuple[int, int] | None = None
+    clip: SourceClip = field(default_factory=SourceClip)
 
     @property
     def output_size(self) -> tuple[int, int]:
         return tuple(self.source_u8.shape[1:3])
 
 
-def _mask_frames(mask_frames: torch.Tensor, frames: int, size: tuple[int, int], name: str = "mask_frames") -> torch.Tensor:
-    """`[T, H, W]`, `[T, H, W, 1]`, or one frame `[1, H, W(, 1)]` / `[H, W]` (used for every frame) -> `[T, H, W, 1]`."""
+def _mask_frames(mask_frames: torch.Tensor, frames: int, size: tuple[int, int],
+                 name: str = "mask_frames") -> torch.Tensor:
+    """`[T, H, W]`, `[T, H, W, 1]`, or one frame `[1, H, W(, 1)]` / `[H, W]` (used for every
+    frame) -> `[T, H, W, 1]` at `size` (h, w): a mask of another size but the same aspect ratio
+    is resized (nearest for a hard mask)."""
     mask = mask_frames.float()
     if mask.ndim == 2:
         mask = mask.unsqueeze(0)
     if mask.ndim == 3:
         mask = mask.unsqueeze(-1)
     if mask.ndim != 4 or mask.shape[-1] != 1:
-        raise ValueError(f"{name} must be [T, H, W] (or one frame [H, W]), got shape {tuple(mask_frames.shape)}")
-    if mask.shape[0] == 1 and frames > 1:
-        mask = mask.expand(frames, -1, -1, -1)
-    if tuple(mask.shape[:3]) != (frames, *size):
-        raise ValueError(f"{name} {tuple(mask.shape[:3])} must match the source {(frames, *size)} (frames, height, "
-                         "width), or be a single frame of the source's size; resize the mask to the video")
-    return mask
+        raise ValueError(f"{name} must be [T, H, W] (or one frame [H, W]), got shape "
+                         f"{tuple(mask_frames.shape)}")
+    if mask.shape[0] not in (1, frames):
+        raise ValueError(f"{name} has {mask.shape[0]} frames but {frames} source frames are "
+                         "edited; give one frame (used for all) or one per edited frame")
+    if mask.min() < 0 or mask.max() > 1:
+        raise ValueError(f"{name}: values must lie in [0, 1] (got {mask.min():.3f}.."
+                         f"{mask.max():.3f})")
+    mask = resize_mask(mask, size, name)
+    return mask.expand(frames, -1, -1, -1) if mask.shape[0] == 1 else mask
+
+
+def resolve_work_size(work_size, height: int, width: int) -> tuple[int, int] | None:
+    """None: the source's own size; "auto": about 832x480 pixels with the source's aspect (see
+    `geometry.auto_work_size`), None when that is the source's size; else (h, w), checked."""
+    if work_size == "auto":
+        size = auto_work_size(height, width)
+        return None if size == (height, width) else size
+    return check_work_size(work_size)
 
 
 @torch.no_grad()
 def encode_source(codec, source_frames: torch.Tensor, mask_frames: torch.Tensor | None = None,
-                  frame_policy: str = "error", work_size: tuple[int, int] | None = None,
-                  names: tuple[str, str] = ("source_frames", "mask_frames")) -> EncodedSource:
+                  frame_policy: str = "error", work_size=None,
+                  names: tuple[str, str] = ("source_frames", "mask_frames"),
+                  clip: SourceClip | None = None) -> EncodedSource:
     """Validate, fit (pad / crop / resize) and VAE-encode the source and optional mask.
 
     codec: a `vae.FrameCodec` (a diffusers VAE is wrapped automatically).
-    source_frames: `[T, H, W, 3]` uint8 or float in [0, 1].
-    mask_frames: `[T, H, W]` in [0, 1], 1 = region that may change.
+    source_frames: `[T, H, W, 3]` uint8 or float in [0, 1]. uint8 frames are resized a few at a
+    time, so a large source never exists as float32 at full size.
+    mask_frames: `[T, H, W]` in [0, 1], 1 = region that may change; one frame or one per source
+    frame, any size with the source's aspect ratio.
+    work_size: (h, w), "auto" or None (see `resolve_work_size`).
     names: what errors call the two inputs (the caller's own parameter or socket names).
+    clip: the source's rate, origin and audio, kept with the result.
     """
     codec = vae_ops.as_codec(codec)
-    source_f, source_u8 = as_float_frames(source_frames, names[0])
-    full_size = tuple(source_f.shape[1:3])
-    work_size = check_work_size(work_size)
-    model_in = resize_frames(source_f, work_size) if work_size is not None else source_f
+    is_rgb = source_frames.ndim == 4 and source_frames.shape[-1] == 3
+    if source_frames.dtype == torch.uint8 and is_rgb:
+        source_u8, source_f = source_frames, None
+    else:
+        source_f, source_u8 = as_float_frames(source_frames, names[0])
+    frames, *full_size = source_u8.shape[:3]
+    work_size = resolve_work_size(work_size, *full_size)
+    if work_size is not None:
+        model_in = (resize_uint8_frames(source_u8, work_size) if source_f is None
+                    else resize_frames(source_f, work_size))
+    else:
+        model_in = source_f if source_f is not None else source_u8.float() / 255
     geo = plan_geometry(*model_in.shape[:3], frame_policy, name=names[0])
     source_latent = codec.encode_frames(fit_frames(model_in, geo)).float().cpu()
+    del model_in
     mask_latent = None
     if mask_frames is not None:
-        mask = _mask_frames(mask_frames, source_f.shape[0], full_size, names[1])
+        mask = _mask_frames(mask_frames, frames, tuple(full_size), names[1])
         if work_size is not None:
-            mask = resize_frames(mask, work_size)
+            mask = resize_mask(mask, work_size, names[1], keep_aspect=False)
         mask = fit_frames(mask, geo).clamp(0, 1)
         mask_latent = vae_ops.encode_matte(codec, mask).float().cpu()
     if work_size is not None:  # the grid is a multiple of 16 already: only frames can have been cropped
         out_u8 = source_u8[: min(geo.model[0], geo.original[0])]
     else:
         out_u8 = unfit_frames(fit_frames(source_u8, geo), geo)  # the original, or its crop
-    return EncodedSource(source_latent, mask_latent, geo, out_u8, work_size)
+    return EncodedSource(source_latent, mask_latent, geo, out_u8, work_size, clip or SourceClip())
 
 
 @torch.no_grad()
