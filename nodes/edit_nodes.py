@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..vera import layers
+from ..vera.clip import MAX_FRAMES, FrameSelection, read_clip, select_clip
 from ..vera.geometry import FRAME_POLICIES
 from ..vera.pipeline import decode_layers, encode_source
 from ..vera.sampling import Interrupted, sample
@@ -16,7 +17,7 @@ from ..vera.preview import preview_frames
 from ..vera.settings import (BATCH_CFG, CFG_RANGE, MAX_SEED, MAX_STEPS, SAMPLERS, SHIFT_RANGE,
                              WAN_DEFAULTS, SamplingSettings, check_value)
 from . import host
-from .handles import VERA_LAYERS, VERA_MODEL, VERA_SOURCE, VeraLayers
+from .handles import VERA_LAYERS, VERA_MODEL, VERA_SHOT, VERA_SOURCE, VeraLayers, VeraShot
 from .previews import layer_previews
 from .vae_bridge import ComfyVAECodec
 
@@ -25,13 +26,16 @@ CATEGORY = "Vera/sampling"
 
 class VeraEncode:
     DESCRIPTION = ("Encode the source video (and, for background changes, a coarse mask) with the VAE into what "
-                   "the Vera Sampler conditions on. Vera needs 1 + 4k frames and sizes that are multiples of 16: "
+                   "the Vera Sampler conditions on. Connect a VIDEO (Load Video: only the frames "
+                   "used are decoded, and its frame rate and sound travel to the saved files) or a "
+                   "batch of frames. Vera needs 1 + 4k frames and sizes that are multiples of 16: "
                    "frame_policy says whether to stop with an error, pad, or crop.")
     CATEGORY = CATEGORY
     FUNCTION = "encode"
     RETURN_TYPES = (VERA_SOURCE,)
     RETURN_NAMES = ("vera_source",)
-    OUTPUT_TOOLTIPS = ("The encoded source (and mask), with how to map the layers back to the video.",)
+    OUTPUT_TOOLTIPS = ("The encoded source (and mask), with its frame rate, sound and how to map "
+                       "the layers back to the video.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -39,32 +43,74 @@ class VeraEncode:
             "required": {
                 "vae": ("VAE", {"tooltip": "ComfyUI's Wan2.1 VAE (VAELoader, wan_2.1_vae.safetensors), or "
                                            "Vera Bundled VAE for vera-tiny."}),
-                "video": ("IMAGE", {"tooltip": "The source video as a batch of frames (e.g. from Get Video Components)."}),
                 "frame_policy": (list(FRAME_POLICIES), {"default": "error", "tooltip": (
-                    "When the video is not 1 + 4k frames or its size not a multiple of 16. error: stop and say "
-                    "how to fix it. pad: repeat the last frame / edge pixels, then cut the outputs back. crop: "
-                    "drop trailing frames and centre-crop (outputs are the cropped video).")}),
+                    "When the frames are not 1 + 4k or the size not a multiple of 16. error: stop "
+                    "and say how to fix it. pad: repeat the last frame / edge pixels, then cut the "
+                    "outputs back. crop: drop trailing frames and centre-crop (outputs are the "
+                    "cropped video).")}),
                 "work_width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": (
-                    "Run the model at this width (multiple of 16); 0 = the video's own width. The layers are "
+                    "Run the model at this width (multiple of 16); 0 = auto: about 832x480 pixels "
+                    "with the video's aspect ratio (never larger than the video). The layers are "
                     "scaled back, and the final composite is made over the full-size source.")}),
                 "work_height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16, "tooltip": (
-                    "Run the model at this height (multiple of 16); 0 = the video's own height.")}),
+                    "Run the model at this height (multiple of 16); 0 = auto (see work_width).")}),
+                "start_frame": ("INT", {"default": 0, "min": 0, "max": 10 ** 7, "tooltip": (
+                    "First frame of the video to edit (0 = its first).")}),
+                "frame_count": ("INT", {"default": 49, "min": 1, "max": MAX_FRAMES, "tooltip": (
+                    f"How many frames to edit (fewer when the video ends first); at most "
+                    f"{MAX_FRAMES}: "
+                    "edit a longer shot in parts. Wan2.1 works best at 81 or fewer, 1 + 4k.")}),
+                "frame_stride": ("INT", {"default": 1, "min": 1, "max": 100, "tooltip": (
+                    "Use every n-th frame (2 halves the frame rate and covers twice the time).")}),
             },
             "optional": {
+                "video": ("VIDEO", {"tooltip": (
+                    "The source video (Load Video). Its exact frame rate (e.g. 24000/1001) and "
+                    "sound go to the composite VIDEO and Vera Save Layers.")}),
+                "frames": ("IMAGE", {"tooltip": (
+                    "Or: the source as a batch of frames (e.g. from Load Image or another node); "
+                    "its rate is fps below. Connect video or frames, not both.")}),
+                "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": 1000.0, "step": 0.001,
+                                  "tooltip": (
+                    "Frame rate of the frames input (23.976 is read as 24000/1001). A VIDEO brings "
+                    "its own.")}),
                 "edit_region": ("MASK", {"tooltip": (
-                    "Optional coarse mask, 1 = region the edit may change (background change: the background). "
-                    "One frame is used for every frame. Leave unconnected for object addition.")}),
+                    "Optional coarse mask, 1 = region the edit may change (background change: the "
+                    "background). One frame (used for all) or one per edited frame; any size with "
+                    "the video's aspect ratio (resized: nearest for hard masks). Leave unconnected "
+                    "for object addition.")}),
             },
         }
 
-    def encode(self, vae, video, frame_policy="error", work_width=0, work_height=0, edit_region=None):
+    def encode(self, vae, frame_policy="error", work_width=0, work_height=0, start_frame=0,
+               frame_count=49, frame_stride=1, video=None, frames=None, fps=16.0, edit_region=None):
+        if (video is None) == (frames is None):
+            which = "not both" if video is not None else "one of them"
+            raise ValueError("Vera Encode: connect the source to video (a VIDEO, e.g. Load Video) "
+                             f"or to frames (an IMAGE batch), {which}")
         if (work_width == 0) != (work_height == 0):
             raise ValueError(f"work_width {work_width} / work_height {work_height}: set both (multiples of 16) "
-                             "or leave both at 0 for the video's own size")
-        work_size = (work_height, work_width) if work_width else None
-        encoded = encode_source(ComfyVAECodec(vae), video[..., :3], edit_region, frame_policy, work_size,
-                                names=("video", "edit_region"))
+                             "or leave both at 0 for auto")
+        pick = FrameSelection(start_frame, frame_count, frame_stride)
+        if video is not None:
+            source_frames, clip = source_from_video(video, pick)
+        else:
+            source_frames, clip = select_clip(frames[..., :3], pick, fps, name="frames")
+        work_size = (work_height, work_width) if work_width else "auto"
+        names = ("video" if video is not None else "frames", "edit_region")
+        encoded = encode_source(ComfyVAECodec(vae), source_frames, edit_region, frame_policy,
+                                work_size, names=names, clip=clip)
         return (encoded,)
+
+
+def source_from_video(video, pick: FrameSelection):
+    """A VIDEO -> (the selected frames, their SourceClip). From a file only those frames are
+    decoded (uint8); a VIDEO made of frames is sliced."""
+    stream = host.video_file(video)
+    if stream is not None:
+        return read_clip(stream, pick, "video")
+    parts = video.get_components()
+    return select_clip(parts.images[..., :3], pick, parts.frame_rate, parts.audio, "video")
 
 
 def conditioning_context(conditioning, name: str, text_dim: int) -> torch.Tensor:
@@ -128,8 +174,8 @@ class VeraSampler:
                 "batch_cfg": (list(BATCH_CFG), {
                     "default": WAN_DEFAULTS.batch_cfg,
                     "tooltip": "Run the positive and negative passes as one batch of two (faster) "
-                               "or one after the other (half the activations). auto: batched "
-                               "when it fits in free memory."}),
+                               "or one after the other (half the activations). auto: batched when "
+                               "it fits in free memory."}),
             },
         }
 
@@ -159,7 +205,9 @@ class VeraSampler:
                              free_memory=host.free_bytes if managed else None)
         except Interrupted:
             host.raise_interrupt()
-        return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source),)
+        model_name = getattr(model, "source_name", None) or vera_model.name
+        return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source, settings,
+                           model_name),)
 
 
 def step_previews(bundle):
@@ -176,14 +224,22 @@ class VeraDecodeLayers:
                    "them over the source with Vera Composite; untouched pixels then stay bit-identical.")
     CATEGORY = CATEGORY
     FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "IMAGE")
-    RETURN_NAMES = ("edit_layer", "alpha (1 = opaque)", "model_composite", "source")
+    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "IMAGE", "IMAGE", "MASK", VERA_SHOT)
+    RETURN_NAMES = ("edit_layer", "alpha (1 = opaque)", "model_composite", "source", "edit_rgba",
+                    "mask (1 = transparent)", "vera_shot")
     OUTPUT_TOOLTIPS = (
         "The edit layer (RGB); meaningful where alpha > 0.",
-        "The matte: 1 = edit layer opaque, 0 = source shows through (the opposite of LoadImage's mask). "
-        "Quantised to 8 bits.",
+        "The matte: 1 = edit layer opaque, 0 = source shows through. Quantised to 8 bits. "
+        "ImageCompositeMasked (destination = source, source = edit layer) takes it as its mask; "
+        "JoinImageWithAlpha takes the mask output instead.",
         "The composite branch's own output (for eq. 3 recovery and checks; not bit-exact outside the edit).",
         "The source frames these layers line up with (cropped if frame_policy was crop).",
+        "The edit layer with its matte as a 4-channel IMAGE (straight alpha): Save Image writes "
+        "RGBA PNGs, video writers of other packs take it directly.",
+        "The matte in ComfyUI's MASK convention, 1 - alpha (1 = transparent, as Load Image gives): "
+        "what JoinImageWithAlpha expects.",
+        "The shot's frame rate, sound and settings, for Vera Composite's VIDEO and Vera Save "
+        "Layers.",
     )
 
     @classmethod
@@ -208,7 +264,12 @@ class VeraDecodeLayers:
         source = encoded.source_u8.float() / 255
         preview_final = layers.final_composite(source, edit_rgb, alpha)  # what Vera Composite gives
         ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, preview_final)]}
-        return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source)}
+        settings = vera_layers.settings
+        shot = VeraShot(encoded.clip, settings and settings.updated(alpha_cutoff=alpha_cutoff),
+                        vera_layers.model_name)
+        rgba = torch.cat([edit_rgb, alpha], dim=-1)
+        return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source, rgba,
+                                     1 - alpha[..., 0], shot)}
 
 
 NODES = {

@@ -4,6 +4,7 @@ VERA_MODEL  -> vera.bundle.Bundle: the MoT model plus what travels with it (vera
                text encoder and sampling defaults).
 VERA_SOURCE -> vera.pipeline.EncodedSource: source (and mask) latents and how to map outputs back.
 VERA_LAYERS -> VeraLayers: the three sampled latents with the source they belong to.
+VERA_SHOT   -> VeraShot: the source clip's rate and sound, and how the shot was made.
 """
 from __future__ import annotations
 
@@ -11,14 +12,26 @@ from dataclasses import dataclass
 
 import torch
 
+from ..vera.clip import SourceClip
 from ..vera.pipeline import EncodedSource
+from ..vera.settings import SamplingSettings
 
 VERA_MODEL = "VERA_MODEL"
 VERA_SOURCE = "VERA_SOURCE"
 VERA_LAYERS = "VERA_LAYERS"
+VERA_SHOT = "VERA_SHOT"
 
 
 @dataclass
 class VeraLayers:
     latents: dict[str, torch.Tensor]  # "edit", "alpha", "composite": normalised `[1, 16, T', h, w]`, CPU float32
     source: EncodedSource
+    settings: SamplingSettings | None = None
+    model_name: str = ""
+
+
+@dataclass(frozen=True)
+class VeraShot:
+    clip: SourceClip  # rate, start, stride, audio, source file name
+    settings: SamplingSettings | None  # as sampled, with the alpha cutoff used
+    model_name: str

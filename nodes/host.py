@@ -211,3 +211,50 @@ def temp_dir() -> Path:
     if IN_COMFYUI:
         return Path(_folders.get_temp_directory())
     return Path(tempfile.gettempdir()) / "vera-temp"
+
+
+class StandaloneVideo:
+    """What a VIDEO is outside ComfyUI: frames `[T, H, W, 3]` float 0..1, an exact rate, AUDIO.
+    Has the two methods of ComfyUI's VideoInput the pack uses."""
+
+    def __init__(self, images: torch.Tensor, frame_rate, audio: dict | None = None):
+        self.images, self.frame_rate, self.audio = images, frame_rate, audio
+
+    def get_components(self):
+        return self
+
+    def get_dimensions(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[1])
+
+
+def make_video(images: torch.Tensor, frame_rate, audio: dict | None = None):
+    """A VIDEO for core SaveVideo and previews: ComfyUI's VideoFromComponents inside ComfyUI.
+    images: `[T, H, W, 3]` float 0..1; frame_rate: a Fraction; audio: ComfyUI AUDIO or None."""
+    if not IN_COMFYUI:
+        return StandaloneVideo(images, frame_rate, audio)
+    from comfy_api.input_impl import VideoFromComponents
+    from comfy_api.util import VideoComponents
+
+    return VideoFromComponents(VideoComponents(images=images, audio=audio,
+                                               frame_rate=frame_rate))
+
+
+def video_file(video):
+    """The file behind a VIDEO (a path or a binary stream) when it comes straight from a file
+    (core LoadVideo), so only the frames used need decoding; None for a VIDEO built from frames."""
+    if not IN_COMFYUI:
+        return None
+    from comfy_api.input_impl import VideoFromFile
+
+    # other VIDEOs also have get_stream_source, but it re-encodes their frames
+    return video.get_stream_source() if isinstance(video, VideoFromFile) else None
+
+
+def metadata_enabled() -> bool:
+    """False when ComfyUI was started with --disable-metadata (then no prompt or workflow is
+    embedded in saved files, as core save nodes do)."""
+    if not IN_COMFYUI:
+        return True
+    from comfy.cli_args import args
+
+    return not args.disable_metadata

@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 
 from ..vera import layers
+from ..vera.clip import SourceClip
+from . import host
+from .handles import VERA_SHOT
 from .previews import layer_previews
 
 CATEGORY = "Vera/layers"
@@ -29,9 +32,15 @@ class VeraComposite:
                    "source frame exactly, so untouched pixels never change.")
     CATEGORY = CATEGORY
     FUNCTION = "composite"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("final",)
-    OUTPUT_TOOLTIPS = ("The final video: the source, with the edit layer placed where the matte is above 0.",)
+    RETURN_TYPES = ("IMAGE", "IMAGE", "VIDEO")
+    RETURN_NAMES = ("final", "edit_rgba", "final_video")
+    OUTPUT_TOOLTIPS = (
+        "The final video: the source, with the edit layer placed where the matte is above 0.",
+        "The edit layer with the matte as a 4-channel IMAGE (straight alpha), for Save Image and "
+        "other packs' video writers.",
+        "The final video as a VIDEO at the source's exact frame rate with its sound (connect "
+        "vera_shot; 16 fps and silent without it), for Save Video and previews.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -47,10 +56,14 @@ class VeraComposite:
                 "recover_semi_transparent": ("BOOLEAN", {"default": False, "tooltip": (
                     "Where 0 < alpha < 1, replace the source by (composite - alpha * edit) / (1 - alpha), so "
                     "effects such as shadows change what lies under them. Needs model_composite.")}),
+                "vera_shot": (VERA_SHOT, {"tooltip": (
+                    "From Vera Decode Layers: the source's frame rate and sound for "
+                    "final_video.")}),
             },
         }
 
-    def composite(self, source, edit_layer, alpha, model_composite=None, recover_semi_transparent=False):
+    def composite(self, source, edit_layer, alpha, model_composite=None,
+                  recover_semi_transparent=False, vera_shot=None):
         if edit_layer.shape != source.shape:
             raise ValueError(f"edit_layer {tuple(edit_layer.shape)} and source {tuple(source.shape)} differ in shape")
         a = as_alpha_frames(alpha, source)
@@ -59,7 +72,10 @@ class VeraComposite:
         final = layers.final_composite(source, edit_layer, a, model_composite,
                                        recover_semi_transparent)
         previews = layer_previews(source, edit_layer, a, final)
-        return {"ui": {"vera_layers": [previews]}, "result": (final,)}
+        clip = vera_shot.clip if vera_shot is not None else SourceClip()
+        rgba = torch.cat([edit_layer[..., :3], a], dim=-1)
+        final_video = host.make_video(final, clip.rate, clip.audio)
+        return {"ui": {"vera_layers": [previews]}, "result": (final, rgba, final_video)}
 
 
 class VeraAlphaRefine:

@@ -1,62 +1,57 @@
 """Vera Save Layers: the layer files an artist takes into compositing, written into ComfyUI's output folder."""
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import uuid
-from pathlib import Path
 
 from ..vera import layers
-from ..vera.outputs import RGBA_FORMATS, write_layer_files
+from ..vera.clip import SourceClip
+from ..vera.exr import ALPHA_MODES, TRANSFERS
+from ..vera.naming import expand_tokens, publish_folder, safe_prefix
+from ..vera.outputs import RGBA_FORMATS, ExrOptions, run_settings, write_layer_files
+from ..vera.video import exact_rate
 from . import host
+from .handles import VERA_SHOT
 from .layer_ops import as_alpha_frames
 from .previews import layer_previews
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-MAX_NAME = 100
+EXR_CHOICES = ("off",) + TRANSFERS
 
 
-def safe_prefix(prefix: str) -> tuple[Path, str]:
-    """"shots/sh010 edit" -> (Path("shots"), "sh010_edit"). Every part is reduced to letters, digits, `.`, `_`
-    and `-`; `..` and absolute paths are refused so nothing lands outside the output folder."""
-    parts = [p for p in re.split(r"[\\/]+", prefix.strip()) if p not in ("", ".")]
-    if prefix.strip().startswith(("/", "\\")) or any(p == ".." for p in parts) or re.match(r"^[A-Za-z]:", prefix):
-        raise ValueError(f"filename_prefix {prefix!r}: use a relative name such as 'vera/shot010'; it must stay "
-                         "inside ComfyUI's output folder")
-    clean = [_UNSAFE.sub("_", p).strip("._") or "vera" for p in parts] or ["vera"]
-    too_long = next((p for p in clean if len(p) > MAX_NAME), None)
-    if too_long is not None:
-        raise ValueError(f"filename_prefix: {too_long[:40]!r}... is {len(too_long)} characters; "
-                         f"keep each folder and the name within {MAX_NAME} (file systems stop at "
-                         "255 and Vera adds suffixes such as _edit_layer_rgba.webm)")
-    return Path(*clean[:-1]) if len(clean) > 1 else Path(), clean[-1]
+def prompt_texts(graph: dict | None) -> tuple[str | None, str | None]:
+    """(positive, negative) prompt text of the Vera Sampler in an API-format prompt graph: the
+    `text` input of the nodes feeding its positive and negative inputs, when they are text."""
+    graph = graph or {}
+    sampler = next((n for n in graph.values() if n.get("class_type") == "VeraSampler"), None)
+    texts = []
+    for name in ("positive", "negative"):
+        link = ((sampler or {}).get("inputs") or {}).get(name)
+        node = graph.get(str(link[0])) if isinstance(link, list) and link else None
+        text = ((node or {}).get("inputs") or {}).get("text")
+        texts.append(text if isinstance(text, str) else None)
+    return texts[0], texts[1]
 
 
-def next_run_folder(parent: Path, name: str) -> Path:
-    """parent/name_00001, _00002, ...: one past the highest number already there."""
-    pattern = re.compile(rf"^{re.escape(name)}_(\d{{5}})$")
-    taken = [int(m.group(1)) for p in parent.glob(f"{name}_*") if (m := pattern.match(p.name))] if parent.is_dir() else []
-    return parent / f"{name}_{max(taken, default=0) + 1:05d}"
-
-
-def publish_folder(staging: Path, parent: Path, name: str) -> Path:
-    """Rename a finished staging folder to the next free run folder (never onto an existing one)."""
-    for _ in range(100):
-        target = next_run_folder(parent, name)
-        try:
-            os.rename(staging, target)  # fails if target exists and is not empty
-            return target
-        except OSError:
-            if not target.exists():
-                raise
-    raise RuntimeError(f"could not find a free folder name for {name} in {parent}")
+def run_record(shot, graph: dict | None, frames: int, size: tuple[int, int], fps,
+               exr_options: ExrOptions | None) -> dict:
+    """settings.json for a saved run: what the Vera nodes recorded plus the prompt text."""
+    positive, negative = prompt_texts(graph)
+    settings = shot.settings if shot is not None else None
+    record = run_settings(settings, model=shot.model_name if shot else None, prompt=positive,
+                          frames=frames, size=size, clip=shot.clip if shot else None,
+                          extra=dict(saved_fps=str(fps), exr=exr_options and vars(exr_options)))
+    if negative is not None and settings is not None:
+        record["negative_prompt"] = negative
+    return record
 
 
 class VeraSaveLayers:
     DESCRIPTION = ("Write the edit as compositing assets into ComfyUI's output folder, one new folder per run "
-                   "(nothing is overwritten): the RGBA edit layer as PNGs plus ProRes 4444 .mov and/or WebM VP9 "
-                   "with alpha, the alpha matte (PNGs + mp4) and the final composite (lossless PNGs + mp4).")
+                   "(nothing is overwritten): the RGBA edit layer as PNGs plus ProRes 4444 .mov "
+                   "and/or WebM VP9 with alpha, the alpha matte (PNGs + mp4), the final composite "
+                   "(lossless PNGs + mp4 with the source's sound), optional OpenEXR sequences, and "
+                   "settings.json. Videos are BT.709 and tagged so; PNGs and the .mov carry the "
+                   "prompt and workflow, as Save Image does.")
     CATEGORY = "Vera/layers"
     FUNCTION = "save"
     OUTPUT_NODE = True
@@ -70,32 +65,63 @@ class VeraSaveLayers:
                 "alpha": ("MASK", {"tooltip": "The matte, 1 = edit layer opaque; stored as the RGBA alpha."}),
                 "final": ("IMAGE", {"tooltip": "The final composite (from Vera Composite)."}),
                 "filename_prefix": ("STRING", {"default": "vera/edit", "tooltip": (
-                    "Subfolder/name inside the output folder; a numbered folder name_00001 is created per run. "
-                    "Unsafe characters become '_'.")}),
-                "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": (
-                    "Frame rate written into the video files (Wan2.1 generates at 16 fps).")}),
+                    "Subfolder/name inside the output folder; a numbered folder name_00001 is "
+                    "created per run. Tokens as in Save Image: %date:yyyy-MM-dd%, %year%, %month%, "
+                    "%day%, %hour%, %minute%, %second%, %width%, %height%, %Node title.input% "
+                    "(e.g. %Vera Sampler.seed%). Unsafe characters become '_'.")}),
+                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.001,
+                                  "tooltip": (
+                    "Frame rate of the video files; 0 = the source's exact rate (from vera_shot; "
+                    "16 without it). 23.976 / 29.97 / 59.94 are written as 24000/1001 etc.")}),
                 "rgba_format": (list(RGBA_FORMATS), {"default": "mov", "tooltip": (
                     "Edit layer video with alpha: mov = ProRes 4444 (editing apps), webm = VP9 with alpha "
                     "(browsers), both.")}),
             },
             "optional": {
                 "source": ("IMAGE", {"tooltip": "The source frames, for the layer viewer's compare view only."}),
+                "vera_shot": (VERA_SHOT, {"tooltip": (
+                    "From Vera Decode Layers: the source's frame rate and sound, and the settings "
+                    "written to settings.json.")}),
+                "exr": (list(EXR_CHOICES), {"default": "off", "tooltip": (
+                    "Also write half-float OpenEXR sequences (edit layer RGBA, alpha, final) for "
+                    "Nuke and other compositors. linear: sRGB decoded to linear light (what EXR "
+                    "users expect); srgb: the PNG values unchanged.")}),
+                "exr_alpha": (list(ALPHA_MODES), {"default": "premultiplied", "tooltip": (
+                    "The EXR edit layer's colour: premultiplied by alpha (Nuke's convention) or "
+                    "straight. The PNGs and videos are always straight.")}),
             },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def save(self, edit_layer, alpha, final, filename_prefix="vera/edit", fps=16.0, rgba_format="mov", source=None):
+    def save(self, edit_layer, alpha, final, filename_prefix="vera/edit", fps=0.0,
+             rgba_format="mov", source=None, vera_shot=None, exr="off",
+             exr_alpha="premultiplied", prompt=None, extra_pnginfo=None):
         if edit_layer.shape[:3] != final.shape[:3]:
             raise ValueError(f"edit_layer {tuple(edit_layer.shape)} and final {tuple(final.shape)} must have the same "
                              "frames and size")
+        if exr not in EXR_CHOICES:
+            raise ValueError(f"exr {exr!r}: choose one of {EXR_CHOICES}")
+        exr_options = ExrOptions(exr, exr_alpha) if exr != "off" else None
+        clip = vera_shot.clip if vera_shot is not None else SourceClip()
+        rate = exact_rate(fps) if fps else clip.rate
         alpha4 = as_alpha_frames(alpha, edit_layer)
-        subfolder, name = safe_prefix(filename_prefix)
+        frames, height, width = final.shape[:3]
+        prefix = expand_tokens(filename_prefix, size=(height, width), graph=prompt)
+        subfolder, name = safe_prefix(prefix)
+        metadata = None
+        if host.metadata_enabled():
+            metadata = {**({"prompt": prompt} if prompt is not None else {}),
+                        **(extra_pnginfo or {})}
+        record = run_record(vera_shot, prompt, frames, (height, width), rate, exr_options)
         root = host.output_dir()
         parent = root / subfolder
         parent.mkdir(parents=True, exist_ok=True)
         staging = parent / f".{name}.{uuid.uuid4().hex[:8]}.partial"
         try:
-            write_layer_files(edit_layer[..., :3].float(), alpha4.float(), layers.to_uint8(final[..., :3].float()),
-                              staging, fps, rgba_format, name=f"{name}_")
+            write_layer_files(edit_layer[..., :3].float(), alpha4.float(),
+                              layers.to_uint8(final[..., :3].float()), staging, rate, rgba_format,
+                              name=f"{name}_", audio=clip.audio, metadata=metadata,
+                              exr_options=exr_options, settings=record)
             folder = publish_folder(staging, parent, name)
         finally:
             if staging.exists():
@@ -104,7 +130,9 @@ class VeraSaveLayers:
                  for p in sorted(folder.rglob("*")) if p.is_file()]
         previews = layer_previews(source, edit_layer, alpha4, final)
         previews["folder"] = folder.relative_to(root).as_posix()
-        return {"ui": {"vera_layers": [previews], "vera_files": files}}
+        shown = [f for f in files if f["filename"] == f"{name}_final_composite.mp4"]
+        return {"ui": {"images": shown, "animated": (True,), "vera_layers": [previews],
+                       "vera_files": files}}
 
 
 NODES = {"VeraSaveLayers": ("Vera Save Layers", VeraSaveLayers)}

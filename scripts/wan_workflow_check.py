@@ -105,7 +105,7 @@ def main() -> int:
     results = {}
     try:
         for task in ("object_addition", "background_change"):
-            sets = [f"Source frames.length={args.frames}", f"Vera Sampler.steps={args.steps}",
+            sets = [f"Vera Encode.frame_count={args.frames}", f"Vera Sampler.steps={args.steps}",
                     f"Vera Encode.work_width={width}", f"Vera Encode.work_height={height}",
                     f"Load Vera Model.model_name={files['vera'].name}",
                     f"Load Vera Model.weight_dtype={args.weight_dtype}",

@@ -23,8 +23,6 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 # class -> (link inputs [(name, type)], widget names, outputs [(name, type)], extra UI-only widget values)
 CORE_NODES = {
     "LoadVideo": ([], ["file"], [("VIDEO", "VIDEO")], ["image"]),
-    "GetVideoComponents": ([("video", "VIDEO")], [], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], []),
-    "ImageFromBatch": ([("image", "IMAGE")], ["batch_index", "length"], [("IMAGE", "IMAGE")], []),
     "SolidMask": ([], ["value", "width", "height"], [("MASK", "MASK")], []),
     "MaskComposite": ([("destination", "MASK"), ("source", "MASK")], ["x", "y", "operation"], [("MASK", "MASK")], []),
     "LoadImageMask": ([], ["image", "channel"], [("MASK", "MASK")], ["image"]),
@@ -32,6 +30,17 @@ CORE_NODES = {
     "CLIPLoader": ([], ["clip_name", "type", "device"], [("CLIP", "CLIP")], []),
     "CLIPTextEncode": ([("clip", "CLIP")], ["text"], [("CONDITIONING", "CONDITIONING")], []),
     "PreviewImage": ([("images", "IMAGE")], [], [], []),
+    "SaveVideo": ([("video", "VIDEO")], ["filename_prefix", "format", "codec"], [], []),
+}
+NOTE_TYPES = ("MarkdownNote", "Note")  # frontend only: on the canvas, never sent to the server
+# where ComfyUI's "missing models" dialog can fetch the Wan2.1 files our workflows use (Comfy-Org's
+# repackaged Wan2.1 files); the Vera weights have no verified file URL yet, so their note says where
+WAN_REPACKAGED = ("https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/"
+                  "split_files")
+MODEL_URLS = {
+    "wan_2.1_vae.safetensors": ("vae", f"{WAN_REPACKAGED}/vae/wan_2.1_vae.safetensors"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": (
+        "text_encoders", f"{WAN_REPACKAGED}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
 }
 
 
@@ -74,6 +83,7 @@ class Node:
     title: str
     widgets: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)  # input name -> (node id, output slot)
+    models: list = field(default_factory=list)  # file names this node loads (see MODEL_URLS)
 
 
 def to_api(nodes: list[Node]) -> dict:
@@ -95,17 +105,18 @@ def _depths(nodes: list[Node]) -> dict[int, int]:
     return depth
 
 
-def to_ui(nodes: list[Node], pack, note: str) -> dict:
+def to_ui(nodes: list[Node], pack, notes: list[str]) -> dict:
     depth, rows, links, ui_nodes = _depths(nodes), {}, [], []
     out_links: dict[tuple[int, int], list[int]] = {}
+    shown = {}  # node id -> its input slots as the UI lists them: the connected ones, in order
     for n in nodes:
         in_links, _, _, _ = node_signature(n.class_type, pack)
-        for slot, (name, kind) in enumerate(in_links):
-            if name in n.links:
-                src, src_slot = n.links[name]
-                link_id = len(links) + 1
-                links.append([link_id, src, src_slot, n.id, slot, kind])
-                out_links.setdefault((src, src_slot), []).append(link_id)
+        shown[n.id] = [(name, kind) for name, kind in in_links if name in n.links]
+        for slot, (name, kind) in enumerate(shown[n.id]):
+            src, src_slot = n.links[name]
+            link_id = len(links) + 1
+            links.append([link_id, src, src_slot, n.id, slot, kind])
+            out_links.setdefault((src, src_slot), []).append(link_id)
     link_of = {(l[3], l[4]): l[0] for l in links}  # (target node, target slot) -> link id
     for n in nodes:
         in_links, widget_names, outputs, extra = node_signature(n.class_type, pack)
@@ -113,18 +124,32 @@ def to_ui(nodes: list[Node], pack, note: str) -> dict:
         ui_nodes.append({
             "id": n.id, "type": n.class_type, "title": n.title,
             "pos": [40 + 360 * depth[n.id], 40 + 260 * row], "size": [320, 200], "flags": {}, "order": 0, "mode": 0,
-            "inputs": [{"name": name, "type": kind, "link": link_of.get((n.id, slot))}
-                       for slot, (name, kind) in enumerate(in_links) if (n.id, slot) in link_of or name in n.links],
+            "inputs": [{"name": name, "type": kind, "link": link_of[(n.id, slot)]}
+                       for slot, (name, kind) in enumerate(shown[n.id])],
             "outputs": [{"name": name, "type": kind, "links": out_links.get((n.id, slot), []), "slot_index": slot}
                         for slot, (name, kind) in enumerate(outputs)],
-            "properties": {"Node name for S&R": n.class_type},
+            "properties": {"Node name for S&R": n.class_type, **_model_properties(n)},
             "widgets_values": [("fixed" if w is None else n.widgets[w]) for w in widget_names] + extra,
         })
     order = sorted(nodes, key=lambda n: (depth[n.id], n.id))
     for i, n in enumerate(order):
         next(u for u in ui_nodes if u["id"] == n.id)["order"] = i
-    return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"vera_note": note}, "version": 0.4}
+    last_id = max(n.id for n in nodes)
+    for i, text in enumerate(notes):
+        ui_nodes.append({"id": last_id + 1 + i, "type": "MarkdownNote",
+                         "title": "Read me" if i == 0 else "Note", "pos": [40 + 700 * i, -420],
+                         "size": [660, 380], "flags": {}, "order": len(order) + i, "mode": 0,
+                         "inputs": [], "outputs": [], "properties": {}, "widgets_values": [text],
+                         "color": "#432", "bgcolor": "#653"})
+    return {"last_node_id": last_id + len(notes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def _model_properties(node: Node) -> dict:
+    """The model files a loader needs, where ComfyUI's frontend looks for them (node properties)."""
+    models = [{"name": name, "url": MODEL_URLS[name][1], "directory": MODEL_URLS[name][0]}
+              for name in node.models if name in MODEL_URLS]
+    return {"models": models} if models else {}
 
 
 def ui_to_api(ui: dict, pack) -> dict:
@@ -132,6 +157,8 @@ def ui_to_api(ui: dict, pack) -> dict:
     links = {l[0]: l for l in ui["links"]}
     api = {}
     for node in ui["nodes"]:
+        if node["type"] in NOTE_TYPES:
+            continue
         in_links, widget_names, _, extra = node_signature(node["type"], pack)
         values = node["widgets_values"]
         if len(values) != len(widget_names) + len(extra):
@@ -147,11 +174,15 @@ def ui_to_api(ui: dict, pack) -> dict:
     return api
 
 
-def _source(nodes, file_name: str, frames: int) -> int:
-    nodes += [Node(1, "LoadVideo", "Source video", {"file": file_name}),
-              Node(2, "GetVideoComponents", "Get video frames", links={"video": (1, 0)}),
-              Node(3, "ImageFromBatch", "Source frames", {"batch_index": 0, "length": frames}, {"image": (2, 0)})]
-    return 3
+def _source(nodes, file_name: str) -> int:
+    nodes.append(Node(1, "LoadVideo", "Source video", {"file": file_name}))
+    return 1
+
+
+def encode_widgets(frames: int, width: int = 0, height: int = 0) -> dict:
+    """Vera Encode's widgets: the first `frames` frames, model at width x height (0 = auto)."""
+    return {"frame_policy": "crop", "work_width": width, "work_height": height, "start_frame": 0,
+            "frame_count": frames, "frame_stride": 1, "fps": 16.0}
 
 
 def _finish(nodes, vae: tuple[int, int], alpha_cutoff: float, prefix: str) -> None:
@@ -159,11 +190,17 @@ def _finish(nodes, vae: tuple[int, int], alpha_cutoff: float, prefix: str) -> No
         Node(20, "VeraDecodeLayers", "Vera Decode Layers", {"alpha_cutoff": alpha_cutoff},
              {"vae": vae, "vera_layers": (12, 0)}),
         Node(21, "VeraComposite", "Vera Composite", {"recover_semi_transparent": False},
-             {"source": (20, 3), "edit_layer": (20, 0), "alpha": (20, 1)}),
-        Node(22, "VeraSaveLayers", "Vera Save Layers", {"filename_prefix": prefix, "fps": 16.0, "rgba_format": "mov"},
-             {"edit_layer": (20, 0), "alpha": (20, 1), "final": (21, 0), "source": (20, 3)}),
+             {"source": (20, 3), "edit_layer": (20, 0), "alpha": (20, 1), "vera_shot": (20, 6)}),
+        Node(22, "VeraSaveLayers", "Vera Save Layers",
+             {"filename_prefix": prefix, "fps": 0.0, "rgba_format": "mov", "exr": "off",
+              "exr_alpha": "premultiplied"},
+             {"edit_layer": (20, 0), "alpha": (20, 1), "final": (21, 0), "source": (20, 3),
+              "vera_shot": (20, 6)}),
         Node(23, "VeraDifferenceHeatmap", "Vera Difference Heatmap", {"gain": 4.0}, {"source": (20, 3), "output": (21, 0)}),
         Node(24, "PreviewImage", "Difference preview", links={"images": (23, 0)}),
+        Node(25, "SaveVideo", "Final video (with sound)",
+             {"filename_prefix": f"{prefix}_final", "format": "auto", "codec": "auto"},
+             {"video": (21, 2)}),
     ]
 
 
@@ -186,7 +223,7 @@ def tiny_workflow(task: str, pack) -> list[Node]:
     recipe, defaults = pack.vera.bundle.tiny_recipe(), pack.vera.bundle.tiny_defaults()
     height, width = recipe["resolution"]
     nodes: list[Node] = []
-    frames_node = _source(nodes, "vera_example.mp4", recipe["frames"])
+    source = _source(nodes, "vera_example.mp4")
     prompt = ("add a large red circle moving from left to right" if task == "object_addition"
               else "replace the background with a blue and white stripes")
     nodes += [
@@ -196,7 +233,7 @@ def tiny_workflow(task: str, pack) -> list[Node]:
         Node(7, "VeraTextEncode", "Negative prompt", {"text": defaults.negative_prompt},
              {"vera_model": (4, 0)}),
     ]
-    encode_links = {"vae": (5, 0), "video": (frames_node, 0)}
+    encode_links = {"vae": (5, 0), "video": (source, 0)}
     if task == "background_change":  # edit region = everything but a box around the person (1 = may change)
         nodes += [Node(8, "SolidMask", "Whole frame", {"value": 1.0, "width": 176, "height": 144}),
                   Node(9, "SolidMask", "Subject box", {"value": 0.0, "width": 116, "height": 144}),
@@ -204,8 +241,8 @@ def tiny_workflow(task: str, pack) -> list[Node]:
                        {"destination": (8, 0), "source": (9, 0)})]
         encode_links["edit_region"] = (10, 0)
     nodes += [
-        Node(11, "VeraEncode", "Vera Encode",
-             {"frame_policy": "crop", "work_width": width, "work_height": height}, encode_links),
+        Node(11, "VeraEncode", "Vera Encode", encode_widgets(recipe["frames"], width, height),
+             encode_links),
         Node(12, "VeraSampler", "Vera Sampler", sampler_widgets(defaults),
              {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0), "vera_source": (11, 0)}),
     ]
@@ -217,27 +254,28 @@ def wan_workflow(task: str, pack) -> list[Node]:
     """Wan2.1-1.3B-based Vera weights with ComfyUI's own Wan VAE and umT5 text encoder, 49 frames at 832x480."""
     nodes: list[Node] = []
     defaults = pack.vera.settings.WAN_DEFAULTS
-    frames_node = _source(nodes, "vera_source_832x480.mp4", 49)
+    source = _source(nodes, "vera_source_832x480.mp4")
     prompt = ("add a red vintage bicycle leaning against the wall on the left" if task == "object_addition"
               else "replace the background with a snowy mountain village at dusk")
     nodes += [
         Node(4, "VeraLoadModel", "Load Vera Model",
              loader_widgets(pack, "Vera-MoT-1.3B.safetensors")),
-        Node(5, "VAELoader", "Wan2.1 VAE", {"vae_name": "wan_2.1_vae.safetensors"}),
+        Node(5, "VAELoader", "Wan2.1 VAE", {"vae_name": "wan_2.1_vae.safetensors"},
+             models=["wan_2.1_vae.safetensors"]),
         Node(13, "CLIPLoader", "umT5 text encoder", {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-                                                     "type": "wan", "device": "default"}),
+                                                     "type": "wan", "device": "default"},
+             models=["umt5_xxl_fp8_e4m3fn_scaled.safetensors"]),
         Node(6, "CLIPTextEncode", "Positive prompt", {"text": prompt}, {"clip": (13, 0)}),
         Node(7, "CLIPTextEncode", "Negative prompt", {"text": defaults.negative_prompt},
              {"clip": (13, 0)}),
     ]
-    encode_links = {"vae": (5, 0), "video": (frames_node, 0)}
+    encode_links = {"vae": (5, 0), "video": (source, 0)}
     if task == "background_change":
         nodes.append(Node(10, "LoadImageMask", "Edit region (white = may change)",
                           {"image": "vera_background_mask.png", "channel": "red"}))
         encode_links["edit_region"] = (10, 0)
     nodes += [
-        Node(11, "VeraEncode", "Vera Encode", {"frame_policy": "crop", "work_width": 832, "work_height": 480},
-             encode_links),
+        Node(11, "VeraEncode", "Vera Encode", encode_widgets(49), encode_links),
         Node(12, "VeraSampler", "Vera Sampler", sampler_widgets(defaults),
              {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0), "vera_source": (11, 0)}),
     ]
@@ -245,26 +283,74 @@ def wan_workflow(task: str, pack) -> list[Node]:
     return nodes
 
 
+OUTPUTS_NOTE = """## What you get
+**Vera Save Layers** writes one new folder per run in `ComfyUI/output/vera/`:
+- `*_edit_layer_rgba/` PNGs and `.mov` (ProRes 4444, straight alpha): the edit layer for your editor
+- `*_alpha/` matte PNGs and `.mp4` (white = edit layer opaque)
+- `*_final_composite/` lossless PNGs and `.mp4` with the source's sound: untouched pixels are the
+  source's own, bit for bit
+- `settings.json` (model, prompt, seed, steps, cfg, frame rate, versions); the PNGs and the `.mov`
+  carry this workflow (drag a PNG onto ComfyUI to get it back)
+
+Videos are written at the source's exact frame rate (24000/1001 stays 24000/1001), BT.709 and
+tagged so. Set `exr` on Save Layers for half-float OpenEXR sequences (linear or sRGB).
+
+**Inside ComfyUI**: `edit_rgba` (Decode Layers, Composite) is a 4-channel IMAGE for Save Image or
+other video writers. `JoinImageWithAlpha` wants `mask (1 = transparent)`; `ImageCompositeMasked`
+(destination = source, source = edit layer) wants `alpha (1 = opaque)`."""
+
+TINY_NOTE = """# Vera: layered video editing (vera-tiny, runs on a CPU)
+1. Put a short clip in `ComfyUI/input/` and pick it in **Source video** (vera_example.mp4 here).
+2. Change the instruction in **Positive prompt**; press **Queue**.
+
+vera-tiny is the small model embedded in the pack (no download): it was trained on synthetic
+shapes at 64x64, so it adds simple coloured shapes or replaces the background with stripes. It
+shows the whole path in about a minute on a CPU; real edits need the Vera-1.3B workflows.
+
+**Vera Encode** takes the frames `start_frame`, `frame_count` (at most 161) and `frame_stride` of
+the video, decoding only those; the frame rate and sound travel to the outputs."""
+
+WAN_NOTE = """# Vera: layered video editing (Vera-1.3B on Wan2.1)
+**Model files** (ComfyUI offers to download the Wan2.1 ones when they are missing):
+- `models/diffusion_models/Vera-MoT-1.3B.safetensors`: the Vera weights (netflix/Vera-MoT-1.3B on
+  Hugging Face, or your own training run; any of the layouts in the pack's README loads)
+- `models/vae/wan_2.1_vae.safetensors`
+- `models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`
+
+1. Pick your clip in **Source video** (`ComfyUI/input/`).
+2. Write the instruction in **Positive prompt**; press **Queue**.
+
+**Vera Encode** edits `frame_count` frames (49 here, at most 161) from `start_frame`, decoding only
+those; work size 0 x 0 = auto (about 832x480 with your clip's aspect ratio). Memory: see the
+pack's README (`python -m vera plan`)."""
+
+BACKGROUND_NOTE = """## Background change
+The **edit region** mask says where the edit may change the picture (white / 1 = may change, e.g.
+the background; the subject stays). One frame is used for every frame; a mask of another size with
+the video's aspect ratio is resized to it."""
+
 WORKFLOWS = {
     "vera_tiny_object_addition": (lambda pack: tiny_workflow("object_addition", pack),
-                                  "vera-tiny on CPU: put a short clip in ComfyUI/input as vera_example.mp4 "
-                                  "(or pick yours in Source video)."),
+                                  [TINY_NOTE, OUTPUTS_NOTE]),
     "vera_tiny_background_change": (lambda pack: tiny_workflow("background_change", pack),
-                                    "vera-tiny on CPU; the edit region is a box-shaped mask for a 176x144 clip."),
+                                    [TINY_NOTE + "\n\n" + BACKGROUND_NOTE.replace("## ", "### ")
+                                     + "\nThe box here is drawn for a 176x144 clip.",
+                                     OUTPUTS_NOTE]),
     "vera_wan13b_object_addition": (lambda pack: wan_workflow("object_addition", pack),
-                                    "Vera-1.3B weights in models/diffusion_models, wan_2.1_vae.safetensors in "
-                                    "models/vae, umt5_xxl_fp8_e4m3fn_scaled.safetensors in models/text_encoders."),
+                                    [WAN_NOTE, OUTPUTS_NOTE]),
     "vera_wan13b_background_change": (lambda pack: wan_workflow("background_change", pack),
-                                      "As the object-addition workflow, plus a mask image in ComfyUI/input (white = "
-                                      "background that may change)."),
+                                      [WAN_NOTE + "\n\n" + BACKGROUND_NOTE.replace("## ", "### ")
+                                       + "\nPut your mask image in `ComfyUI/input/` and pick it in "
+                                         "**Edit region**.", OUTPUTS_NOTE]),
 }
 
 
 def render_all(pack) -> dict[Path, str]:
     files = {}
-    for name, (build, note) in WORKFLOWS.items():
+    for name, (build, notes) in WORKFLOWS.items():
         nodes = build(pack)
-        files[ROOT / "workflows" / f"{name}.json"] = json.dumps(to_ui(nodes, pack, note), indent=1) + "\n"
+        ui = to_ui(nodes, pack, notes)
+        files[ROOT / "workflows" / f"{name}.json"] = json.dumps(ui, indent=1) + "\n"
         files[ROOT / "workflows" / "api" / f"{name}_api.json"] = json.dumps(to_api(nodes), indent=1) + "\n"
     return files
 

@@ -1,12 +1,16 @@
 """The Vera nodes run end to end through the same calls ComfyUI makes (no ComfyUI here): vera-tiny and
 tiny random Wan files, the VAE bridge, cancel, progress, errors and the saved files."""
+import json
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 from helpers import run_node as run
 
-from vera import layers, pipeline, video
+from vera import exr, layers, pipeline, video
 from tiny_models import tiny_diffusers_wan, tiny_vae, wan_original_state_dict
 
 from vera.bundle import load_bundle, tiny_available
@@ -38,11 +42,16 @@ def test_vera_tiny_graph_matches_the_library_and_keeps_untouched_pixels(pack, ti
     monkeypatch.setenv("VERA_OUTPUT_DIR", str(tmp_path / "output"))
     handle, vae = tiny
     prompt = "add a large red circle moving from left to right"
-    (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip, frame_policy="error", work_width=64, work_height=64)
+    (source,), _ = run(pack, "VeraEncode", vae=vae, frames=clip, frame_policy="error", work_width=64, work_height=64,
+                       fps=23.976)
     (lay,), _ = run(pack, "VeraSampler", vera_model=handle, positive=text(pack, handle, prompt),
                     negative=text(pack, handle, ""), vera_source=source, seed=7, steps=6, cfg=2.0, shift=3.0,
                     sampler="unipc")
-    (edit, alpha, model_comp, src), ui = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=lay, alpha_cutoff=0.1)
+    (edit, alpha, model_comp, src, rgba4, mask, shot), ui = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=lay,
+                                                                 alpha_cutoff=0.1)
+    assert rgba4.shape == (*clip.shape[:3], 4) and torch.equal(rgba4[..., 3], alpha)
+    assert torch.equal(rgba4[..., :3], edit) and torch.equal(mask, 1 - alpha)  # ComfyUI's convention
+    assert shot.clip.rate == Fraction(24000, 1001) and shot.settings.seed == 7 and shot.model_name
     assert edit.shape == clip.shape and alpha.shape == clip.shape[:3] and torch.equal(src, clip)
     assert len(ui["vera_layers"][0]["frames"]) == 16  # previews for the layer viewer
 
@@ -54,18 +63,35 @@ def test_vera_tiny_graph_matches_the_library_and_keeps_untouched_pixels(pack, ti
     assert (alpha - ref.alpha[..., 0]).abs().max() <= 1 / 255 + 1e-6
     assert (alpha > 0).any() and (alpha == 0).any()
 
-    (final,), _ = run(pack, "VeraComposite", source=src, edit_layer=edit, alpha=alpha)
+    (final, rgba_out, final_video), _ = run(pack, "VeraComposite", source=src, edit_layer=edit, alpha=alpha,
+                                            vera_shot=shot)
     untouched = alpha == 0
     assert torch.equal(layers.to_uint8(final)[untouched], layers.to_uint8(clip)[untouched])
+    assert torch.equal(rgba_out, rgba4)
+    parts = final_video.get_components()
+    assert parts.frame_rate == Fraction(24000, 1001) and torch.equal(parts.images, final)
 
     _, ui = run(pack, "VeraSaveLayers", edit_layer=edit, alpha=alpha, final=final, filename_prefix="shots/sh 010",
-                fps=16.0, rgba_format="both", source=src)
+                fps=0.0, rgba_format="both", source=src, vera_shot=shot, exr="srgb", exr_alpha="straight",
+                prompt={"1": {"class_type": "VeraSampler"}}, extra_pnginfo={"workflow": {"nodes": []}})
     folder = tmp_path / "output" / ui["vera_layers"][0]["folder"]
     assert folder == tmp_path / "output" / "shots" / "sh_010_00001"
     rgba = video.read_rgba_video(folder / "sh_010_edit_layer_rgba.mov")
     assert (rgba[..., 3].int() - layers.to_uint8(alpha).int()).abs().max() <= 1
     pngs = sorted((folder / "sh_010_final_composite").glob("*.png"))
     assert len(pngs) == 17 and torch.equal(video.read_png(pngs[5]), layers.to_uint8(final[5]))
+    settings = json.loads((folder / "sh_010_settings.json").read_text())
+    assert settings["seed"] == 7 and settings["steps"] == 6 and settings["alpha_cutoff"] == 0.1
+    assert settings["clip"]["fps"] == "24000/1001" and settings["frames"] == 17
+    with av.open(str(folder / "sh_010_edit_layer_rgba.mov")) as container:
+        assert container.streams.video[0].average_rate == Fraction(24000, 1001)
+        assert json.loads(container.metadata["workflow"]) == {"nodes": []}
+    exr_rgba, header = exr.read_exr(folder / "sh_010_edit_layer_exr" / "edit_00005.exr")
+    assert header["vera:alpha"] == "straight" and header["vera:transfer"] == "srgb"
+    np.testing.assert_allclose(exr_rgba["RGBA"][..., 3].astype(np.float32),
+                               layers.to_uint8(alpha[5]).float().numpy() / 255, atol=1e-3)
+    assert ui["images"] == [dict(filename="sh_010_final_composite.mp4", subfolder="shots/sh_010_00001",
+                                 type="output")] and ui["animated"] == (True,)
     listed = {(f["subfolder"], f["filename"]) for f in ui["vera_files"]}
     assert ("shots/sh_010_00001", "sh_010_edit_layer_rgba.webm") in listed and all(
         f["type"] == "output" for f in ui["vera_files"])
@@ -78,7 +104,7 @@ def test_vera_tiny_graph_matches_the_library_and_keeps_untouched_pixels(pack, ti
 def test_sampler_reports_progress_and_cancel_stops_before_the_next_step(pack, tiny, clip, monkeypatch):
     handle, vae = tiny
     host = pack.nodes.host
-    (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip[:5], frame_policy="error", work_width=64,
+    (source,), _ = run(pack, "VeraEncode", vae=vae, frames=clip[:5], frame_policy="error", work_width=64,
                        work_height=64)
     seen, previews = [], []
 
@@ -108,19 +134,26 @@ def test_sampler_reports_progress_and_cancel_stops_before_the_next_step(pack, ti
 @needs_tiny
 def test_encode_and_sampler_inputs_are_checked(pack, tiny, clip):
     handle, vae = tiny
-    with pytest.raises(ValueError, match=r"video: bad 10 frames .*trim to 9 or pad to 13"):
-        run(pack, "VeraEncode", vae=vae, video=clip[:10, :64, :64], frame_policy="error", work_width=0, work_height=0)
-    (padded,), _ = run(pack, "VeraEncode", vae=vae, video=clip[:10, :60, :64], frame_policy="pad", work_width=0,
+    with pytest.raises(ValueError, match=r"frames: bad 10 frames .*trim to 9 or pad to 13"):
+        run(pack, "VeraEncode", vae=vae, frames=clip[:10, :64, :64], frame_policy="error", work_width=0, work_height=0)
+    (padded,), _ = run(pack, "VeraEncode", vae=vae, frames=clip[:10, :60, :64], frame_policy="pad", work_width=0,
                        work_height=0)
     assert padded.geometry.model == (13, 64, 64) and padded.source_u8.shape == (10, 60, 64, 3)
     with pytest.raises(ValueError, match="set both"):
-        run(pack, "VeraEncode", vae=vae, video=clip, work_width=64, work_height=0)
+        run(pack, "VeraEncode", vae=vae, frames=clip, work_width=64, work_height=0)
     box = torch.zeros(1, 144, 176)
     box[:, 20:60, 30:90] = 1
-    (with_mask,), _ = run(pack, "VeraEncode", vae=vae, video=clip[:5], work_width=64, work_height=64, edit_region=box)
+    (with_mask,), _ = run(pack, "VeraEncode", vae=vae, frames=clip[:5], work_width=64, work_height=64, edit_region=box)
     assert with_mask.mask_latent is not None and with_mask.mask_latent.shape == with_mask.source_latent.shape
-    with pytest.raises(ValueError, match=r"edit_region \(5, 100, 176\) must match the source"):
-        run(pack, "VeraEncode", vae=vae, video=clip[:5], work_width=64, work_height=64, edit_region=box[:, :100])
+    with pytest.raises(ValueError, match=r"edit_region is 176x100 but the video is 176x144: a different aspect"):
+        run(pack, "VeraEncode", vae=vae, frames=clip[:5], work_width=64, work_height=64, edit_region=box[:, :100])
+    half = box[:, ::2, ::2]  # a hard mask at half the size: resized nearest, so it stays hard
+    (resized,), _ = run(pack, "VeraEncode", vae=vae, frames=clip[:5], work_width=64, work_height=64, edit_region=half)
+    torch.testing.assert_close(resized.mask_latent, with_mask.mask_latent, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="connect the source to video .* or to frames"):
+        run(pack, "VeraEncode", vae=vae, work_width=64, work_height=64)
+    with pytest.raises(ValueError, match="frame_count 200: Vera edits at most 161"):
+        run(pack, "VeraEncode", vae=vae, frames=clip, frame_count=200)
     wan_width = [[torch.zeros(1, 512, 4096), {}]]
     with pytest.raises(ValueError, match="4096-wide but this model expects 64.*Vera Text Encode"):
         run(pack, "VeraSampler", vera_model=handle, positive=wan_width, negative=wan_width, vera_source=with_mask,
@@ -253,7 +286,7 @@ def test_wan_width_graph_takes_clip_text_encode_conditioning_and_a_comfy_vae(pac
                        attention="auto")
     vae = ComfyStyleVAE(tiny_vae(0))
     clip = torch.rand(5, 32, 48, 3, generator=torch.Generator().manual_seed(1))
-    (source,), _ = run(pack, "VeraEncode", vae=vae, video=clip, frame_policy="error", work_width=0, work_height=0)
+    (source,), _ = run(pack, "VeraEncode", vae=vae, frames=clip, frame_policy="error", work_width=0, work_height=0)
 
     def clip_text_encode(seed):  # [1, 512, 4096], zero past the prompt, with ComfyUI's extra dict
         context = torch.zeros(1, 512, 4096)
@@ -262,7 +295,7 @@ def test_wan_width_graph_takes_clip_text_encode_conditioning_and_a_comfy_vae(pac
 
     (lay,), _ = run(pack, "VeraSampler", vera_model=handle, positive=clip_text_encode(1), negative=clip_text_encode(2),
                     vera_source=source, seed=0, steps=2, cfg=5.0, shift=5.0, sampler="euler", batch_cfg=False)
-    (edit, alpha, comp, src), _ = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=lay, alpha_cutoff=0.0)
+    (edit, alpha, comp, src, *_), _ = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=lay, alpha_cutoff=0.0)
     assert edit.shape == clip.shape and alpha.shape == clip.shape[:3] and torch.equal(src, layers.to_uint8(clip).float() / 255)
     with pytest.raises(ValueError, match="64-wide but this model expects 4096.*CLIPTextEncode"):
         run(pack, "VeraSampler", vera_model=handle, positive=[[torch.zeros(1, 16, 64), {}]],

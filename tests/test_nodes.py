@@ -3,8 +3,9 @@ import pytest
 import torch
 from helpers import run_node as run
 
-COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "VAE", "CLIP", "INT", "FLOAT", "BOOLEAN", "STRING"}
-OUR_TYPES = {"VERA_MODEL", "VERA_SOURCE", "VERA_LAYERS"}
+COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "VAE", "CLIP", "INT", "FLOAT", "BOOLEAN", "STRING",
+               "VIDEO"}
+OUR_TYPES = {"VERA_MODEL", "VERA_SOURCE", "VERA_LAYERS", "VERA_SHOT"}
 
 
 EXPECTED_NODES = {"VeraLoadModel", "VeraFromWan", "VeraTextEncode", "VeraBundledVAE", "VeraEncode",
@@ -45,7 +46,7 @@ def test_composite_node_is_exact_outside_the_matte(pack):
     source, edit = frames(0), frames(1)
     alpha = torch.zeros(3, 16, 16)
     alpha[:, 4:10, 4:10] = 0.5
-    (final,), ui = run(pack, "VeraComposite", source=source, edit_layer=edit, alpha=alpha)
+    (final, *_), ui = run(pack, "VeraComposite", source=source, edit_layer=edit, alpha=alpha)
     outside = alpha == 0
     assert torch.equal(final[outside], source[outside])
     torch.testing.assert_close(final[~outside], 0.5 * source[~outside] + 0.5 * edit[~outside])
@@ -53,7 +54,7 @@ def test_composite_node_is_exact_outside_the_matte(pack):
     # eq. 3: a composite made over a different plate gives that plate back under the semi-transparent matte
     plate = frames(2)
     comp = 0.5 * plate + 0.5 * edit
-    (recovered,), _ = run(pack, "VeraComposite", source=source, edit_layer=edit, alpha=alpha, model_composite=comp,
+    (recovered, *_), _ = run(pack, "VeraComposite", source=source, edit_layer=edit, alpha=alpha, model_composite=comp,
                             recover_semi_transparent=True)
     torch.testing.assert_close(recovered[~outside], comp[~outside])
     with pytest.raises(ValueError, match="needs the model_composite"):

@@ -32,7 +32,8 @@ def test_ui_workflow_links_are_consistent(path, pack):
         assert link_id in output["links"] and target["link"] == link_id, (path.name, link_id)
         assert output["type"] == target["type"] == kind, (path.name, link_id)
     for node in ui["nodes"]:
-        assert node["type"] in pack.NODE_CLASS_MAPPINGS or node["type"] in wf.CORE_NODES, node["type"]
+        assert (node["type"] in pack.NODE_CLASS_MAPPINGS or node["type"] in wf.CORE_NODES
+                or node["type"] in wf.NOTE_TYPES), node["type"]
         for slot in node["inputs"]:
             assert slot["link"] is None or links[slot["link"]][3] == node["id"]
         for output in node["outputs"]:
@@ -76,3 +77,44 @@ def test_ui_and_api_files_describe_the_same_graph(path, pack):
 def test_workflow_files_are_what_the_builder_writes(pack):
     stale = [p.name for p, text in wf.render_all(pack).items() if p.read_text() != text]
     assert not stale, f"regenerate with python scripts/workflows.py: {stale}"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_workflows_explain_themselves_and_wire_the_source_rate(path, pack):
+    """Instructions on the canvas (MarkdownNote), downloadable model files in node properties, the
+    VIDEO straight into Vera Encode, and the source's rate (fps 0 + vera_shot) into the outputs."""
+    ui = json.loads(path.read_text())
+    notes = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    assert notes and "Queue" in notes[0]["widgets_values"][0] and notes[0]["inputs"] == []
+    assert any("1 = transparent" in n["widgets_values"][0] for n in notes)
+    api = wf.ui_to_api(ui, pack)
+    assert all(n["class_type"] not in wf.NOTE_TYPES for n in api.values())
+    by_type = {n["class_type"]: n for n in api.values()}
+    encode = by_type["VeraEncode"]["inputs"]
+    assert api[encode["video"][0]]["class_type"] == "LoadVideo"
+    save = by_type["VeraSaveLayers"]["inputs"]
+    assert save["fps"] == 0.0 and api[save["vera_shot"][0]]["class_type"] == "VeraDecodeLayers"
+    video = by_type["SaveVideo"]["inputs"]["video"]
+    assert api[video[0]]["class_type"] == "VeraComposite" and video[1] == 2
+    for node in ui["nodes"]:
+        for model in node["properties"].get("models", []):
+            assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith(model["name"])
+            assert model["name"] in node["widgets_values"] and model["directory"] in ("vae", "text_encoders")
+    if "wan13b" in path.name:
+        listed = {m["name"] for n in ui["nodes"] for m in n["properties"].get("models", [])}
+        assert listed == {"wan_2.1_vae.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"}
+
+
+def test_registry_metadata_matches_what_manager_installs():
+    """pyproject.toml (the Comfy Registry reads it) lists requirements.txt's lines, has a name
+    without "ComfyUI", the classifiers and requires-comfyui; .comfyignore keeps dev files out."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert project["project"]["dependencies"] == [line for line in lines if line]
+    assert "comfyui" not in project["project"]["name"].lower()
+    assert "Operating System :: OS Independent" in project["project"]["classifiers"]
+    assert project["tool"]["comfy"]["requires-comfyui"].startswith(">=")
+    ignored = (ROOT / ".comfyignore").read_text().split()
+    assert {"tests/", "bench/", "docs/"} <= set(ignored)

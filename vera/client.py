@@ -95,8 +95,13 @@ class ComfyClient:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ClientError(f"unexpected answer to the upload of {path}: {raw[:200]!r}") from None
 
-    def submit(self, workflow: dict) -> str:
-        answer = self._json("POST", "/prompt", {"prompt": workflow, "client_id": self.client_id})
+    def submit(self, workflow: dict, ui_workflow: dict | None = None) -> str:
+        """Queue an API-format workflow; `ui_workflow` (its UI-format file) is sent along as the
+        frontend does, so save nodes embed it in their files."""
+        body = {"prompt": workflow, "client_id": self.client_id}
+        if ui_workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": ui_workflow}}
+        answer = self._json("POST", "/prompt", body)
         if answer.get("node_errors"):
             raise ClientError("ComfyUI refused the workflow:\n" + format_prompt_errors(json.dumps(answer)), 2)
         if "prompt_id" not in answer:
@@ -300,12 +305,17 @@ def parse_set(text: str) -> tuple[str, str, object]:
 
 
 def output_files(entry: dict) -> list[dict]:
-    """Every saved file (type "output") a run's nodes reported."""
-    items = []
+    """Every saved file (type "output") a run's nodes reported, each once (a node may list a file
+    both as its preview and among its files)."""
+    items, seen = [], set()
     for node_output in entry.get("outputs", {}).values():
         for values in node_output.values():
-            if isinstance(values, list):
-                items += [v for v in values if isinstance(v, dict) and v.get("type") == "output" and "filename" in v]
+            for v in values if isinstance(values, list) else []:
+                if isinstance(v, dict) and v.get("type") == "output" and "filename" in v:
+                    key = (v.get("subfolder", ""), v["filename"])
+                    if key not in seen:
+                        seen.add(key)
+                        items.append(v)
     return items
 
 

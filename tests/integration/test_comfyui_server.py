@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -180,7 +181,7 @@ def test_comfyui_vae_loader_plugs_into_our_nodes_on_the_server(server, random_wa
     target.symlink_to(random_wan21_vae_file)
     workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
     workflow["5"] = {"class_type": "VAELoader", "inputs": {"vae_name": name}, "_meta": {"title": "Wan2.1 VAE"}}
-    client.set_input(workflow, "Source frames", "length", 5)
+    client.set_input(workflow, "Vera Encode", "frame_count", 5)
     client.set_input(workflow, "Vera Sampler", "steps", 2)
     client.set_input(workflow, "Vera Sampler", "seed", int(time.time()))
     # vera-tiny was not trained on this (random) VAE's latents, so its matte is noise; at cutoff 0.5 both
@@ -212,7 +213,8 @@ def test_bundled_vae_works_with_comfyuis_own_vae_encode_and_decode(server, tmp_p
     workflow = {
         "1": {"class_type": "LoadVideo", "inputs": {"file": comfy.upload(clip)}},
         "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
-        "3": {"class_type": "ImageFromBatch", "inputs": {"image": ["2", 0], "batch_index": 0, "length": 5}},
+        "3": {"class_type": "ImageFromBatch", "inputs": {"image": ["2", 0], "batch_index": 0,
+                                                          "length": 5}},
         "4": {"class_type": "VeraLoadModel", "inputs": {"model_name": "vera-tiny", "weight_dtype": "auto",
                                                          "attention": "auto"}},
         "5": {"class_type": "VeraBundledVAE", "inputs": {"vera_model": ["4", 0]}},
@@ -240,7 +242,7 @@ def test_headless_client_command_runs_a_workflow_end_to_end(server, tmp_path):
                "--input", str(clip),
                "--prompt", "add a small green triangle moving from right to left",
                "--seed", str(time.time_ns() % 100000), "--steps", "5",
-               "--set", "Source frames.length=9", "--set", "Vera Save Layers.rgba_format=both",
+               "--set", "Vera Encode.frame_count=9", "--set", "Vera Save Layers.rgba_format=both",
                "--out", str(out)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -282,7 +284,7 @@ def test_a_failed_queue_item_names_the_value_and_the_server_keeps_serving(server
         comfy.wait(comfy.submit(bad), {}, time.time() + 300, log=lambda *_: None)
     good = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
     client.set_input(good, "Source video", "file", name)
-    client.set_input(good, "Source frames", "length", 5)
+    client.set_input(good, "Vera Encode", "frame_count", 5)
     client.set_input(good, "Vera Sampler", "steps", 2)
     client.set_input(good, "Vera Sampler", "seed", time.time_ns() % 100000)
     entry = comfy.wait(comfy.submit(good), {}, time.time() + 300, log=lambda *_: None)
@@ -292,7 +294,7 @@ def test_a_failed_queue_item_names_the_value_and_the_server_keeps_serving(server
 def _run_tiny(comfy, name: str, steps: int = 2, frames: int = 5) -> dict:
     workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
     client.set_input(workflow, "Source video", "file", name)
-    client.set_input(workflow, "Source frames", "length", frames)
+    client.set_input(workflow, "Vera Encode", "frame_count", frames)
     client.set_input(workflow, "Vera Sampler", "steps", steps)
     client.set_input(workflow, "Vera Sampler", "seed", time.time_ns() % 100000)
     return comfy.wait(comfy.submit(workflow), {}, time.time() + 300, log=lambda *_: None)
@@ -368,3 +370,121 @@ def test_previews_arrive_on_the_websocket_while_the_sampler_runs(tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+def _clip_at(tmp_path, rate) -> tuple[Path, torch.Tensor]:
+    """The bundled clip re-encoded at `rate` with a tone as its sound -> (file, its frames as
+    ComfyUI will decode them)."""
+    import math
+
+    frames, _ = video.read_frames(bundled_clip(), 17)
+    seconds = 17 / float(rate)
+    t = torch.arange(int(seconds * 48000)) / 48000
+    tone = {"waveform": (0.2 * torch.sin(2 * math.pi * 330 * t)).view(1, 1, -1),
+            "sample_rate": 48000}
+    path = tmp_path / f"source_{float(rate):.3f}.mp4"
+    video.write_mp4(frames, path, rate, audio=tone)
+    return path, video.read_frames(path, 17)[0]
+
+
+def _tags(path):
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        return (Fraction(stream.average_rate), (cc.color_primaries, cc.color_trc, cc.colorspace),
+                len(container.streams.audio), dict(container.metadata))
+
+
+@pytest.mark.parametrize("rate", [Fraction(25), Fraction(24000, 1001)], ids=["25", "23.976"])
+def test_shipped_workflow_keeps_the_source_rate_colour_tags_and_workflow(server, tmp_path, rate):
+    """The shipped vera-tiny workflow on a 25 and a 23.976 fps clip: the .mov and the VIDEO output
+    at the exact rate, BT.709-tagged, with sound on the composite; alpha within a level; PNGs with
+    the workflow; settings.json; untouched pixels bit-exact."""
+    from PIL import Image
+
+    clip, source = _clip_at(tmp_path, rate)
+    comfy = client.ComfyClient(server)
+    ui = json.loads((ROOT / "workflows" / "vera_tiny_object_addition.json").read_text())
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))
+    client.set_input(workflow, "Vera Sampler", "steps", 4)
+    client.set_input(workflow, "Vera Sampler", "seed", time.time_ns() % 100000)
+    entry = comfy.wait(comfy.submit(workflow, ui), {}, time.time() + 600, log=lambda *_: None)
+    paths = [comfy.download(item, tmp_path / "out")[0] for item in client.output_files(entry)]
+    mov = next(p for p in paths if p.suffix == ".mov")
+    composite_mp4 = next(p for p in paths if p.name.endswith("final_composite.mp4"))
+    saved_video = next(p for p in paths if p.suffix == ".mp4" and "_final_0" in p.name)  # SaveVideo
+    for path, sound in ((mov, 0), (composite_mp4, 1)):
+        found_rate, tags, audio, _ = _tags(path)
+        assert (found_rate, tags, audio) == (rate, (1, 1, 1), sound), (path.name, found_rate, tags, audio)
+    # our VIDEO output carries the exact rate (tests/test_node_graph.py); core Save Video writes it
+    # to three decimals (24000/1001 -> 2997/125) and leaves the colour tags unset
+    found_rate, _, audio, _ = _tags(saved_video)
+    assert abs(found_rate - rate) < Fraction(1, 1000) and audio == 1, (found_rate, audio)
+    metadata = _tags(mov)[3]
+    assert json.loads(metadata["workflow"]) == ui and "VeraSampler" in metadata["prompt"]
+    finals = sorted(p for p in paths if p.parent.name.endswith("final_composite") and p.suffix == ".png")
+    alphas = sorted(p for p in paths if p.parent.name.endswith("_alpha") and p.suffix == ".png")
+    assert len(finals) == len(alphas) == 17
+    text = Image.open(finals[0]).text
+    assert json.loads(text["workflow"]) == ui
+    embedded = json.loads(text["prompt"])  # the prompt as ComfyUI ran it (it adds is_changed keys)
+    assert {k: (n["class_type"], n["inputs"]) for k, n in embedded.items()} == \
+        {k: (n["class_type"], n["inputs"]) for k, n in workflow.items()}
+    final = torch.stack([video.read_png(p) for p in finals])
+    alpha = torch.stack([video.read_png(p) for p in alphas])[..., 0]
+    untouched = alpha == 0
+    assert untouched.any() and (~untouched).any()
+    assert torch.equal(final[untouched], source[untouched]), "pixels outside the matte changed"
+    assert (video.read_rgba_video(mov)[..., 3].int() - alpha.int()).abs().max() <= 1
+    settings = json.loads(next(p for p in paths if p.name.endswith("settings.json")).read_text())
+    assert settings["clip"]["fps"] == str(rate) and settings["model"] == "vera-tiny"
+    assert settings["prompt"] == workflow[client.find_node(workflow, "Positive prompt")]["inputs"]["text"]
+    assert settings["steps"] == 4 and settings["frames"] == 17 and settings["size"] == [176, 144]
+    print(f"{float(rate):.3f} fps: .mov {_tags(mov)[0]}, BT.709 tags, {len(paths)} files, "
+          f"{float(untouched.float().mean()):.1%} of pixels untouched and bit-exact")
+
+
+def test_rgba_image_and_masks_meet_core_nodes_without_inversion(server, tmp_path):
+    """edit_rgba -> SaveImage, mask (1 = transparent) -> JoinImageWithAlpha, alpha (1 = opaque)
+    -> ImageCompositeMasked: each gives the matte the right way round."""
+    clip, source = _clip_at(tmp_path, Fraction(25))
+    comfy = client.ComfyClient(server)
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))
+    client.set_input(workflow, "Vera Encode", "frame_count", 5)
+    client.set_input(workflow, "Vera Sampler", "steps", 3)
+    client.set_input(workflow, "Vera Sampler", "seed", time.time_ns() % 100000)
+    decode = client.find_node(workflow, "Vera Decode Layers")
+    tag = time.time_ns()
+    workflow.update({
+        "90": {"class_type": "SaveImage", "inputs": {"images": [decode, 4],
+                                                      "filename_prefix": f"rgba_{tag}"}},
+        "91": {"class_type": "JoinImageWithAlpha", "inputs": {"image": [decode, 0],
+                                                               "alpha": [decode, 5]}},
+        "92": {"class_type": "SaveImage", "inputs": {"images": ["91", 0],
+                                                      "filename_prefix": f"joined_{tag}"}},
+        "93": {"class_type": "ImageCompositeMasked", "inputs": {
+            "destination": [decode, 3], "source": [decode, 0], "x": 0, "y": 0,
+            "resize_source": False, "mask": [decode, 1]}},
+        "94": {"class_type": "SaveImage", "inputs": {"images": ["93", 0],
+                                                      "filename_prefix": f"masked_{tag}"}},
+    })
+    entry = comfy.wait(comfy.submit(workflow), {}, time.time() + 600, log=lambda *_: None)
+    paths = [comfy.download(item, tmp_path / "out")[0] for item in client.output_files(entry)]
+    alphas = sorted(p for p in paths if p.parent.name.endswith("_alpha") and p.suffix == ".png")
+    finals = sorted(p for p in paths if p.parent.name.endswith("final_composite") and p.suffix == ".png")
+    alpha = torch.stack([video.read_png(p) for p in alphas])[..., 0]
+    final = torch.stack([video.read_png(p) for p in finals])
+    pick = lambda prefix: torch.stack([video.read_png(p) for p in sorted(paths)
+                                       if p.name.startswith(prefix)])
+    rgba, joined, masked = pick(f"rgba_{tag}"), pick(f"joined_{tag}"), pick(f"masked_{tag}")
+    assert rgba.shape[-1] == joined.shape[-1] == 4 and masked.shape[-1] == 3
+    assert (alpha == 0).any() and (alpha > 0).any()
+    assert (rgba[..., 3].int() - alpha.int()).abs().max() <= 1, "SaveImage alpha is not our matte"
+    assert (joined[..., 3].int() - alpha.int()).abs().max() <= 1, "JoinImageWithAlpha inverted it"
+    assert (masked.int() - final.int()).abs().max() <= 1, "ImageCompositeMasked is not eq. 2"
+    untouched = alpha == 0
+    assert torch.equal(masked[untouched], source[:5][untouched])
