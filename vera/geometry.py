@@ -140,8 +140,10 @@ def resize_uint8_frames(frames: torch.Tensor, size: tuple[int, int], chunk: int 
                         ) -> torch.Tensor:
     """uint8 `[T, H, W, C]` -> float `[T, h, w, C]` in [0, 1], a few frames at a time, so a 4K
     source never exists as float32 at full size."""
-    return torch.cat([resize_frames(frames[i:i + chunk].float() / 255, size)
-                      for i in range(0, frames.shape[0], chunk)])
+    out = torch.empty(frames.shape[0], *size, frames.shape[-1])
+    for i in range(0, frames.shape[0], chunk):
+        out[i:i + chunk] = resize_frames(frames[i:i + chunk].float() / 255, size)
+    return out
 
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int], name: str = "mask",
