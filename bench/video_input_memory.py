@@ -102,8 +102,10 @@ def main() -> int:
         for count in (17, 49, 97, 161):
             t = time.perf_counter()
             result = child("used", path, count)
-            used[count] = dict(peak_mb=result["peak_mb"], above_baseline_mb=result["peak_mb"] - base,
-                               model_input=result["shape"], seconds=round(time.perf_counter() - t, 1))
+            used[count] = dict(peak_mb=result["peak_mb"],
+                               above_baseline_mb=result["peak_mb"] - base,
+                               model_input=result["shape"],
+                               seconds=round(time.perf_counter() - t, 1))
         whole = child("whole", path, 49)
         frame_mb = args.width * args.height * 3 / 2 ** 20
     print(json.dumps(dict(
@@ -111,7 +113,8 @@ def main() -> int:
         clip=f"{args.width}x{args.height}, {total} frames at {args.fps} fps (H.264, "
              f"{path.name}), written in {write_s:.0f} s",
         baseline_mb=base, used=used,
-        whole_file_float32=dict(peak_mb=whole["peak_mb"], above_baseline_mb=whole["peak_mb"] - base),
+        whole_file_float32=dict(peak_mb=whole["peak_mb"],
+                                above_baseline_mb=whole["peak_mb"] - base),
         uint8_frame_mb=round(frame_mb, 2))))
     return 0
 
