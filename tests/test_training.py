@@ -177,3 +177,23 @@ def test_same_script_runs_data_parallel_on_two_processes(setup, files, tmp_path)
     assert log[-1]["lr"] == pytest.approx(1e-4 * 2 / 4)  # edit group: 0.1 x 1e-3, warm-up 2 of 4 steps
     assert detect(out / "vera.safetensors").format == "vera"
     assert sorted(p.name for p in (out / "checkpoint").glob("random_states_*")) == ["random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_vae_colour_helpers_give_saturated_frames_and_keep_pixel_values():
+    """The VAE trainer's colour options: patch frames hold flat saturated colours in [-1, 1];
+    a channel permutation moves values between channels of the same pixel and nothing else."""
+    import numpy as np
+
+    from vera.training.vae_trainer import colour_patches, opponent, permute_channels
+
+    rng = np.random.default_rng(0)
+    frames = colour_patches(6, 5, (32, 48), rng)
+    assert frames.shape == (6, 3, 5, 32, 48) and frames.min() >= -1 and frames.max() <= 1
+    assert torch.equal(frames[:, :, 0], frames[:, :, 4])  # still frames
+    chroma = (frames.max(1).values - frames.min(1).values)
+    assert (chroma > 0.6).float().mean() > 0.3  # much of each frame is strongly coloured
+    x = torch.rand(4, 3, 2, 8, 8) * 2 - 1
+    y = permute_channels(x, rng)
+    assert torch.equal(y.sort(1).values, x.sort(1).values) and not torch.equal(x, y)
+    grey = torch.full((1, 3, 1, 4, 4), 0.3)
+    assert opponent(grey).abs().max() == 0 and opponent(x).shape == (4, 2, 2, 8, 8)

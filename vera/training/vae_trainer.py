@@ -37,14 +37,51 @@ def _clips(root: Path, limit: int | None) -> torch.Tensor:
 KINDS = ("source", "edit", "alpha", "composite")
 
 
+def opponent(video: torch.Tensor) -> torch.Tensor:
+    """`[B, 3, T, H, W]` RGB -> `[B, 2, T, H, W]` opponent chroma (red-green, yellow-blue): zero on
+    greys, so a loss on it sees only colour."""
+    r, g, b = video.unbind(1)
+    return torch.stack([r - g, (r + g) / 2 - b], dim=1)
+
+
+def permute_channels(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """`[B, 3, T, H, W]` -> each clip with its RGB channels in a random order: the synthetic
+    footage is mostly warm and grey, so without this the VAE rarely sees a saturated green or blue
+    and learns to decode them as grey."""
+    order = torch.from_numpy(np.stack([rng.permutation(3) for _ in range(x.shape[0])]))
+    return torch.gather(x, 1, order.view(-1, 3, 1, 1, 1).expand_as(x))
+
+
+def colour_patches(count: int, frames: int, size: tuple[int, int], rng: np.random.Generator
+                   ) -> torch.Tensor:
+    """`[count, 3, frames, H, W]` in [-1, 1]: still frames of one to four flat rectangles of random
+    saturated colours on a random background. The footage has few saturated pixels, so a VAE
+    trained on it alone learns luminance long before colour; these give every batch colour."""
+    h, w = size
+    out = np.empty((count, 3, h, w), dtype=np.float32)
+    for i in range(count):
+        out[i] = rng.uniform(-1, 1, (3, 1, 1))
+        for _ in range(int(rng.integers(1, 5))):
+            y0, x0 = rng.integers(0, h - 4), rng.integers(0, w - 4)
+            y1, x1 = y0 + rng.integers(4, h // 2 + 1), x0 + rng.integers(4, w // 2 + 1)
+            out[i, :, y0:y1, x0:x1] = rng.uniform(-1, 1, (3, 1, 1))
+    return torch.from_numpy(out).unsqueeze(2).expand(-1, -1, frames, -1, -1)
+
+
 def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: int = 4, windows: tuple[int, ...] = (5,),
               lr: float = 3e-4, kl_weight: float = 1e-6, seed: int = 0, limit: int | None = 256, config: dict | None = None,
-              init: str | Path | None = None, kind_weights: dict[str, float] | None = None, progress=None) -> Path:
+              init: str | Path | None = None, kind_weights: dict[str, float] | None = None,
+              progress=None, chroma_weight: float = 0.0, posterior_noise: float = 1.0,
+              permute_colours: bool = False, patch_share: float = 0.0) -> Path:
     """Train, measure latent statistics, save `out/vae.safetensors` (ComfyUI/original key names) and a loss log.
 
     windows: clip lengths (1 + 4k) used in turn, one per step; single frames use a 4x larger batch.
     Windows longer than 5 frames teach the causal cache of chunks after the second, which 17-frame
     clips need. init: continue from a VAE file. kind_weights: sampling weight per video kind.
+    Colour (see BENCHMARKS.md, "vera-tiny's VAE and colour"): chroma_weight adds an L1 loss on the
+    opponent channels; posterior_noise scales the sampling noise (0 = train on the mean);
+    permute_colours shuffles RGB per clip; patch_share replaces that share of each batch by
+    `colour_patches` frames.
     """
     from diffusers import AutoencoderKLWan
 
@@ -70,9 +107,17 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
         idx = torch.from_numpy(idx)
         t0 = int(rng.integers(0, frames - window + 1))
         x = clips[idx, :, t0: t0 + window].float()
+        if permute_colours:
+            x = permute_channels(x, rng)
+        patches = int(round(patch_share * len(x)))
+        if patches:
+            x[:patches] = colour_patches(patches, window, tuple(x.shape[-2:]), rng)
         posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
+        z = posterior.mean + posterior_noise * posterior.std * torch.randn_like(posterior.mean)
+        recon = vae.decode(z).sample
         rec = (recon - x).abs().mean() + ((recon - x) ** 2).mean()
+        if chroma_weight:
+            rec = rec + chroma_weight * (opponent(recon) - opponent(x)).abs().mean()
         loss = rec + kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,7 +141,9 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     with atomic_path(out / "vae_log.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in log))
     summary = dict(steps=steps, windows=list(windows), lr=lr, init=relative_to(init, out),
-                   kind_weights=kind_weights, reconstruction_psnr_db=psnr,
+                   kind_weights=kind_weights, chroma_weight=chroma_weight,
+                   posterior_noise=posterior_noise, permute_colours=permute_colours,
+                   patch_share=patch_share, reconstruction_psnr_db=psnr,
                    seconds=time.perf_counter() - start, config=dict(vae.config))
     save_json(out / "vae_summary.json", summary)
     return path
