@@ -43,7 +43,8 @@ def patches(codec) -> dict:
             s0 = (SIZE - size) // 2
             frames[:, s0:s0 + size, s0:s0 + size] = torch.tensor(rgb)
             back = codec.decode_frames(codec.encode_frames(frames.clamp(0, 1)))
-            found[f"{name}@{size}"] = rounded(back[:, s0:s0 + size, s0:s0 + size].reshape(-1, 3).mean(0))
+            inside = back[:, s0:s0 + size, s0:s0 + size].reshape(-1, 3)
+            found[f"{name}@{size}"] = rounded(inside.mean(0))
     return found
 
 
@@ -77,8 +78,10 @@ def split_measurements(codec, data: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("vae", help="a VAE file (vera-tiny's: vera/assets/vera-tiny/vae.safetensors)")
-    parser.add_argument("--data", required=True, help="a layered split (e.g. the recipe's test split)")
+    parser.add_argument("vae", help="a VAE file (vera-tiny's: "
+                                     "vera/assets/vera-tiny/vae.safetensors)")
+    parser.add_argument("--data", required=True,
+                        help="a layered split (e.g. the recipe's test split)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     from vera.vae import WanCodec, load_vae
