@@ -6,6 +6,7 @@
 COMFYUI_DIR (with COMFYUI_PYTHON) also enables the check of ComfyUI's own Wan VAE behind our bridge.
 `bash scripts/integration.sh` sets all of this up on a CPU machine with ../shared/tools/comfyui-host.
 """
+import contextlib
 import json
 import os
 import socket
@@ -33,33 +34,43 @@ def _get(server, path):
         return json.loads(r.read())
 
 
-@pytest.fixture(scope="module")
-def server():
-    if URL:
-        yield URL.rstrip("/")
-        return
+@contextlib.contextmanager
+def comfyui_server(*flags: str):
+    """A ComfyUI from COMFYUI_DIR on a free port with this pack linked in -> its URL; stopped on
+    exit."""
     link = Path(COMFYUI_DIR) / "custom_nodes" / ROOT.name
     if not link.exists():
         link.symlink_to(ROOT)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen([COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)],
+    process = subprocess.Popen([COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1",
+                                "--port", str(port), *flags],
                                cwd=COMFYUI_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            _get(url, "/system_stats")
-            break
-        except OSError:
-            assert process.poll() is None, "ComfyUI exited during start"
-            time.sleep(1)
-    yield url
-    process.terminate()
-    process.wait(30)
+    try:
+        for _ in range(180):
+            try:
+                _get(url, "/system_stats")
+                break
+            except OSError:
+                assert process.poll() is None, "ComfyUI exited during start"
+                time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
-@pytest.mark.skipif(not os.environ.get("COMFYUI_LOG"), reason="needs COMFYUI_LOG (server log)")
+@pytest.fixture(scope="module")
+def server():
+    if URL:
+        yield URL.rstrip("/")
+        return
+    with comfyui_server() as url:
+        yield url
+
+
 def test_the_pack_imported_without_errors_under_comfyuis_loader(server):
     log = Path(os.environ["COMFYUI_LOG"]).read_text(errors="replace")
     failed = [line for line in log.splitlines()
@@ -324,29 +335,15 @@ def test_previews_arrive_on_the_websocket_while_the_sampler_runs(tmp_path):
     """A second server started with --preview-method auto (ComfyUI's default is none)."""
     import websocket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
-                                str(port), "--preview-method", "auto"], cwd=COMFYUI_DIR,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
-            try:
-                _get(url, "/system_stats")
-                break
-            except OSError:
-                assert process.poll() is None, "ComfyUI exited during start"
-                time.sleep(1)
+    with comfyui_server("--preview-method", "auto") as url:
         comfy = client.ComfyClient(url)
         clip = tmp_path / "vera_example.mp4"
         clip.write_bytes(bundled_clip().read_bytes())
         workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
         client.set_input(workflow, "Source video", "file", comfy.upload(clip))
         client.set_input(workflow, "Vera Sampler", "steps", 4)
-        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={comfy.client_id}",
-                                         timeout=300)
+        ws = websocket.create_connection(f"{url.replace('http', 'ws', 1)}/ws?clientId="
+                                         f"{comfy.client_id}", timeout=300)
         prompt_id = comfy.submit(workflow)
         running, previews, steps = None, 0, 0
         while True:
@@ -367,9 +364,6 @@ def test_previews_arrive_on_the_websocket_while_the_sampler_runs(tmp_path):
         assert message["type"] == "execution_success"
         print(f"previews: {previews} images during {steps} sampler steps")
         assert previews >= steps == 4
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def _clip_at(tmp_path, rate) -> tuple[Path, torch.Tensor]:
