@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .clip import DEFAULT_RATE
 from .files import atomic_path
 
 # codec-context options: carried into the container's colour description (mov `colr`, Matroska
@@ -144,27 +145,36 @@ def read_video(path, max_frames: int | None = None, start: int = 0, name: str = 
 def read_audio(path, start_seconds: float = 0.0, seconds: float | None = None) -> dict | None:
     """The first audio stream of a file (path or binary stream) from `start_seconds`, `seconds`
     long (None: to the end) -> {"waveform": float32 `[1, C, N]`, "sample_rate": int} (ComfyUI's
-    AUDIO), or None when the file has no audio."""
+    AUDIO), or None when the file has no audio. Decoding stops at the end of the span, and
+    samples before it are dropped as they come."""
     import av
 
     if not isinstance(path, (str, Path)):
         path.seek(0)
+    chunks, position = [], 0
     with av.open(str(path) if isinstance(path, (str, Path)) else path) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
-        chunks = [frame.to_ndarray().reshape(-1, frame.samples)
-                  if frame.format.is_planar else frame.to_ndarray().reshape(frame.samples, -1).T
-                  for frame in container.decode(stream)]
+        first = int(round(start_seconds * rate))
+        last = None if seconds is None else first + int(round(seconds * rate))
+        for frame in container.decode(stream):
+            samples = (frame.to_ndarray().reshape(-1, frame.samples) if frame.format.is_planar
+                       else frame.to_ndarray().reshape(frame.samples, -1).T)
+            begin, position = position, position + frame.samples
+            if position <= first:
+                continue
+            chunks.append(samples[:, max(0, first - begin):
+                                  None if last is None else max(0, last - begin)])
+            if last is not None and position >= last:
+                break
     if not chunks:
         return None
-    samples = np.concatenate([c.astype(np.float32) if c.dtype.kind == "f"
-                              else c.astype(np.float32) / np.iinfo(c.dtype).max
-                              for c in chunks], axis=1)
-    first = int(round(start_seconds * rate))
-    last = None if seconds is None else first + int(round(seconds * rate))
-    return {"waveform": torch.from_numpy(samples[:, first:last].copy()).unsqueeze(0),
+    wave = np.concatenate([c.astype(np.float32) if c.dtype.kind == "f"
+                           else c.astype(np.float32) / np.iinfo(c.dtype).max for c in chunks],
+                          axis=1)
+    return {"waveform": torch.from_numpy(np.ascontiguousarray(wave)).unsqueeze(0),
             "sample_rate": int(rate)}
 
 
@@ -345,7 +355,7 @@ def read_png_folder(folder: Path, max_frames: int | None = None, start: int = 0,
     return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None])
 
 
-PNG_FOLDER_RATE = Fraction(16)  # a folder of frames has no rate: Wan2.1's
+PNG_FOLDER_RATE = DEFAULT_RATE  # a folder of frames has no rate of its own
 
 
 def read_frames(path: str | Path, max_frames: int | None = None, start: int = 0,
