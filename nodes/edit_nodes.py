@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..vera import layers
-from ..vera.clip import MAX_FRAMES, FrameSelection, read_clip, select_clip
+from ..vera.clip import DEFAULT_RATE, MAX_FRAMES, FrameSelection, read_clip, select_clip
 from ..vera.geometry import FRAME_POLICIES
 from ..vera.pipeline import decode_layers, encode_source
 from ..vera.sampling import Interrupted, sample
@@ -70,7 +70,8 @@ class VeraEncode:
                 "frames": ("IMAGE", {"tooltip": (
                     "Or: the source as a batch of frames (e.g. from Load Image or another node); "
                     "its rate is fps below. Connect video or frames, not both.")}),
-                "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": 1000.0, "step": 0.001,
+                "fps": ("FLOAT", {"default": float(DEFAULT_RATE), "min": 0.01, "max": 1000.0,
+                                  "step": 0.001,
                                   "tooltip": (
                     "Frame rate of the frames input (23.976 is read as 24000/1001). A VIDEO brings "
                     "its own.")}),
@@ -83,7 +84,8 @@ class VeraEncode:
         }
 
     def encode(self, vae, frame_policy="error", work_width=0, work_height=0, start_frame=0,
-               frame_count=49, frame_stride=1, video=None, frames=None, fps=16.0, edit_region=None):
+               frame_count=49, frame_stride=1, video=None, frames=None, fps=float(DEFAULT_RATE),
+               edit_region=None):
         if (video is None) == (frames is None):
             which = "not both" if video is not None else "one of them"
             raise ValueError("Vera Encode: connect the source to video (a VIDEO, e.g. Load Video) "

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 MAX_FRAMES = 161  # Wan2.1 trains at up to 81; past 161 one clip's attention outgrows any GPU
+DEFAULT_RATE = Fraction(16)  # Wan2.1's rate: what frames that carry no rate of their own play at
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class SourceClip:
     where they came from in the source. audio: ComfyUI AUDIO ({"waveform": `[1, C, N]`,
     "sample_rate"}) covering exactly those frames, or None. name: the source file's name."""
 
-    rate: Fraction = Fraction(16)
+    rate: Fraction = DEFAULT_RATE
     start: int = 0
     stride: int = 1
     audio: dict | None = None
