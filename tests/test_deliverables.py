@@ -83,6 +83,8 @@ def test_mp4_carries_the_audio_and_mov_the_metadata(tmp_path):
     back = video.read_audio(tmp_path / "a.mp4")
     assert back["sample_rate"] == 48000 and back["waveform"].shape[1] == 2
     assert abs(back["waveform"].shape[2] / 48000 - 1.0) < 0.05
+    span = video.read_audio(tmp_path / "a.mp4", 0.5, 0.25)  # stops decoding after the span
+    assert torch.equal(span["waveform"], back["waveform"][..., 24000:36000])
     rgba = torch.cat([frames, torch.full((25, 48, 64, 1), 255, dtype=torch.uint8)], -1)
     meta = {"prompt": {"1": {"class_type": "VeraSampler"}}, "workflow": {"nodes": []}}
     video.write_rgba_video(rgba, tmp_path / "a.mov", 25, meta)
@@ -122,7 +124,7 @@ def test_layer_files_embed_metadata_write_settings_and_exr(tmp_path):
                                exr.srgb_to_linear(final[2].float() / 255).numpy(), atol=2e-3,
                                rtol=1e-3)
     matte, _ = exr.read_exr(tmp_path / files["alpha_exr"] / "alpha_00000.exr")
-    np.testing.assert_allclose(matte["Y"].astype(np.float32), a8.numpy()[..., 0] * 0 +
+    np.testing.assert_allclose(matte["Y"].astype(np.float32),
                                (torch.round(alpha[0] * 255) / 255).numpy()[..., 0], atol=1e-3)
 
 
