@@ -6,6 +6,8 @@ Three measurements, all on whole 17-frame clips (so every causal chunk of the VA
   objects   the held-out split's object-addition edit layers: mean colour inside the true matte,
             ground truth vs reconstruction, per channel, for saturated objects (max - min channel
             of the true colour >= 0.3) and for all objects;
+            and, for saturated objects, that error per latent chunk (frame 0 alone, then four
+            frames each: how much colour the causal cache loses as the clip goes on);
   psnr      whole-clip reconstruction PSNR of every edit layer in the split (pixels in [0, 1]);
   patches   flat colour squares (64, 24 and 10 pixels) on a grey, slightly noisy background: the
             mean colour inside the square after the round trip.
@@ -48,11 +50,24 @@ def patches(codec) -> dict:
     return found
 
 
+def latent_chunks(frames: int) -> list[slice]:
+    """The frames each latent frame of a Wan VAE covers: frame 0 alone, then groups of four."""
+    return [slice(0, 1)] + [slice(t, min(t + 4, frames)) for t in range(1, frames, 4)]
+
+
+def chunk_error(truth: torch.Tensor, back: torch.Tensor, inside: torch.Tensor, frames: slice
+                ) -> torch.Tensor:
+    """Mean over R, G, B of |mean colour inside the matte| error on `frames` (`[T, H, W, 3]`);
+    NaN when the object is outside the frame there."""
+    keep = inside[frames]
+    return (truth[frames][keep].mean(0) - back[frames][keep].mean(0)).abs().mean()
+
+
 @torch.no_grad()
 def split_measurements(codec, data: Path) -> dict:
     from vera.data.layout import load_manifest, load_sample
 
-    errors, saturated, psnrs, rows = [], [], [], []
+    errors, saturated, psnrs, rows, by_chunk = [], [], [], [], []
     for entry in load_manifest(data):
         layers = load_sample(data, entry).float_layers()
         edit = layers["edit"]
@@ -67,10 +82,14 @@ def split_measurements(codec, data: Path) -> dict:
         errors.append(error)
         if float(truth.max() - truth.min()) >= 0.3:
             saturated.append(error)
+            by_chunk.append(torch.stack([chunk_error(edit, back, inside, frames)
+                                         for frames in latent_chunks(edit.shape[0])]))
         rows.append(dict(instruction=entry["instruction"], truth=rounded(truth), vae=rounded(got)))
     mean = lambda xs: rounded(torch.stack(xs).mean(0)) if xs else None
     return dict(objects=dict(count=len(errors), saturated_count=len(saturated),
                              colour_error_saturated=mean(saturated), colour_error_all=mean(errors),
+                             saturated_error_by_chunk=rounded(torch.stack(by_chunk).nanmean(0))
+                             if by_chunk else None,
                              examples=rows[:12]),
                 edit_psnr_db=dict(mean=round(sum(psnrs) / len(psnrs), 2),
                                   min=round(min(psnrs), 2), clips=len(psnrs)))

@@ -192,6 +192,13 @@ def test_vae_colour_helpers_give_saturated_frames_and_keep_pixel_values():
     assert torch.equal(frames[:, :, 0], frames[:, :, 4])  # still frames
     chroma = (frames.max(1).values - frames.min(1).values)
     assert (chroma > 0.6).float().mean() > 0.3  # much of each frame is strongly coloured
+    moving = colour_patches(6, 5, (32, 48), np.random.default_rng(1), motion=3)
+    assert moving.shape == frames.shape and moving.min() >= -1 and moving.max() <= 1
+    assert not torch.equal(moving[:, :, 0], moving[:, :, 4])
+    # a moving rectangle is a shifted copy: its colours stay the ones it started with
+    for clip in moving:
+        first = set(map(tuple, clip[:, 0].reshape(3, -1).T.tolist()))
+        assert set(map(tuple, clip[:, 4].reshape(3, -1).T.tolist())) <= first
     x = torch.rand(4, 3, 2, 8, 8) * 2 - 1
     y = permute_channels(x, rng)
     assert torch.equal(y.sort(1).values, x.sort(1).values) and not torch.equal(x, y)

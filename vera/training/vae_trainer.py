@@ -52,27 +52,35 @@ def permute_channels(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.gather(x, 1, order.view(-1, 3, 1, 1, 1).expand_as(x))
 
 
-def colour_patches(count: int, frames: int, size: tuple[int, int], rng: np.random.Generator
-                   ) -> torch.Tensor:
-    """`[count, 3, frames, H, W]` in [-1, 1]: still frames of one to four flat rectangles of random
-    saturated colours on a random background. The footage has few saturated pixels, so a VAE
-    trained on it alone learns luminance long before colour; these give every batch colour."""
+def colour_patches(count: int, frames: int, size: tuple[int, int], rng: np.random.Generator,
+                   motion: int = 0) -> torch.Tensor:
+    """`[count, 3, frames, H, W]` in [-1, 1]: one to four flat rectangles of random saturated
+    colours on a random background, each moving by up to `motion` pixels per frame along each
+    axis (0: still). The footage has few saturated pixels, so a VAE trained on it alone learns
+    luminance long before colour; these give every batch colour. The objects Vera adds move, and
+    the VAE folds four frames into one latent, so colour must also survive motion."""
     h, w = size
-    out = np.empty((count, 3, h, w), dtype=np.float32)
+    out = np.empty((count, 3, frames, h, w), dtype=np.float32)
     for i in range(count):
-        out[i] = rng.uniform(-1, 1, (3, 1, 1))
+        out[i] = rng.uniform(-1, 1, (3, 1, 1, 1))
         for _ in range(int(rng.integers(1, 5))):
+            rh, rw = rng.integers(4, h // 2 + 1), rng.integers(4, w // 2 + 1)
             y0, x0 = rng.integers(0, h - 4), rng.integers(0, w - 4)
-            y1, x1 = y0 + rng.integers(4, h // 2 + 1), x0 + rng.integers(4, w // 2 + 1)
-            out[i, :, y0:y1, x0:x1] = rng.uniform(-1, 1, (3, 1, 1))
-    return torch.from_numpy(out).unsqueeze(2).expand(-1, -1, frames, -1, -1)
+            vy, vx = rng.integers(-motion, motion + 1, 2)
+            colour = rng.uniform(-1, 1, (3, 1, 1))
+            for t in range(frames):
+                y, x = int(y0 + vy * t), int(x0 + vx * t)
+                out[i, :, t, max(y, 0):max(y + rh, 0), max(x, 0):max(x + rw, 0)] = colour
+    return torch.from_numpy(out)
 
 
 def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: int = 4, windows: tuple[int, ...] = (5,),
               lr: float = 3e-4, kl_weight: float = 1e-6, seed: int = 0, limit: int | None = 256, config: dict | None = None,
               init: str | Path | None = None, kind_weights: dict[str, float] | None = None,
               progress=None, chroma_weight: float = 0.0, posterior_noise: float = 1.0,
-              permute_colours: bool = False, patch_share: float = 0.0) -> Path:
+              permute_colours: bool = False, patch_share: float = 0.0,
+              patch_motion: int = 0, crop: int | None = None,
+              saturation_weight: float = 0.0) -> Path:
     """Train, measure latent statistics, save `out/vae.safetensors` (ComfyUI/original key names) and a loss log.
 
     windows: clip lengths (1 + 4k) used in turn, one per step; single frames use a 4x larger batch.
@@ -81,7 +89,10 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     Colour (see BENCHMARKS.md, "vera-tiny's VAE and colour"): chroma_weight adds an L1 loss on the
     opponent channels; posterior_noise scales the sampling noise (0 = train on the mean);
     permute_colours shuffles RGB per clip; patch_share replaces that share of each batch by
-    `colour_patches` frames.
+    `colour_patches` clips whose rectangles move up to patch_motion pixels per frame.
+    crop: train on random crop x crop squares (a multiple of 8; cheaper steps, same convolutions).
+    saturation_weight: weight each pixel's reconstruction error by 1 + this x the target's
+    saturation (max - min channel, in [0, 1]), so small saturated objects count.
     """
     from diffusers import AutoencoderKLWan
 
@@ -107,15 +118,22 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
         idx = torch.from_numpy(idx)
         t0 = int(rng.integers(0, frames - window + 1))
         x = clips[idx, :, t0: t0 + window].float()
+        if crop:
+            y0, x0 = (int(rng.integers(0, n - crop + 1)) for n in x.shape[-2:])
+            x = x[..., y0: y0 + crop, x0: x0 + crop].contiguous()
         if permute_colours:
             x = permute_channels(x, rng)
         patches = int(round(patch_share * len(x)))
         if patches:
-            x[:patches] = colour_patches(patches, window, tuple(x.shape[-2:]), rng)
+            x[:patches] = colour_patches(patches, window, tuple(x.shape[-2:]), rng, patch_motion)
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior_noise * posterior.std * torch.randn_like(posterior.mean)
         recon = vae.decode(z).sample
-        rec = (recon - x).abs().mean() + ((recon - x) ** 2).mean()
+        error = (recon - x).abs() + (recon - x) ** 2
+        if saturation_weight:
+            error = error * (1 + saturation_weight * (x.max(1, keepdim=True).values
+                                                      - x.min(1, keepdim=True).values) / 2)
+        rec = error.mean()
         if chroma_weight:
             rec = rec + chroma_weight * (opponent(recon) - opponent(x)).abs().mean()
         loss = rec + kl_weight * posterior.kl().mean()
@@ -143,7 +161,9 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     summary = dict(steps=steps, windows=list(windows), lr=lr, init=relative_to(init, out),
                    kind_weights=kind_weights, chroma_weight=chroma_weight,
                    posterior_noise=posterior_noise, permute_colours=permute_colours,
-                   patch_share=patch_share, reconstruction_psnr_db=psnr,
+                   patch_share=patch_share, patch_motion=patch_motion, crop=crop,
+                   saturation_weight=saturation_weight,
+                   reconstruction_psnr_db=psnr,
                    seconds=time.perf_counter() - start, config=dict(vae.config))
     save_json(out / "vae_summary.json", summary)
     return path

@@ -1,0 +1,65 @@
+"""The vera-tiny recipe end to end at its smoke scale: every stage runs, the edit-branch rate is
+picked on the validation split and reaches the Vera stage and the bundle's recipe.json."""
+import json
+
+import pytest
+import torch
+
+from vera.training import tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny_recipe")
+    threads = torch.get_num_threads()
+    try:
+        assert tiny_recipe.main(["--work", str(work), "--scale", "smoke", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return work
+
+
+def test_every_stage_leaves_its_output(smoke_run):
+    for split in ("train", "test", "val"):
+        assert (smoke_run / "data" / split / "manifest.jsonl").exists()
+    for path in ("vae/vae.safetensors", "t2v/wan_t2v.safetensors", "vera/vera.safetensors",
+                 "baseline/baseline.safetensors", "edit_lr/choice.json"):
+        assert (smoke_run / path).exists(), path
+
+
+def test_edit_lr_stage_picks_the_best_candidate_and_vera_uses_it(smoke_run):
+    choice = json.loads((smoke_run / "edit_lr" / "choice.json").read_text())
+    assert set(choice["results"]) == {f"{s:g}" for s in tiny_recipe.EDIT_LR_SCALES}
+    mean_psnr = {key: sum(m["composite_psnr"] for m in tasks.values()) / len(tasks)
+                 for key, tasks in choice["results"].items()}
+    assert choice["picked"] == float(max(mean_psnr, key=mean_psnr.get))
+    for key in choice["results"]:
+        config = json.loads((smoke_run / "edit_lr" / f"edit_x{key}" / "train_config.json").read_text())
+        assert config["config"]["branch_lr_scale"]["edit"] == float(key)
+        assert config["config"]["steps"] == tiny_recipe.SCALES["smoke"]["sweep_steps"]
+    vera = json.loads((smoke_run / "vera" / "train_config.json").read_text())["config"]
+    assert vera["branch_lr_scale"] == dict(tiny_recipe.PAPER_BRANCH_LR_SCALE, edit=choice["picked"])
+
+
+def test_bundle_records_the_choice(smoke_run, tmp_path):
+    tiny_recipe.stage_bundle(smoke_run, tiny_recipe.SCALES["smoke"], dest=tmp_path)
+    recipe = json.loads((tmp_path / "recipe.json").read_text())
+    assert recipe["edit_lr"]["picked"] == recipe["train_configs"]["vera"]["config"][
+        "branch_lr_scale"]["edit"]
+    assert set(recipe["vae_phases"]) == {"vae_phase1", "vae_phase2", "vae"}
+    assert recipe["vae_phases"]["vae_phase2"]["lr"] == 5e-4
+    assert {p.name for p in tmp_path.iterdir()} >= {"vera.safetensors", "vae.safetensors",
+                                                    "text_encoder", "recipe.json"}
+
+
+def test_vae_trainer_colour_options_run_and_are_recorded(smoke_run, tmp_path):
+    from vera.training.vae_trainer import train_vae
+    from vera.vae import load_vae
+
+    path = train_vae(smoke_run / "data" / "train", tmp_path, steps=2, windows=(5,), limit=2,
+                     init=smoke_run / "vae" / "vae.safetensors", patch_share=0.5, patch_motion=2,
+                     crop=32, saturation_weight=4.0)
+    summary = json.loads((tmp_path / "vae_summary.json").read_text())
+    assert (summary["crop"], summary["saturation_weight"], summary["patch_motion"]) == (32, 4.0, 2)
+    assert all(psnr > 0 for psnr in summary["reconstruction_psnr_db"].values())
+    assert load_vae(path).config.z_dim == 16
