@@ -52,7 +52,10 @@ def patches(codec) -> dict:
 
 def latent_chunks(frames: int) -> list[slice]:
     """The frames each latent frame of a Wan VAE covers: frame 0 alone, then groups of four."""
-    return [slice(0, 1)] + [slice(t, min(t + 4, frames)) for t in range(1, frames, 4)]
+    from vera.geometry import FRAME_STEP
+
+    return [slice(0, 1)] + [slice(t, min(t + FRAME_STEP, frames))
+                            for t in range(1, frames, FRAME_STEP)]
 
 
 def chunk_error(truth: torch.Tensor, back: torch.Tensor, inside: torch.Tensor, frames: slice

@@ -204,3 +204,14 @@ def test_vae_colour_helpers_give_saturated_frames_and_keep_pixel_values():
     assert torch.equal(y.sort(1).values, x.sort(1).values) and not torch.equal(x, y)
     grey = torch.full((1, 3, 1, 4, 4), 0.3)
     assert opponent(grey).abs().max() == 0 and opponent(x).shape == (4, 2, 2, 8, 8)
+
+
+def test_reconstruction_error_weights_saturated_pixels():
+    """Closed form: a grey pixel keeps weight 1, a fully saturated one (red: 1, -1, -1) 1 + w."""
+    from vera.training.vae_trainer import reconstruction_error
+
+    target = torch.tensor([[0.2, 0.2, 0.2], [1.0, -1.0, -1.0]]).T.reshape(1, 3, 1, 1, 2)
+    recon = target + 0.5
+    per_element = 0.5 + 0.25
+    assert reconstruction_error(recon, target) == pytest.approx(per_element)
+    assert reconstruction_error(recon, target, 4.0) == pytest.approx(per_element * (1 + 5) / 2)

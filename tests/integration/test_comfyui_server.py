@@ -71,6 +71,7 @@ def server():
         yield url
 
 
+@pytest.mark.skipif(not os.environ.get("COMFYUI_LOG"), reason="needs COMFYUI_LOG (server log)")
 def test_the_pack_imported_without_errors_under_comfyuis_loader(server):
     log = Path(os.environ["COMFYUI_LOG"]).read_text(errors="replace")
     failed = [line for line in log.splitlines()

@@ -112,11 +112,10 @@ def _stage_from_t2v(work: Path, s: dict, mode: str, out: Path | None = None, **o
     weights = out / f"{'vera' if mode == 'vera' else 'baseline'}.safetensors"
     if weights.exists():
         return weights
-    steps = overrides.get("steps", s["vera_steps"])
-    _log(f"{out.name}: {steps} steps")
     settings = dict(mode=mode, steps=s["vera_steps"], batch_size=s["batch"], lr=BASE_LR, schedule="cosine",
                     checkpoint_every=500)
     cfg = TrainConfig(**{**settings, **overrides})
+    _log(f"{out.name}: {cfg.steps} steps")
     train(cfg, work / "data" / "train", out, work / "vae" / "vae.safetensors", work / "t2v" / "text_encoder",
           init=work / "t2v" / "wan_t2v.safetensors", cache_dir=work / "latent_cache")
     return weights
@@ -138,15 +137,15 @@ def stage_edit_lr(work: Path, s: dict) -> None:
         return
     results = {}
     for scale in EDIT_LR_SCALES:
-        weights = _stage_from_t2v(work, s, "vera", work / "edit_lr" / f"edit_x{scale:g}",
+        key = f"{scale:g}"
+        weights = _stage_from_t2v(work, s, "vera", work / "edit_lr" / f"edit_x{key}",
                                   steps=s["sweep_steps"], branch_lr_scale=edit_lr_scales(scale))
         bundle = load_bundle(weights, "fp32", "cpu", vae=work / "vae" / "vae.safetensors",
                              text_encoder=work / "t2v" / "text_encoder")
         report = evaluate(work / "data" / "val", bundle, settings=SAMPLING)
-        results[f"{scale:g}"] = {task: dict(composite_psnr=m["composite_psnr"],
-                                            alpha_iou=m["alpha"]["iou"])
-                                 for task, m in report["vera"].items()}
-        _log(f"edit_lr: edit x{scale:g}: {results[f'{scale:g}']}")
+        results[key] = {task: dict(composite_psnr=m["composite_psnr"], alpha_iou=m["alpha"]["iou"])
+                        for task, m in report["vera"].items()}
+        _log(f"edit_lr: edit x{key}: {results[key]}")
     picked = max(results, key=lambda key: mean_composite_psnr(results[key]))
     save_json(choice, dict(picked=float(picked), candidates=list(EDIT_LR_SCALES),
                            steps=s["sweep_steps"], data="../data/val",
@@ -189,7 +188,7 @@ def stage_bundle(work: Path, s: dict, dest: Path = BUNDLE_DIR) -> None:
                   text_encoder_dim=TINY_MODEL.text_dim, train_configs=configs,
                   vae=json.loads((work / "vae" / "vae_summary.json").read_text()),
                   edit_lr=json.loads((work / "edit_lr" / "choice.json").read_text()),
-                  vae_phases=_vae_phases(work),
+                  vae_earlier_phases=_vae_phases(work),
                   resolution=list(RESOLUTION), frames=FRAMES, sampling=SAMPLING.to_dict(),
                   latent_rgb=latent_rgb_map(dest / "vae.safetensors", work / "data" / "train"),
                   date=time.strftime("%Y-%m-%d"))
@@ -198,14 +197,11 @@ def stage_bundle(work: Path, s: dict, dest: Path = BUNDLE_DIR) -> None:
 
 
 def _vae_phases(work: Path) -> dict:
-    """Each VAE phase's settings and reconstruction PSNR, from its summary (without the config)."""
-    phases = {}
-    for folder in sorted(work.glob("vae_phase*")) + [work / "vae"]:
-        summary = folder / "vae_summary.json"
-        if summary.exists():
-            phases[folder.name] = {k: v for k, v in json.loads(summary.read_text()).items()
-                                   if k != "config"}
-    return phases
+    """The VAE phases before the last (which is recipe.json's `vae`): each one's settings and
+    reconstruction PSNR from its summary, without the config."""
+    summaries = {f.name: f / "vae_summary.json" for f in sorted(work.glob("vae_phase*"))}
+    return {name: {k: v for k, v in json.loads(path.read_text()).items() if k != "config"}
+            for name, path in summaries.items() if path.exists()}
 
 
 def latent_rgb_map(vae_file: Path, data: Path, samples: int = 48) -> dict:

@@ -74,6 +74,18 @@ def colour_patches(count: int, frames: int, size: tuple[int, int], rng: np.rando
     return torch.from_numpy(out)
 
 
+def reconstruction_error(recon: torch.Tensor, target: torch.Tensor,
+                         saturation_weight: float = 0.0) -> torch.Tensor:
+    """L1 + squared error per element of `[B, 3, T, H, W]` clips in [-1, 1], each pixel weighted by
+    1 + saturation_weight x the target's saturation (max - min channel, scaled to [0, 1]), then
+    averaged: with weight 0 it is mean L1 + MSE."""
+    error = (recon - target).abs() + (recon - target) ** 2
+    if saturation_weight:
+        saturation = (target.max(1, keepdim=True).values - target.min(1, keepdim=True).values) / 2
+        error = error * (1 + saturation_weight * saturation)
+    return error.mean()
+
+
 def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: int = 4, windows: tuple[int, ...] = (5,),
               lr: float = 3e-4, kl_weight: float = 1e-6, seed: int = 0, limit: int | None = 256, config: dict | None = None,
               init: str | Path | None = None, kind_weights: dict[str, float] | None = None,
@@ -103,6 +115,9 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     clips = _clips(Path(data), limit)
+    if crop is not None and (crop % 8 or not 8 <= crop <= min(clips.shape[-2:])):
+        raise ValueError(f"crop {crop} must be a multiple of 8 (the VAE's spatial step) from 8 to "
+                         f"the frame size {min(clips.shape[-2:])}")
     vae = (load_vae(init) if init else AutoencoderKLWan(**(config or SMALL_VAE))).train()
     weights = np.array([(kind_weights or {}).get(k, 1.0) for k in KINDS] * (len(clips) // len(KINDS)))
     weights = weights / weights.sum()
@@ -129,11 +144,7 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior_noise * posterior.std * torch.randn_like(posterior.mean)
         recon = vae.decode(z).sample
-        error = (recon - x).abs() + (recon - x) ** 2
-        if saturation_weight:
-            error = error * (1 + saturation_weight * (x.max(1, keepdim=True).values
-                                                      - x.min(1, keepdim=True).values) / 2)
-        rec = error.mean()
+        rec = reconstruction_error(recon, x, saturation_weight)
         if chroma_weight:
             rec = rec + chroma_weight * (opponent(recon) - opponent(x)).abs().mean()
         loss = rec + kl_weight * posterior.kl().mean()
