@@ -47,8 +47,11 @@ def test_bundle_records_the_choice(smoke_run, tmp_path):
     recipe = json.loads((tmp_path / "recipe.json").read_text())
     assert recipe["edit_lr"]["picked"] == recipe["train_configs"]["vera"]["config"][
         "branch_lr_scale"]["edit"]
+    for name in ("vae_phase1", "vae_phase2"):  # each phase as its own summary has it
+        summary = json.loads((smoke_run / name / "vae_summary.json").read_text())
+        summary.pop("config")
+        assert recipe["vae_earlier_phases"][name] == summary
     assert set(recipe["vae_earlier_phases"]) == {"vae_phase1", "vae_phase2"}
-    assert recipe["vae_earlier_phases"]["vae_phase2"]["lr"] == 5e-4
     assert recipe["vae"]["init"] == "../vae_phase2/vae.safetensors"
     assert {p.name for p in tmp_path.iterdir()} >= {"vera.safetensors", "vae.safetensors",
                                                     "text_encoder", "recipe.json"}

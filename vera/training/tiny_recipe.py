@@ -146,7 +146,7 @@ def stage_edit_lr(work: Path, s: dict) -> None:
         results[key] = {task: dict(composite_psnr=m["composite_psnr"], alpha_iou=m["alpha"]["iou"])
                         for task, m in report["vera"].items()}
         _log(f"edit_lr: edit x{key}: {results[key]}")
-    picked = max(results, key=lambda key: mean_composite_psnr(results[key]))
+    picked = max(results, key=lambda k: mean_composite_psnr(results[k]))
     save_json(choice, dict(picked=float(picked), candidates=list(EDIT_LR_SCALES),
                            steps=s["sweep_steps"], data="../data/val",
                            rule="best mean composite PSNR over the tasks", results=results))
