@@ -47,12 +47,16 @@ def test_bundle_records_the_choice(smoke_run, tmp_path):
     recipe = json.loads((tmp_path / "recipe.json").read_text())
     assert recipe["edit_lr"]["picked"] == recipe["train_configs"]["vera"]["config"][
         "branch_lr_scale"]["edit"]
-    for name in ("vae_phase1", "vae_phase2"):  # each phase as its own summary has it
+    earlier = [phase[0] for phase in tiny_recipe.VAE_PHASES[:-1]]
+    for name in earlier:  # each phase as its own summary has it
         summary = json.loads((smoke_run / name / "vae_summary.json").read_text())
         summary.pop("config")
         assert recipe["vae_earlier_phases"][name] == summary
-    assert set(recipe["vae_earlier_phases"]) == {"vae_phase1", "vae_phase2"}
-    assert recipe["vae"]["init"] == "../vae_phase2/vae.safetensors"
+    assert set(recipe["vae_earlier_phases"]) == set(earlier)
+    assert recipe["vae"]["init"] == f"../{earlier[-1]}/vae.safetensors"
+    for phase in [*recipe["vae_earlier_phases"].values(), recipe["vae"]]:
+        assert phase["crop"] == tiny_recipe.VAE_TRAINING["crop"]
+        assert phase["saturation_weight"] == tiny_recipe.VAE_TRAINING["saturation_weight"]
     assert {p.name for p in tmp_path.iterdir()} >= {"vera.safetensors", "vae.safetensors",
                                                     "text_encoder", "recipe.json"}
 

@@ -37,11 +37,10 @@ from .trainer import PAPER_BRANCH_LR_SCALE, TrainConfig
 from .vae_trainer import train_vae
 
 TINY_MODEL = VeraConfig(dim=128, num_heads=4, num_layers=4, ffn_dim=256, text_dim=64, freq_dim=64, name="vera-tiny")
-# Per stage sizes. "full" is what the committed vera-tiny was trained with, except the edit_lr stage
-# and its validation split, which came later (the committed model has the paper's 0.1x).
+# Per stage sizes. "full" is what the committed vera-tiny was trained with.
 SCALES = {
     "full": dict(train_per_task=512, test_per_task=32, val_per_task=8, vae_samples=256,
-                 vae_steps=1200, vae2_steps=800, vae3_steps=300, t2v_steps=2000, sweep_steps=1000,
+                 vae_steps=2500, vae2_steps=600, vae3_steps=600, t2v_steps=2000, sweep_steps=1000,
                  vera_steps=5000, batch=16),
     "smoke": dict(train_per_task=8, test_per_task=2, val_per_task=1, vae_samples=2, vae_steps=4,
                   vae2_steps=2, vae3_steps=2, t2v_steps=4, sweep_steps=2, vera_steps=4, batch=4),
@@ -55,6 +54,18 @@ BASE_LR = 1e-4  # the paper's 1e-5 is for fine-tuning 1.3B/14B; a tiny model fro
 # The paper gives the edit branch 0.1x because Wan2.1's prior is strong; vera-tiny's T2V prior is
 # weak, so stage edit_lr tries these scales on the validation split and stage vera uses the best.
 EDIT_LR_SCALES = (0.1, 1.0, 10.0)
+# vera-tiny's VAE (BENCHMARKS.md, "vera-tiny's VAE and colour"). From scratch this Wan-architecture
+# VAE sits at 15-16 dB for about 1,000 steps before it learns detail and colour, so phase 1 spends
+# those steps on single frames cut to 32x32 crops (cheap); phases 2 and 3 (the second at half the
+# rate) teach the later causal chunks on 5/9/17-frame windows. Every phase: no posterior noise, a
+# quarter of each batch moving colour patches, saturated pixels weighted up, sources sampled half
+# as often as the layers.
+VAE_TRAINING = dict(crop=32, posterior_noise=0.0, patch_share=0.25, patch_motion=3,
+                    saturation_weight=2.0, kind_weights=dict(source=0.5, edit=1.0, alpha=1.0,
+                                                             composite=1.0))
+VAE_PHASES = (("vae_phase1", "vae_steps", (1,), 6e-4),  # (folder, SCALES key, windows, lr)
+              ("vae_phase2", "vae2_steps", (5, 9, FRAMES), 2e-4),
+              ("vae", "vae3_steps", (5, 9, FRAMES), 1e-4))
 BUNDLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "vera-tiny"
 
 
@@ -72,26 +83,15 @@ def stage_data(work: Path, s: dict) -> None:
 
 
 def stage_vae(work: Path, s: dict) -> None:
-    """Three phases: 5-frame windows from scratch; single frames (spatial detail, big batches)
-    alternating with 9-frame windows, weighted to the layers; then whole 17-frame clips, because the
-    causal cache of the later chunks drifts when only short windows were seen."""
+    """VAE_PHASES in order, each continuing from the one before; the last writes work/vae."""
     log = lambda i, n, loss: i % 50 == 0 and _log(f"vae step {i}/{n} loss {loss:.4f}")
-    if not (work / "vae_phase1" / "vae.safetensors").exists():
-        _log(f"vae phase 1: {s['vae_steps']} steps")
-        train_vae(work / "data" / "train", work / "vae_phase1", steps=s["vae_steps"], windows=(5,),
-                  limit=s["vae_samples"], progress=log)
-    weights = dict(source=0.5, edit=1.0, alpha=1.0, composite=1.0)
-    if not (work / "vae_phase2" / "vae.safetensors").exists():
-        _log(f"vae phase 2: {s['vae2_steps']} steps")
-        train_vae(work / "data" / "train", work / "vae_phase2", steps=s["vae2_steps"], windows=(1, 9), lr=5e-4,
-                  init=work / "vae_phase1" / "vae.safetensors", progress=log, kind_weights=weights,
-                  limit=s["vae_samples"])
-    if not (work / "vae" / "vae.safetensors").exists():  # whole clips: later causal chunks otherwise drift
-        _log(f"vae phase 3: {s['vae3_steps']} steps")
-        train_vae(work / "data" / "train", work / "vae", steps=s["vae3_steps"], windows=(FRAMES,),
-                  batch_size=2, lr=3e-4,
-                  init=work / "vae_phase2" / "vae.safetensors", progress=log, kind_weights=weights,
-                  limit=s["vae_samples"])
+    init = None
+    for folder, steps_key, windows, lr in VAE_PHASES:
+        if not (work / folder / "vae.safetensors").exists():
+            _log(f"{folder}: {s[steps_key]} steps, windows {windows}")
+            train_vae(work / "data" / "train", work / folder, steps=s[steps_key], windows=windows,
+                      lr=lr, init=init, limit=s["vae_samples"], progress=log, **VAE_TRAINING)
+        init = work / folder / "vae.safetensors"
 
 
 def stage_t2v(work: Path, s: dict) -> None:
