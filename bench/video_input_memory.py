@@ -54,8 +54,6 @@ def peak_rss_mb() -> float:
 
 def measure(mode: str, path: str, count: int) -> None:
     """Run in a child: one mode, then print the peak RSS in MB."""
-    import torch
-
     from vera.clip import FrameSelection, read_clip
     from vera.geometry import auto_work_size, resize_uint8_frames
     from vera.video import read_video
