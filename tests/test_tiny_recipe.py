@@ -14,7 +14,8 @@ def smoke_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny_recipe")
     threads = torch.get_num_threads()
     try:
-        assert tiny_recipe.main(["--work", str(work), "--scale", "smoke", "--threads", "1"]) == 0
+        assert tiny_recipe.main(["--work", str(work), "--scale", "smoke", "--threads", "1",
+                                 "--stages", "data", "vae", "t2v", "edit_lr", "vera", "baseline"]) == 0
     finally:
         torch.set_num_threads(threads)
     return work
@@ -74,3 +75,20 @@ def test_vae_trainer_colour_options_run_and_are_recorded(smoke_run, tmp_path):
     assert load_vae(path).config.z_dim == 16
     with pytest.raises(ValueError, match="crop 12 must be a multiple of 8"):
         train_vae(smoke_run / "data" / "train", tmp_path / "bad", steps=1, limit=2, crop=12)
+
+
+def test_without_edit_lr_the_recorded_pick_is_used_and_recorded(tmp_path):
+    assert "edit_lr" not in tiny_recipe.DEFAULT_STAGES
+    choice = tiny_recipe.edit_lr_choice(tmp_path)
+    assert choice["picked"] == tiny_recipe.EDIT_LR_PICKED == tiny_recipe.picked_edit_scale(tmp_path)
+    assert "EDIT_LR_PICKED" in choice["source"]
+
+
+def test_the_recorded_pick_is_the_measured_one():
+    from pathlib import Path
+
+    measured = Path(__file__).parent.parent / "bench/results/edit_lr_choice_2026-11-22.json"
+    choice = json.loads(measured.read_text())
+    mean_psnr = {key: sum(m["composite_psnr"] for m in tasks.values()) / len(tasks)
+                 for key, tasks in choice["results"].items()}
+    assert float(max(mean_psnr, key=mean_psnr.get)) == choice["picked"] == tiny_recipe.EDIT_LR_PICKED

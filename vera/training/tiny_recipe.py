@@ -1,6 +1,6 @@
 """The recipe that trains `vera-tiny`, the embedded default model, from nothing but this repo.
 
-    python -m vera.training.tiny_recipe --work runs/vera-tiny          # full recipe (2 h+ on 2 CPU cores)
+    python -m vera.training.tiny_recipe --work runs/vera-tiny          # full recipe (about 2.5 h, 2 cores)
     python -m vera.training.tiny_recipe --work /tmp/t --scale smoke    # a minutes-long check of every stage
 
 Stages (each skipped when its output exists, so an interrupted run continues):
@@ -9,10 +9,10 @@ Stages (each skipped when its output exists, so an interrupted run continues):
   vae       a small AutoencoderKLWan trained on the train split's videos
   t2v       a tiny Wan2.1-architecture T2V DiT trained on the composites with their instructions,
             jointly with a tiny UMT5 text encoder (stands in for the Wan2.1 + UMT5 checkpoints)
-  edit_lr   shorter Vera runs with the edit branch at 0.1x / 1x / 10x the base rate, compared on
-            the validation split (see EDIT_LR_SCALES)
+  edit_lr   (only when named) shorter Vera runs with the edit branch at 0.1x / 1x / 10x the
+            base rate, compared on the validation split (see EDIT_LR_SCALES); 50 minutes
   vera      the three-branch MoT initialised from the t2v file, trained with the paper's recipe
-            and the edit-branch rate edit_lr picked
+            and the edit-branch rate edit_lr picked (EDIT_LR_PICKED when it has not run)
   baseline  a single-branch video-to-video model from the same t2v file, same data and steps
   bundle    copies the weights (fp16) and this recipe's settings into vera/assets/vera-tiny/
 """
@@ -55,6 +55,10 @@ BASE_LR = 1e-4  # the paper's 1e-5 is for fine-tuning 1.3B/14B; a tiny model fro
 # The paper gives the edit branch 0.1x because Wan2.1's prior is strong; vera-tiny's T2V prior is
 # weak, so stage edit_lr tries these scales on the validation split and stage vera uses the best.
 EDIT_LR_SCALES = (0.1, 1.0, 10.0)
+# What edit_lr picked on the full recipe, 2026-11-22 (BENCHMARKS.md; its choice.json is
+# bench/results/edit_lr_choice_2026-11-22.json). The default run uses it, so the choice costs its
+# 50 minutes only when edit_lr is named.
+EDIT_LR_PICKED = 10.0
 # vera-tiny's VAE (BENCHMARKS.md, "vera-tiny's VAE and colour"). From scratch this Wan-architecture
 # VAE sits at 15-16 dB for about 1,000 steps before it learns detail and colour, so phase 1 spends
 # those steps on single frames cut to 32x32 crops (cheap); phases 2 and 3 (the second at half the
@@ -157,8 +161,17 @@ def mean_composite_psnr(by_task: dict) -> float:
     return sum(m["composite_psnr"] for m in by_task.values()) / len(by_task)
 
 
+def edit_lr_choice(work: Path) -> dict:
+    """Stage edit_lr's choice.json when it ran in this work folder, else the recorded pick."""
+    choice = work / "edit_lr" / "choice.json"
+    if choice.exists():
+        return json.loads(choice.read_text())
+    return dict(picked=EDIT_LR_PICKED, source="EDIT_LR_PICKED: stage edit_lr's pick on the full "
+                "recipe, 2026-11-22; run --stages edit_lr to measure it again")
+
+
 def picked_edit_scale(work: Path) -> float:
-    return float(json.loads((work / "edit_lr" / "choice.json").read_text())["picked"])
+    return float(edit_lr_choice(work)["picked"])
 
 
 def stage_vera(work: Path, s: dict) -> None:
@@ -188,7 +201,7 @@ def stage_bundle(work: Path, s: dict, dest: Path = BUNDLE_DIR) -> None:
                   model=json.loads(TINY_MODEL.to_json()), base_lr=BASE_LR,
                   text_encoder_dim=TINY_MODEL.text_dim, train_configs=configs,
                   vae=json.loads((work / "vae" / "vae_summary.json").read_text()),
-                  edit_lr=json.loads((work / "edit_lr" / "choice.json").read_text()),
+                  edit_lr=edit_lr_choice(work),
                   vae_earlier_phases=_vae_phases(work),
                   resolution=list(RESOLUTION), frames=FRAMES, sampling=SAMPLING.to_dict(),
                   latent_rgb=latent_rgb_map(dest / "vae.safetensors", work / "data" / "train"),
@@ -223,6 +236,7 @@ def latent_rgb_map(vae_file: Path, data: Path, samples: int = 48) -> dict:
 
 STAGES = {"data": stage_data, "vae": stage_vae, "t2v": stage_t2v, "edit_lr": stage_edit_lr,
           "vera": stage_vera, "baseline": stage_baseline, "bundle": stage_bundle}
+DEFAULT_STAGES = [name for name in STAGES if name not in ("edit_lr", "bundle")]
 
 
 def main(argv=None) -> int:
@@ -230,8 +244,9 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", required=True, help="working folder for data, stages and checkpoints")
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
-    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=[s for s in STAGES if s != "bundle"],
-                        help="stages to run, in order (bundle writes into the package; run it explicitly)")
+    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=DEFAULT_STAGES,
+                        help="stages to run, in order (default: %(default)s; edit_lr re-measures "
+                             "EDIT_LR_PICKED; bundle writes into the package)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
