@@ -43,9 +43,6 @@ def test_rgba_files_read_back_with_the_alpha_they_were_written_with(edited):
         assert (video[..., 3].int() - alpha.int()).abs().max() <= tolerance, suffix
 
 
-@pytest.mark.xfail(strict=True, reason="vera-tiny's VAE decodes small moving objects grey (training "
-                   "issue 15; BENCHMARKS.md, vera-tiny's VAE and colour): the shipped model gives "
-                   "(0.43, 0.34, 0.27)")
 def test_the_edit_layer_takes_the_prompt_colour(edited):
     """The quick-start prompt asks for red: inside the matte the edit layer is clearly red."""
     alpha = torch.stack([read_png(edited / f"alpha/alpha_{i:05d}.png")[..., 0] for i in range(17)])

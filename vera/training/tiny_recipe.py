@@ -1,6 +1,6 @@
 """The recipe that trains `vera-tiny`, the embedded default model, from nothing but this repo.
 
-    python -m vera.training.tiny_recipe --work runs/vera-tiny          # full recipe (about 2.5 h, 2 cores)
+    python -m vera.training.tiny_recipe --work runs/vera-tiny          # full recipe (about 65 min, 2 cores)
     python -m vera.training.tiny_recipe --work /tmp/t --scale smoke    # a minutes-long check of every stage
 
 Stages (each skipped when its output exists, so an interrupted run continues):
@@ -37,8 +37,7 @@ from .trainer import PAPER_BRANCH_LR_SCALE, TrainConfig
 from .vae_trainer import train_vae
 
 TINY_MODEL = VeraConfig(dim=128, num_heads=4, num_layers=4, ffn_dim=256, text_dim=64, freq_dim=64, name="vera-tiny")
-# Per stage sizes. The committed vera-tiny predates the edit_lr stage and VAE_PHASES: its
-# recipe.json records the VAE phases and edit-branch rate it was trained with.
+# Per stage sizes. The committed vera-tiny was made with these (its recipe.json records them).
 SCALES = {
     "full": dict(train_per_task=512, test_per_task=32, val_per_task=8, vae_samples=256,
                  vae_steps=2500, vae2_steps=600, vae3_steps=600, t2v_steps=2000, sweep_steps=1000,
