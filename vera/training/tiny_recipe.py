@@ -1,6 +1,6 @@
 """The recipe that trains `vera-tiny`, the embedded default model, from nothing but this repo.
 
-    python -m vera.training.tiny_recipe --work runs/vera-tiny          # full recipe (about 65 min, 2 cores)
+    python -m vera.training.tiny_recipe --work runs/vera-tiny          # full recipe, about 65 min
     python -m vera.training.tiny_recipe --work /tmp/t --scale smoke    # a minutes-long check of every stage
 
 Stages (each skipped when its output exists, so an interrupted run continues):
