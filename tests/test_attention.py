@@ -54,3 +54,21 @@ def test_xformers_matches_sdpa_in_bf16():
     a, b = joint_attention(s, "xformers"), joint_attention(s, "sdpa")
     for x, y in zip(a, b):
         torch.testing.assert_close(x.float(), y.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_importing_and_running_the_library_leaves_diffusers_settings_alone():
+    """Inside ComfyUI other packs share diffusers: the library must not flip its module flags."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import torch, diffusers.utils.import_utils as iu\n"
+        "flags = lambda: {k: v for k, v in vars(iu).items() if k.endswith('_available')}\n"
+        "before = flags()\n"
+        "import vera, vera.model, vera.attention, vera.vae, vera.pipeline, vera.bundle\n"
+        "vera.attention.resolve_backend('auto', torch.device('cpu'))\n"
+        "changed = {k: (before.get(k), v) for k, v in flags().items() if before.get(k) != v}\n"
+        "assert before and not changed, changed\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -6,6 +6,7 @@ import sys
 
 from . import edit_command, plan
 from .evaluate import MASK_POLICIES
+from .precision import STORED_DTYPES
 from .safetensors_io import CheckpointError
 from .training import trainer
 
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
                        help="write a Vera checkpoint of any layout in our single-file format")
     p.add_argument("input", help="a Vera checkpoint in any layout or container")
     p.add_argument("output", help="the .safetensors file to write (never the input)")
-    p.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp32", "fp8"), default="bf16",
+    p.add_argument("--weight-dtype", choices=STORED_DTYPES, default="bf16",
                    help="fp8: block weights in float8 with scale_weight (ComfyUI's scaled fp8)")
     p.add_argument("--num-heads", type=int, default=None, help="head count (small custom models)")
     p.add_argument("--keymap", default=None, help="key map JSON (see info --keymap)")
@@ -201,7 +202,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (CheckpointError, ValueError, FileNotFoundError, FileExistsError,
+            PermissionError) as err:  # what the user gave, or a place they cannot write to
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a disk that is full or read-only, a name too long, ...

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from .config import PRESETS, VeraConfig
-from .geometry import FRAME_STEP, SIZE_MULTIPLE
+from .geometry import FRAME_STEP, frame_count_problem, size_problem
+from .precision import COMPUTE_DTYPES, STORED_DTYPES
+from .settings import BATCH_CFG
 
 GB = 1024**3
 VRAM_SIZES_GB = (8, 12, 16, 24, 48, 80)
@@ -143,9 +145,9 @@ class Plan:
 
 def make_plan(config: VeraConfig, frames: int, height: int, width: int, weight_dtype: str = "bf16",
               element: int = 2) -> Plan:
-    if (frames - 1) % FRAME_STEP or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise ValueError(f"{frames} frames of {width}x{height}: need 1 + 4k frames and sizes that "
-                         "are multiples of 16")
+    problems = [p for p in (frame_count_problem(frames), size_problem(height, width)) if p]
+    if problems:
+        raise ValueError("; ".join(problems))
     tokens = branch_tokens(config, frames, height, width)
     weights = weight_bytes(config, weight_dtype, element)
     per_layer = weight_bytes(config.replace(num_layers=1), weight_dtype, element) - weight_bytes(
@@ -221,10 +223,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="1.3B", help="1.3B or 14B")
     p.add_argument("--frames", type=int, default=49)
     p.add_argument("--size", default="832x480", help="WIDTHxHEIGHT")
-    p.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp8", "fp32"), default="bf16")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
+    p.add_argument("--weight-dtype", choices=STORED_DTYPES, default="bf16")
+    p.add_argument("--dtype", choices=COMPUTE_DTYPES, default="bf16",
                    help="compute dtype (bf16 on GPUs that have it)")
-    p.add_argument("--batch-cfg", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--batch-cfg", choices=BATCH_CFG, default="auto")
     p.add_argument("--table", action="store_true",
                    help="what fits where, for 1.3B and 14B in bf16 and fp8, as a Markdown table")
     p.set_defaults(func=cmd_plan)

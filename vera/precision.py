@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 
 WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp8", "fp32")
+STORED_DTYPES = WEIGHT_DTYPES[1:]  # what a file can be written in
 _NAMED = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+COMPUTE_DTYPES = tuple(_NAMED)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

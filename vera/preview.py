@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import layers
+from .geometry import FRAME_STEP
 
 
 def latent_to_rgb(latent: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor,
@@ -42,7 +43,8 @@ def fit_latent_rgb(codec, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torc
     for frames in clips:
         latent = codec.encode_frames(frames)[0]  # [C, T', h, w]
         t, h, w = latent.shape[1:]
-        groups = [frames[:1]] + [frames[1 + 4 * i: 5 + 4 * i] for i in range(t - 1)]
+        groups = [frames[:1]] + [frames[1 + FRAME_STEP * i: 1 + FRAME_STEP * (i + 1)]
+                                for i in range(t - 1)]
         for i, group in enumerate(groups):
             small = torch.nn.functional.avg_pool2d(group.mean(0).permute(2, 0, 1), 8)  # [3, h, w]
             xs.append(latent[:, i].reshape(latent.shape[0], -1).T)

@@ -22,12 +22,13 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from .. import layers
+from ..config import BRANCHES
 from ..geometry import frame_count_problem, size_problem
 from ..files import atomic_path
 from ..video import read_frames, write_png_sequence
 
 TASKS = ("object_addition", "background_change")
-VIDEO_KEYS = ("source", "edit", "alpha", "composite")
+VIDEO_KEYS = ("source", *BRANCHES)  # the layers a sample stores, besides its optional mask
 EDIT_FILL_SIGMA = 8.0
 
 
@@ -102,7 +103,7 @@ def check_consistency(sample: LayeredSample, tolerance: float = 2 / 255) -> None
     if not sample.instruction.strip():
         raise SampleError(f"sample {sid}: the instruction text is empty")
     shape = tuple(sample.source.shape[:3])
-    for key in ("edit", "alpha", "composite", "mask"):
+    for key in (*BRANCHES, "mask"):
         frames = getattr(sample, key)
         if frames is not None and tuple(frames.shape[:3]) != shape:
             raise SampleError(f"sample {sid}: {key} has (frames, height, width) {tuple(frames.shape[:3])} but source has {shape}")

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from .. import vae as vae_ops
-from ..data.layout import load_manifest, load_sample
+from ..data.layout import VIDEO_KEYS, load_manifest, load_sample
 from ..vae import frames_to_video
 from ..files import atomic_path
 
-LATENT_KEYS = ("source", "edit", "alpha", "composite", "mask")
+LATENT_KEYS = (*VIDEO_KEYS, "mask")
 
 
 def _video(frames: torch.Tensor) -> torch.Tensor:

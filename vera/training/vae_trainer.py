@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.layout import load_manifest, load_sample
+from ..data.layout import VIDEO_KEYS, load_manifest, load_sample
 from ..vae import save_vae_original
 from ..files import atomic_path, relative_to, save_json
 
@@ -28,13 +28,13 @@ def _clips(root: Path, limit: int | None) -> torch.Tensor:
     videos = []
     for entry in load_manifest(root)[:limit]:
         lay = load_sample(root, entry).float_layers()
-        for key in ("source", "edit", "alpha", "composite"):
+        for key in VIDEO_KEYS:
             v = lay[key].expand(*lay[key].shape[:3], 3)
             videos.append((v.permute(3, 0, 1, 2) * 2 - 1).half())
     return torch.stack(videos)
 
 
-KINDS = ("source", "edit", "alpha", "composite")
+KINDS = VIDEO_KEYS
 
 
 def opponent(video: torch.Tensor) -> torch.Tensor:
