@@ -64,6 +64,10 @@ def run_edit(args) -> dict:
     if args.frames is not None and args.frames > MAX_FRAMES:
         raise ValueError(f"--frames {args.frames}: Vera edits at most {MAX_FRAMES} frames at a "
                          "time; edit a long shot in parts with --start")
+    video.check_frame_range("--input", args.frames, args.start)
+    for flag in ("input", "mask"):
+        if getattr(args, flag):
+            video.check_readable(getattr(args, flag), f"--{flag}")
     exr_options = ExrOptions(args.exr, args.exr_alpha) if args.exr != "off" else None
     t0 = time.perf_counter()
     with staged_folder(args.out, args.overwrite) as staging:

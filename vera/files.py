@@ -102,7 +102,8 @@ def staged_folder(target: str | Path, replace: bool = False, name: str = "--out"
             tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
         )
     except OSError as error:
-        reason = error.strerror or error
+        blocker = next((p for p in target.parents if p.is_file()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else error.strerror or error
         raise PermissionError(
             f"{name} {target}: cannot write into {target.parent} ({reason}); "
             "choose a folder you can write to"

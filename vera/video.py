@@ -70,7 +70,8 @@ def _set_metadata(container, metadata: dict | None) -> None:
         container.metadata[key] = value if isinstance(value, str) else json.dumps(value)
 
 
-def _check_range(name: str, max_frames: int | None, start: int, stride: int = 1) -> None:
+def check_frame_range(name: str, max_frames: int | None, start: int, stride: int = 1) -> None:
+    """A clear error for a frame count below 1, a negative first frame or a stride below 1."""
     if max_frames is not None and (isinstance(max_frames, bool) or max_frames < 1):
         raise ValueError(f"{name}: frame count {max_frames} must be at least 1")
     if isinstance(start, bool) or start < 0:
@@ -102,6 +103,14 @@ def open_video(source, name: str = "input video"):
     return container
 
 
+def check_readable(path: str | Path, name: str) -> None:
+    """Fail now, before any model loads, when `path` is missing or a file FFmpeg cannot open
+    (a PNG folder is checked frame by frame when it is read)."""
+    if Path(path).is_dir():
+        return
+    open_video(Path(path), name).close()
+
+
 def _label(source) -> str:
     return str(source) if isinstance(source, str) else "(uploaded video)"
 
@@ -119,7 +128,7 @@ def read_video(path, max_frames: int | None = None, start: int = 0, name: str = 
     say which input (`name`)."""
     import av
 
-    _check_range(name, max_frames, start, stride)
+    check_frame_range(name, max_frames, start, stride)
     frames, seen = [], 0
     container = open_video(path, name)
     try:
@@ -328,7 +337,7 @@ def read_png_folder(folder: Path, max_frames: int | None = None, start: int = 0,
     must have the first one's size; errors name the folder and the frame."""
     from PIL import Image, UnidentifiedImageError
 
-    _check_range(name, max_frames, start)
+    check_frame_range(name, max_frames, start)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise ValueError(f"{name} {folder}: folder has no PNG frames")
