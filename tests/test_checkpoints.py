@@ -12,7 +12,7 @@ from safetensors import safe_open
 from vera.__main__ import main as cli
 from vera.config import BRANCHES
 from vera.safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
-from vera.weights import convert, detect, load_model, save_vera
+from vera.weights import checkpoint_kind, convert, detect, load_model, save_vera
 
 
 def outputs(model, mask=False):
@@ -84,7 +84,13 @@ LAYOUTS = {  # name -> state dict builder (each names things differently from ou
     "unprefixed edit branch": lambda m: layout(
         m, ["", "alpha.", "composite."], source="video_embedding", mask="mask_embedding",
         vector_shape=(1, 64)),
+    "numbered prefixes (transformer_0.)": lambda m: layout(
+        m, ["transformer_0.", "transformer_1.", "transformer_2."], source="src_embed",
+        mask="mask_embed", alpha="alpha_token", composite="comp_token"),
 }
+MYSTERY = ["net_a.", "net_b.", "net_c."]  # branch prefixes that say nothing
+NET_KEYMAP = {r"net_a\.(.*)": r"branches.edit.\1", r"net_b\.(.*)": r"branches.alpha.\1",
+              r"net_c\.(.*)": r"branches.composite.\1"}  # names MYSTERY's branches
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
@@ -95,11 +101,9 @@ def test_vera_layouts_we_never_named_load_to_the_same_model(name, trained, tmp_p
     assert_same_model(trained, load_model(path, num_heads=4).eval())
 
 
-def test_sharded_folder_with_an_index_and_a_diffusers_pipeline_folder(trained, tmp_path):
-    state = layout(trained, ["branches.edit.", "branches.alpha.", "branches.composite."])
-    names = list(state)
-    folder = tmp_path / "pipeline" / "transformer"
-    weight_map = {}
+def _sharded(state, folder):
+    """`state` in three shards with a diffusers-style index in `folder` -> the index."""
+    names, weight_map = list(state), {}
     for i in range(3):
         shard = f"diffusion_pytorch_model-0000{i + 1}-of-00003.safetensors"
         part = {k: state[k] for k in names[i::3]}
@@ -107,6 +111,13 @@ def test_sharded_folder_with_an_index_and_a_diffusers_pipeline_folder(trained, t
         weight_map.update({k: shard for k in part})
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return index
+
+
+def test_sharded_folder_with_an_index_and_a_diffusers_pipeline_folder(trained, tmp_path):
+    state = layout(trained, ["branches.edit.", "branches.alpha.", "branches.composite."])
+    folder = tmp_path / "pipeline" / "transformer"
+    index = _sharded(state, folder)
     (folder / "config.json").write_text(json.dumps({"num_attention_heads": 4}))  # heads from here
     (tmp_path / "pipeline" / "model_index.json").write_text(json.dumps(
         {"_class_name": "VeraPipeline", "transformer": ["diffusers", "X"], "vae": ["diffusers", "Y"]}))
@@ -151,13 +162,63 @@ def test_ambiguous_names_are_refused_with_the_candidates_and_a_key_map_fixes_the
     twice = atomic_save(layout(trained, ["edit_a.", "edit_b.", "comp."]), tmp_path / "twice.safetensors")
     with pytest.raises(CheckpointError, match="'edit_a.' -> edit; 'edit_b.' -> edit"):
         detect(twice, num_heads=4)
-    keymap = {r"net_a\.(.*)": r"branches.edit.\1", r"net_b\.(.*)": r"branches.alpha.\1",
-              r"net_c\.(.*)": r"branches.composite.\1"}
-    (tmp_path / "mystery.safetensors.vera-keymap.json").write_text(json.dumps(keymap))
+    unrelated = atomic_save(layout(trained, ["dit1.", "net2.", "mlp3."]),
+                            tmp_path / "numbers.safetensors")
+    with pytest.raises(CheckpointError, match="'dit1.', 'mlp3.', 'net2.' carry no name or index"):
+        detect(unrelated, num_heads=4)  # numbers say nothing when the names around them differ
+    (tmp_path / "mystery.safetensors.vera-keymap.json").write_text(json.dumps(NET_KEYMAP))
     info = detect(path, num_heads=4)  # picked up from beside the weights
     assert info.keymap.name == "mystery.safetensors.vera-keymap.json"
     assert "key map: 3" not in "\n".join(info.explain())  # every branch tensor was renamed
     assert_same_model(trained, load_model(path, num_heads=4).eval())
+
+
+def test_an_explicit_key_map_fixes_an_ambiguous_file_and_wins_over_the_one_beside_it(trained,
+                                                                                    tmp_path):
+    path = atomic_save(layout(trained, MYSTERY), tmp_path / "mystery.safetensors")
+    (tmp_path / "mystery.safetensors.vera-keymap.json").write_text("{stale")
+    with pytest.raises(CheckpointError, match="mystery.safetensors.vera-keymap.json: cannot be"):
+        detect(path, num_heads=4)  # the one beside it is used when none is given
+    explicit = tmp_path / "maps" / "mine.json"
+    explicit.parent.mkdir()
+    explicit.write_text(json.dumps(NET_KEYMAP))
+    info = detect(path, num_heads=4, keymap=explicit)
+    assert info.keymap == explicit and f"key map: {explicit}" in info.explain()
+    assert_same_model(trained, load_model(path, num_heads=4, keymap=explicit).eval())
+
+
+def test_the_loader_list_follows_a_key_map_added_edited_or_removed(trained, tmp_path):
+    path = atomic_save(layout(trained, MYSTERY), tmp_path / "mystery.safetensors")
+    assert checkpoint_kind(path) == (None, path)
+    keymap = tmp_path / "mystery.safetensors.vera-keymap.json"
+    keymap.write_text(json.dumps(NET_KEYMAP))
+    assert checkpoint_kind(path) == ("vera", path)  # the weights' size and time did not change
+    keymap.write_text("{}")  # edited: the names are ambiguous again
+    assert checkpoint_kind(path) == (None, path)
+    keymap.write_text(json.dumps(NET_KEYMAP))
+    assert checkpoint_kind(path) == ("vera", path)
+    keymap.unlink()
+    assert checkpoint_kind(path) == (None, path)
+
+
+def test_a_key_map_for_a_sharded_model_is_found_from_its_index_a_shard_or_its_folder(trained,
+                                                                                   tmp_path):
+    folder = tmp_path / "mystery"
+    index = _sharded(layout(trained, MYSTERY), folder)
+    shard = folder / "diffusion_pytorch_model-00002-of-00003.safetensors"
+    places = (folder / "diffusion_pytorch_model.safetensors.vera-keymap.json",  # named as the index
+              folder / "vera-keymap.json", tmp_path / "mystery.vera-keymap.json")  # as the folder
+    for place in places:
+        place.write_text(json.dumps(NET_KEYMAP))
+        for path in (index, shard, folder):
+            assert detect(path, num_heads=4).keymap == place, (place, path)
+        assert checkpoint_kind(shard) == ("vera", index), place
+        place.unlink()
+    assert checkpoint_kind(shard) == (None, shard)
+    with pytest.raises(CheckpointError, match="'net_a.', 'net_b.', 'net_c.' carry no name"):
+        detect(shard, num_heads=4)
+    places[1].write_text(json.dumps(NET_KEYMAP))
+    assert_same_model(trained, load_model(shard, num_heads=4).eval())
 
 
 def test_incomplete_and_leftover_tensors_are_refused_by_name(trained, tmp_path):
@@ -253,7 +314,9 @@ def test_info_explain_says_what_became_what(trained, tmp_path, capsys):
     out = capsys.readouterr().out
     for line in ("container: safetensors", "layout: Vera, three Wan2.1 transformers",
                  "branch edit: 'transformers.0.' (by index, in the paper's order)",
-                 "source embedding: cond_embed.0 (by order in the file", "layer embedding alpha: layer_tokens.0"):
+                 "source embedding: cond_embed.0 (by order in the file",
+                 "layer embedding alpha: layer_tokens.0 (by order in the file: no name says "
+                 "which)"):
         assert line in out, (line, out)
 
 
@@ -306,6 +369,28 @@ def test_i2v_file_is_refused(files, tmp_path):
         "model.diffusion_model.blocks.0.cross_attn.k_img.weight": torch.zeros(4, 4)}))
     with pytest.raises(CheckpointError, match="image-to-video"):
         load_model(path, num_heads=4, from_wan=True)
+
+
+def test_text_encoder_file_is_refused_even_with_a_decoder(tmp_path):
+    encoder = {"shared.weight": torch.zeros(32, 8),
+               "encoder.final_layer_norm.weight": torch.zeros(8),
+               "encoder.block.0.layer.0.SelfAttention.q.weight": torch.zeros(8, 8)}
+    decoder = {"decoder.block.0.layer.0.SelfAttention.q.weight": torch.zeros(8, 8)}
+    full_t5 = {**encoder, **decoder}  # once mistaken for a VAE (encoder. and decoder. names)
+    for name, state in (("umt5_xxl_enc.safetensors", encoder), ("t5.safetensors", full_t5)):
+        path = atomic_save(state, tmp_path / name)
+        with pytest.raises(CheckpointError) as err:
+            load_model(path)
+        assert str(err.value).startswith(f"{path}: this is a text encoder (UMT5) file"), err.value
+
+
+def test_vace_file_is_refused(files, tmp_path):
+    path = _edited(files, tmp_path, "vace.safetensors", lambda s: s.update({
+        "model.diffusion_model.vace_patch_embedding.weight": torch.zeros(64, 96, 1, 2, 2),
+        "model.diffusion_model.vace_blocks.0.before_proj.weight": torch.zeros(64, 64)}))
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, num_heads=4, from_wan=True)
+    assert str(err.value).startswith(f"{path}: this is a Wan VACE model"), err.value
 
 
 def test_vae_given_as_model_is_refused(files):

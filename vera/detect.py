@@ -130,19 +130,47 @@ def read_keymap(path: str | Path) -> list[tuple[re.Pattern, str | None]]:
     return compiled
 
 
-def keymap_beside(path: Path) -> Path | None:
-    """`<weights name>.vera-keymap.json` (or `<stem>.vera-keymap.json`, or `vera-keymap.json` in a
-    folder) next to the weights, picked up without being asked for (what the ComfyUI node uses)."""
-    path = Path(path)
-    candidates = (
-        [path / "vera-keymap.json", path.with_name(path.name + ".vera-keymap.json")]
-        if path.is_dir()
-        else [
-            path.with_name(path.name + ".vera-keymap.json"),
-            path.with_name(path.stem + ".vera-keymap.json"),
-        ]
-    )
-    return next((c for c in candidates if c.is_file()), None)
+KEYMAP_SUFFIX = ".vera-keymap.json"
+
+
+def _keymap_names(place: Path) -> list[Path]:
+    """Key map names for one file or folder, in order: a folder's own `vera-keymap.json`, then
+    `<folder>.vera-keymap.json` beside it; a file's `<name>.vera-keymap.json`, then
+    `<stem>.vera-keymap.json`. A shard index `<x>.safetensors.index.json` is named first as
+    `<x>.safetensors`, the file it splits, then as itself."""
+    if place.is_dir():
+        return [place / KEYMAP_SUFFIX[1:], place.with_name(place.name + KEYMAP_SUFFIX)]
+    files = [place]
+    if place.name.endswith(".index.json"):
+        files.insert(0, place.with_name(place.name[: -len(".index.json")]))
+    return [f.with_name(name + KEYMAP_SUFFIX) for f in files for name in (f.name, f.stem)]
+
+
+def keymap_candidates(path: Path, container: Path | None = None) -> list[Path]:
+    """Where a key map for the weights at `path` is looked for, first found wins:
+    1. beside `path` itself, named after it (see `_keymap_names`; a folder's own
+       `vera-keymap.json` first);
+    2. beside the container the weights belong to, when that is another path (`container`, the
+       `Checkpoint.path`: the shard index of a shard or of a folder): for
+       `model.safetensors.index.json`, `model.safetensors.vera-keymap.json`, then
+       `model.vera-keymap.json`, then the index's own name + `.vera-keymap.json`;
+    3. for a shard index, the folder of its shards: `<folder>/vera-keymap.json`, then
+       `<folder>.vera-keymap.json` beside the folder.
+    So a map beside the index or for the shard folder is found whether the index, any shard or
+    the folder is given."""
+    places = [Path(path)]
+    if container is not None:
+        places.append(Path(container))
+        if Path(container).name.endswith(".index.json"):
+            places.append(Path(container).parent)
+    candidates = [name for place in places for name in _keymap_names(place)]
+    return list(dict.fromkeys(candidates))
+
+
+def keymap_beside(path: Path, container: Path | None = None) -> Path | None:
+    """The key map picked up without being asked for (what the ComfyUI node uses): the first of
+    `keymap_candidates` that exists."""
+    return next((c for c in keymap_candidates(path, container) if c.is_file()), None)
 
 
 def apply_keymap(names: list[str], rules, explain: list[str]) -> dict[str, str]:
@@ -278,7 +306,7 @@ def _complete(dit: _DiT, num_heads: int | None) -> tuple[VeraConfig | None, list
 
 
 def _assign(
-    candidates: list[str], token_sets: dict[str, set[str]], what: str, index_of=None
+    candidates: list[str], token_sets: dict[str, set[str]], what: str, indices_of=None
 ) -> tuple[dict[str, str], str]:
     """Roles for candidate names -> ({role: candidate}, rule). By distinguishing name tokens; else
     by an index in the names (paper order); else, when no name says anything, by order. Refuses
@@ -307,8 +335,8 @@ def _assign(
             f"cannot tell which {what} is which from the names ({listed}); write a "
             "key map (see the README) that renames them"
         )
-    if index_of is not None:
-        indices = [index_of(c) for c in candidates]
+    if indices_of is not None:
+        indices = indices_of(candidates)
         if all(i is not None for i in indices) and len(set(indices)) == len(indices):
             ordered = [c for _, c in sorted(zip(indices, candidates))]
             return dict(zip(roles, ordered)), "by index, in the paper's order"
@@ -319,9 +347,28 @@ def _assign(
     return dict(zip(roles, candidates)), "by order in the file: no name says which"
 
 
-def _index_in(prefix: str) -> int | None:
+def _dotted_index(prefix: str) -> int | None:
+    """The last whole dotted number in a prefix (`transformers.0.` -> 0)."""
     numbers = re.findall(r"(?:^|\.)(\d+)(?:\.|$)", prefix)
     return int(numbers[-1]) if numbers else None
+
+
+def _trailing_indices(prefixes: list[str]) -> list[int] | None:
+    """The numbers ending the last part of each prefix (`dit1.`, `transformer_0.`), only when the
+    prefixes differ in nothing else: `dit1.` / `net2.` say nothing about order."""
+    found = [re.fullmatch(r"(.*\D)(\d+)\.", p) for p in prefixes]
+    if not all(found) or len({m.group(1) for m in found}) != 1:
+        return None
+    return [int(m.group(2)) for m in found]
+
+
+def _indices(prefixes: list[str]) -> list[int | None]:
+    """Each branch prefix's index: whole dotted numbers when they tell the prefixes apart, else
+    numbers ending the prefixes (see `_trailing_indices`); None where neither says."""
+    dotted = [_dotted_index(p) for p in prefixes]
+    if None not in dotted and len(set(dotted)) == len(dotted):
+        return dotted
+    return _trailing_indices(prefixes) or dotted
 
 
 def _modules(names: list[str]) -> dict[str, list[str]]:
@@ -384,12 +431,13 @@ def _conditioning(
 
 def _refuse_wrong_kind(path, names: list[str], shapes: dict) -> None:
     has = lambda fragment: any(fragment in n for n in names)
+    # Before the VAE test: a full T5 (encoder and decoder) would pass for a VAE.
+    if has("shared.weight") or has("encoder.block.0."):
+        raise CheckpointError(f"{path}: this is a text encoder (UMT5) file, not a diffusion model")
     if has("decoder.") and has("encoder.") and not has("blocks.0."):
         raise CheckpointError(
             f"{path}: this is a VAE file, not a diffusion model; load it as the VAE instead"
         )
-    if has("shared.weight") or has("encoder.block.0."):
-        raise CheckpointError(f"{path}: this is a text encoder (UMT5) file, not a diffusion model")
     if has("img_emb.") or has("k_img") or has("add_k_proj") or has("image_embedder"):
         raise CheckpointError(
             f"{path}: this is a Wan image-to-video (I2V) model; Vera is built from a "
@@ -485,7 +533,7 @@ def plan_from_shapes(
             "differ in shape; Vera's branches are copies of one Wan2.1 size"
         )
     try:
-        by_role, rule = _assign([d.prefix for d in dits], BRANCH_TOKENS, "transformer", _index_in)
+        by_role, rule = _assign([d.prefix for d in dits], BRANCH_TOKENS, "transformer", _indices)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
     dit_of = {d.prefix: d for d in dits}

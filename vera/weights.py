@@ -28,8 +28,9 @@ from typing import Callable
 import torch
 
 from .config import BRANCHES, VeraConfig
-from .containers import Checkpoint, open_checkpoint
-from .detect import FP8_MARKER, DIFFUSERS_TO_WAN, Plan, keymap_beside, plan_from_shapes, read_keymap
+from .containers import Checkpoint, container_path, open_checkpoint
+from .detect import (FP8_MARKER, DIFFUSERS_TO_WAN, Plan, keymap_beside, plan_from_shapes,
+                     read_keymap)
 from .detect import rename  # noqa: F401  (re-exported: tests build diffusers-named files with it)
 from .fp8 import FP8, FP8_DTYPES, dequantize, fp8_shells, quantize
 from .model import TorchOps, VeraModel
@@ -116,14 +117,15 @@ def detect(
 ) -> CheckpointInfo:
     """Identify a checkpoint from its headers alone (no tensor is read).
 
-    keymap: a key-map JSON file; by default `<weights>.vera-keymap.json` beside the weights is
-    used when present. require_config=False describes a file whose head count is unknown.
+    keymap: a key-map JSON file; by default one found beside the weights or their container is
+    used (`<weights>.vera-keymap.json`; see `vera.detect.keymap_candidates` for every place).
+    require_config=False describes a file whose head count is unknown.
     """
     path = Path(path)
     checkpoint = open_checkpoint(path)
     if not checkpoint.tensors:
         raise CheckpointError(f"{path}: holds no tensors")
-    keymap = Path(keymap) if keymap is not None else keymap_beside(path)
+    keymap = Path(keymap) if keymap is not None else keymap_beside(path, checkpoint.path)
     rules = read_keymap(keymap) if keymap is not None else None
     try:
         plan = plan_from_shapes(
@@ -164,7 +166,9 @@ def detect(
 
 
 @functools.lru_cache(maxsize=1024)
-def _sniff(path: str, size: int, mtime: int) -> tuple[str | None, str]:
+def _sniff(path: str, size: int, mtime: int, keymap: tuple | None) -> tuple[str | None, str]:
+    """`keymap` (the map `detect` will pick up: path, size, time) is not used here; it is in the
+    cache key because adding or editing a map changes what the file is."""
     try:
         info = detect(path, require_config=False)
     except (ValueError, OSError):  # CheckpointError included: not a model we can load
@@ -172,12 +176,25 @@ def _sniff(path: str, size: int, mtime: int) -> tuple[str | None, str]:
     return info.plan.kind, str(info.checkpoint.path)
 
 
+def _keymap_stamp(path: Path) -> tuple[str, int, int] | None:
+    """(path, size, mtime) of the key map `detect` would pick up for `path`; None when none."""
+    try:
+        keymap = keymap_beside(path, container_path(path))
+        if keymap is None:
+            return None
+        stat = keymap.stat()
+    except (ValueError, OSError):  # a broken shard index: detect will say so
+        return None
+    return str(keymap), stat.st_size, stat.st_mtime_ns
+
+
 def checkpoint_kind(path: str | Path) -> tuple[str | None, Path]:
     """("vera" | "wan" | None, the checkpoint the file belongs to) from headers alone, cached by
-    size and modification time: what file lists (the ComfyUI loader) show. A shard belongs to its
-    index, so the shards of one model show once."""
+    size and modification time of the file and of its key map: what file lists (the ComfyUI
+    loader) show. A shard belongs to its index, so the shards of one model show once."""
     stat = Path(path).stat()
-    kind, owner = _sniff(str(path), stat.st_size, stat.st_mtime_ns)
+    stamp = _keymap_stamp(Path(path))
+    kind, owner = _sniff(str(path), stat.st_size, stat.st_mtime_ns, stamp)
     return kind, Path(owner)
 
 
