@@ -190,9 +190,11 @@ class VeraSampler:
         context = conditioning_context(positive, "positive", text_dim)
         neg = conditioning_context(negative, "negative", text_dim) if settings.guided else None
         source = vera_source.source_latent
-        batched = settings.batch_cfg != "off" and settings.guided
-        host.load_for_use(vera_model.manager,
-                          latent_activation_bytes(model, source, 2 if batched else 1))
+        passes = 2 if settings.batch_cfg != "off" and settings.guided else 1
+        need = latent_activation_bytes(model, source, passes)
+        # auto may fall back to one pass at a time, so it needs only that much at the least
+        least = latent_activation_bytes(model, source, 1) if settings.batch_cfg == "auto" else need
+        host.load_for_use(vera_model.manager, need, least)
         managed = vera_model.manager is not None
         device = host.device() if managed else next(model.parameters()).device
         progress = host.Progress(steps)

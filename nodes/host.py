@@ -63,11 +63,14 @@ def manage(model: torch.nn.Module):
                                             offload_device=offload_device())
 
 
-def load_for_use(manager, memory_required: float) -> None:
+def load_for_use(manager, memory_required: float, minimum_memory_required: float) -> None:
     """Ask ComfyUI for the device: it evicts other models (text encoder, VAE) until the weights and
-    `memory_required` more fit, and loads the weights (partly, when they do not all fit)."""
+    `memory_required` more fit; when they cannot, it keeps `minimum_memory_required` free and
+    loads only the weights that fit beside it (the rest are cast in per forward), as its own
+    sampler does with the batched and the one-pass estimate."""
     if manager is not None:
-        _mm.load_models_gpu([manager], memory_required=int(memory_required))
+        _mm.load_models_gpu([manager], memory_required=int(memory_required),
+                            minimum_memory_required=int(minimum_memory_required))
 
 
 def free_bytes(dev: torch.device) -> int | None:

@@ -300,3 +300,29 @@ def test_wan_width_graph_takes_clip_text_encode_conditioning_and_a_comfy_vae(pac
     with pytest.raises(ValueError, match="64-wide but this model expects 4096.*CLIPTextEncode"):
         run(pack, "VeraSampler", vera_model=handle, positive=[[torch.zeros(1, 16, 64), {}]],
             negative=clip_text_encode(2), vera_source=source, seed=0, steps=1, cfg=5.0, shift=5.0, sampler="euler")
+
+
+@needs_tiny
+@pytest.mark.parametrize("batch_cfg, passes", [("auto", (2, 1)), ("on", (2, 2)), ("off", (1, 1))])
+def test_sampler_asks_comfyuis_manager_for_memory_as_its_own_sampler_does(pack, tiny, clip,
+                                                                          monkeypatch, batch_cfg,
+                                                                          passes):
+    """load_models_gpu gets the batched estimate as memory_required and, for auto (which can fall
+    back to one pass at a time), the one-pass estimate as minimum_memory_required."""
+    from vera.plan import latent_activation_bytes
+
+    handle, vae = tiny
+    host = pack.nodes.host
+    (source,), _ = run(pack, "VeraEncode", vae=vae, frames=clip[:5], frame_policy="error",
+                       work_width=64, work_height=64)
+    asked = []
+    monkeypatch.setattr(host, "load_for_use", lambda manager, *sizes: asked.append(sizes))
+    monkeypatch.setattr(host, "interrupt_requested", lambda: True)  # stop before the first step
+    cond = text(pack, handle, "add a blue square")
+    with pytest.raises(InterruptedError):
+        run(pack, "VeraSampler", vera_model=handle, positive=cond, negative=cond,
+            vera_source=source, seed=0, steps=2, cfg=2.0, shift=3.0, sampler="euler",
+            batch_cfg=batch_cfg)
+    estimate = lambda n: latent_activation_bytes(handle.model, source.source_latent, n)
+    assert asked == [tuple(estimate(n) for n in passes)]
+    assert estimate(2) > estimate(1)
