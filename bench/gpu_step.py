@@ -2,10 +2,17 @@
 
     python bench/gpu_step.py attention          # xformers vs SDPA vs naive (and ComfyUI's) in bf16
     python bench/gpu_step.py step --weights bf16|fp8 [--swap-layers N] [--batch-cfg on|off]
+    python bench/gpu_step.py swap-equal --weights bf16|fp8 [--swap-layers N]   (default 20)
 
+`attention`: ComfyUI's dispatch is compared when `comfy` imports (gpu_check.sh puts a ComfyUI
+source on PYTHONPATH); the reason is reported when it does not.
 `step`: one denoising step of Vera-1.3B (random full-size weights, made on the GPU in their dtype)
 at 49 frames of 832x480 (3 x 20,280 joint tokens), timed after a warm-up, with the peak VRAM, and
-the planner's estimate beside it. Prints one JSON line.
+the planner's estimate beside it.
+`swap-equal`: the same random model on a small input (9 frames of 128x128), all resident and then
+with the last N layers block-swapped: the velocities must agree (max abs diff reported).
+Each prints one JSON line. `--dry-run` runs any of them on the CPU, small (a 4-layer model, short
+attention): the code paths only, no numbers worth keeping.
 """
 from __future__ import annotations
 
@@ -20,89 +27,203 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 LATENT = (1, 16, 13, 60, 104)  # 49 frames of 832x480
+SMALL = (1, 16, 3, 16, 16)  # 9 frames of 128x128: every layer runs, in milliseconds
+COMFY_BACKENDS = ("pytorch", "xformers", "flash", "sage")  # ComfyUI's GPU attention functions
+DEV = "cuda"  # "cpu" with --dry-run, which also shrinks the model and the inputs
+DRY = dict(dim=64, num_heads=2, num_layers=4, ffn_dim=128, text_dim=256)
+
+
+def max_diff(got: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((got.float() - reference.float()).abs().max())
+
+
+def comfy_attention_check(q, k, v, reference) -> dict:
+    """ComfyUI's launch-flag dispatch and each GPU attention function it registered, against
+    the reference; or why ComfyUI could not be imported."""
+    try:
+        if DEV == "cpu":  # ComfyUI picks CUDA at import unless told --cpu
+            import comfy.cli_args
+
+            comfy.cli_args.args.cpu = True
+        import comfy.ldm.modules.attention as comfy_attention
+    except ImportError as e:
+        if e.name == "comfy":
+            return {"comfyui": "skipped: `comfy` is not importable (no ComfyUI on PYTHONPATH)"}
+        return {"comfyui": f"skipped: ComfyUI found but its import needs `{e.name}` ({e})"}
+    except Exception as e:  # noqa: BLE001 - report whatever stopped it
+        return {"comfyui": f"skipped: importing ComfyUI's attention failed: {e!r}"}
+    heads = q.shape[2]
+    qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))  # ComfyUI's [B, H, L, D]
+
+    def run(function) -> float:
+        out = function(qh, kh, vh, heads, skip_reshape=True, skip_output_reshape=True)
+        return max_diff(out.transpose(1, 2), reference)
+
+    dispatch = comfy_attention.optimized_attention
+    out = {"comfyui_source": str(Path(comfy_attention.__file__).parents[3]),
+           "comfyui_dispatch": getattr(dispatch, "__name__", repr(dispatch)),
+           "comfyui": run(dispatch)}
+    registered = getattr(comfy_attention, "REGISTERED_ATTENTION_FUNCTIONS", {})
+    for name in COMFY_BACKENDS:
+        if name in registered:
+            try:
+                out[f"comfyui_{name}"] = run(registered[name])
+            except Exception as e:  # noqa: BLE001 - one backend failing is a result too
+                out[f"comfyui_{name}"] = f"failed: {e!r}"
+    return out
 
 
 def attention_check() -> dict:
     from vera.attention import attention, xformers_available
 
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.randn(2, 3 * 4096, 12, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    shape = (2, 3 * 4096, 12, 128) if DEV == "cuda" else (1, 256, 2, 32)
+    q, k, v = (torch.randn(shape, device=DEV, dtype=torch.bfloat16, generator=g)
                for _ in range(3))
     reference = attention(q, k, v, "naive").float()
-    out = {"sdpa": float((attention(q, k, v, "sdpa").float() - reference).abs().max())}
+    out = {"check": "attention", "sdpa": max_diff(attention(q, k, v, "sdpa"), reference)}
     if xformers_available():
-        out["xformers"] = float((attention(q, k, v, "xformers").float() - reference).abs().max())
-    try:
-        import comfy.ldm.modules.attention as comfy_attention
-
-        got = comfy_attention.optimized_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                                  v.transpose(1, 2), 12, skip_reshape=True,
-                                                  skip_output_reshape=True).transpose(1, 2)
-        out["comfyui"] = float((got.float() - reference).abs().max())
-    except ImportError:
-        out["comfyui"] = "ComfyUI not importable (set PYTHONPATH to a ComfyUI checkout)"
+        out["xformers"] = max_diff(attention(q, k, v, "xformers"), reference)
+    else:
+        out["xformers"] = "skipped: xformers not installed or its kernels do not load"
+    out.update(comfy_attention_check(q, k, v, reference))
     out["tolerance"] = 0.02  # bf16 inputs, differences are rounding
+    numbers = [value for key, value in out.items()
+               if key != "tolerance" and isinstance(value, float)]
+    out["ok"] = all(value <= out["tolerance"] for value in numbers)
+    out["device"] = device_name()
     return out
+
+
+def random_model(weights: str):
+    """Vera-1.3B with random full-size weights in `weights` (bf16, or fp8 block Linears), made
+    straight on the GPU (fast; block swap then moves its layers to pinned host memory)."""
+    from vera.config import PRESETS
+    from vera.fp8 import fp8_shells
+    from vera.model import VeraModel
+
+    config = PRESETS["wan2.1-1.3B"]
+    if DEV == "cpu":
+        config = config.replace(**DRY)
+    with torch.device("meta"):
+        model = VeraModel(config).to(torch.bfloat16)
+        if weights == "fp8":
+            fp8_shells(model)
+    model = model.to_empty(device=DEV).eval()
+    g = torch.Generator(device=DEV).manual_seed(0)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.dtype == torch.float8_e4m3fn:
+                tensor.copy_(torch.randn(tensor.shape, device=DEV, generator=g).to(tensor.dtype))
+            elif tensor.is_floating_point():
+                if tensor.ndim:
+                    tensor.normal_(0, 0.02, generator=g)
+                else:
+                    tensor.fill_(0.002)  # fp8 scales
+    return model, config
+
+
+def inputs(shape, seed: int = 0):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    if DEV == "cpu":
+        shape = SMALL
+    lat = [torch.randn(shape, device=DEV, generator=g) for _ in range(4)]
+    text = 4096 if DEV == "cuda" else DRY["text_dim"]
+    ctx, neg = (torch.randn(1, 512, text, device=DEV, generator=g) for _ in range(2))
+    return lat, ctx, neg, torch.tensor([500.0], device=DEV)
+
+
+def sync() -> None:
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if DEV == "cuda" else "cpu (dry run)"
 
 
 def step(weights: str, swap_layers: int, batch_cfg: str) -> dict:
     from vera import plan
     from vera.blockswap import BlockSwap
-    from vera.config import PRESETS
-    from vera.fp8 import fp8_shells
-    from vera.model import VeraModel
     from vera.sampling import guided_velocity
 
-    config = PRESETS["wan2.1-1.3B"]
-    with torch.device("meta"):
-        model = VeraModel(config).to(torch.bfloat16)
-        if weights == "fp8":
-            fp8_shells(model)
-    where = "cpu" if swap_layers else "cuda"
-    model = model.to_empty(device=where).eval()
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.dtype == torch.float8_e4m3fn:
-                tensor.copy_(torch.randn(tensor.shape, device=where).to(tensor.dtype))
-            elif tensor.is_floating_point():
-                tensor.normal_(0, 0.02) if tensor.ndim else tensor.fill_(0.002)
+    model, config = random_model(weights)
     if swap_layers:
-        BlockSwap(model, swap_layers, "cuda")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    lat = [torch.randn(LATENT, device="cuda", generator=g) for _ in range(4)]
-    ctx = torch.randn(1, 512, 4096, device="cuda", generator=g)
-    t = torch.tensor([500.0], device="cuda")
+        BlockSwap(model, swap_layers, DEV)
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+    lat, ctx, neg, t = inputs(LATENT)
     batched = batch_cfg == "on"
-    run = lambda: guided_velocity(model, lat[:3], t, ctx, ctx, lat[3], None, 5.0, batched)
+    run = lambda: guided_velocity(model, lat[:3], t, ctx, neg, lat[3], None, 5.0, batched)
     with torch.no_grad():
         run()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        sync()
+        if DEV == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         run()
-        torch.cuda.synchronize()
+        sync()
     seconds = time.perf_counter() - start
     made = plan.make_plan(config, 49, 480, 832, weights, 2)
-    return dict(weights=weights, swap_layers=swap_layers, batch_cfg=batch_cfg, step_s=seconds,
-                peak_vram_gb=torch.cuda.max_memory_allocated() / 2**30,
+    return dict(check="step", weights=weights, swap_layers=swap_layers, batch_cfg=batch_cfg,
+                step_s=seconds, peak_vram_gb=torch.cuda.max_memory_allocated() / 2**30
+                if DEV == "cuda" else None,
                 planned_gb=made.sampling_need(batched, swap_layers) / 2**30,
-                device=torch.cuda.get_device_name(), torch=torch.__version__)
+                device=device_name(), torch=torch.__version__)
+
+
+def swap_equal(weights: str, swap_layers: int) -> dict:
+    """Velocities of the all-resident model, then of the same model with block swap (twice: the
+    second pass checks the swap state resets between forwards)."""
+    from vera.blockswap import BlockSwap
+    from vera.sampling import guided_velocity
+
+    model, _ = random_model(weights)
+    lat, ctx, neg, t = inputs(SMALL, seed=1)
+    run = lambda: [v.float() for v in guided_velocity(model, lat[:3], t, ctx, neg, lat[3], None,
+                                                      5.0, True)]
+    with torch.no_grad():
+        resident = run()
+        swap = BlockSwap(model, swap_layers, DEV)
+        swapped, again = run(), run()
+        sync()
+    scale = max(float(r.abs().max()) for r in resident)
+    diff = max(max_diff(s, r) for s, r in zip(swapped, resident))
+    diff_again = max(max_diff(s, r) for s, r in zip(again, resident))
+    tolerance = 1e-2 * scale  # bf16 rounding; the same kernels on the same weights give 0
+    finite = all(bool(torch.isfinite(x).all()) for x in (*resident, *swapped, *again))
+    return dict(check="swap_equal", weights=weights, swap_layers=swap_layers,
+                max_abs_diff=diff, max_abs_diff_second_pass=diff_again, reference_max_abs=scale,
+                tolerance=tolerance, moves=sum(swap.moves.values()),
+                ok=finite and max(diff, diff_again) <= tolerance,
+                device=device_name(), torch=torch.__version__)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("attention", "step"))
+    parser.add_argument("what", choices=("attention", "step", "swap-equal"))
     parser.add_argument("--weights", choices=("bf16", "fp8"), default="bf16")
-    parser.add_argument("--swap-layers", type=int, default=0)
+    parser.add_argument("--swap-layers", type=int, default=None,
+                        help="layers block-swapped (default: 0 for step, 20 for swap-equal)")
     parser.add_argument("--batch-cfg", choices=("on", "off"), default="on")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="on the CPU, small (code paths only)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": "needs a CUDA device"}))
+    global DEV
+    if args.dry_run:
+        DEV = "cpu"
+    elif not torch.cuda.is_available():
+        print(json.dumps({"check": args.what, "error": "needs a CUDA device"}))
         return 2
-    result = attention_check() if args.what == "attention" else step(args.weights, args.swap_layers,
-                                                                       args.batch_cfg)
+    if args.what == "attention":
+        result = attention_check()
+    elif args.what == "step":
+        result = step(args.weights, args.swap_layers or 0, args.batch_cfg)
+    else:
+        default = 2 if args.dry_run else 20
+        result = swap_equal(args.weights, default if args.swap_layers is None else args.swap_layers)
     print(json.dumps(result))
-    return 0
+    return 0 if result.get("ok", True) else 1
 
 
 if __name__ == "__main__":

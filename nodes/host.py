@@ -74,8 +74,12 @@ def load_for_use(manager, memory_required: float, minimum_memory_required: float
 
 
 def free_bytes(dev: torch.device) -> int | None:
-    """ComfyUI's count of free memory on a device, or None outside ComfyUI."""
-    return _mm.get_free_memory(dev) if IN_COMFYUI else None
+    """ComfyUI's count of free memory on a device, less what the user reserved with
+    `--reserve-vram` (ComfyUI's count includes it); None outside ComfyUI."""
+    if not IN_COMFYUI:
+        return None
+    reserved = _mm.extra_reserved_memory() if dev.type != "cpu" else 0
+    return max(0, _mm.get_free_memory(dev) - reserved)
 
 
 def attention():
