@@ -66,7 +66,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     from vera.bundle import load_bundle
-    from vera.files import relative_to
+    from vera.files import json_safe, relative_to, save_json
     from vera.vae import as_codec, load_vae
 
     start = time.perf_counter()
@@ -78,10 +78,9 @@ def main() -> int:
                   date=time.strftime("%Y-%m-%d"),
                   **ceilings(as_codec(vae), Path(args.data), cutoff),
                   seconds=round(time.perf_counter() - start, 1))
-    text = json.dumps(result, indent=1)
     if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+        save_json(args.out, result, indent=1)
+    print(json.dumps(json_safe(result), indent=1))
     return 0
 
 
