@@ -218,6 +218,7 @@ def test_a_key_map_for_a_sharded_model_is_found_from_its_index_a_shard_or_its_fo
     with pytest.raises(CheckpointError, match="'net_a.', 'net_b.', 'net_c.' carry no name"):
         detect(shard, num_heads=4)
     places[1].write_text(json.dumps(NET_KEYMAP))
+    assert checkpoint_kind(shard) == ("vera", index)  # noticed although the shard was refused
     assert_same_model(trained, load_model(shard, num_heads=4).eval())
 
 

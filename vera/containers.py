@@ -261,31 +261,6 @@ def _open_pickle(path: Path) -> Checkpoint:
     return Checkpoint(path, "torch pickle (weights only, memory-mapped)", refs, {}, {}, notes)
 
 
-def _index_listing(shard: Path) -> Path | None:
-    """The shard index beside `shard` whose weight map names it, if any."""
-    for index in sorted(shard.parent.glob("*.safetensors.index.json")):
-        weight_map = _read_json(index, "shard index").get("weight_map")
-        if isinstance(weight_map, dict) and shard.name in weight_map.values():
-            return index
-    return None
-
-
-def container_path(path: str | Path) -> Path:
-    """The path `open_checkpoint(path)` gives its Checkpoint, found without reading a tensor header:
-    the shard index for a shard or for a folder holding one index, else `path` itself."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "model_index.json").is_file():
-            return path
-        indexes = sorted(path.glob("*.safetensors.index.json"))
-        return indexes[0] if len(indexes) == 1 else path
-    if not path.is_file() or path.name.endswith(".index.json"):
-        return path
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        return path
-    return _index_listing(path) or path
-
-
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open any supported container (see the module docstring); nothing is read but headers."""
     path = Path(path)
@@ -297,9 +272,10 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         return _open_index(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return _open_pickle(path)
-    index = _index_listing(path)
-    if index is not None:
-        checkpoint = _open_index(index)
-        checkpoint.notes.insert(0, f"{path.name} is one shard: read all of {index.name}")
-        return checkpoint
+    for index in sorted(path.parent.glob("*.safetensors.index.json")):
+        weight_map = _read_json(index, "shard index").get("weight_map")
+        if isinstance(weight_map, dict) and path.name in weight_map.values():
+            checkpoint = _open_index(index)
+            checkpoint.notes.insert(0, f"{path.name} is one shard: read all of {index.name}")
+            return checkpoint
     return _open_safetensors(path)

@@ -20,7 +20,6 @@ file that starts all three branches is read once.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,7 @@ from typing import Callable
 import torch
 
 from .config import BRANCHES, VeraConfig
-from .containers import Checkpoint, container_path, open_checkpoint
+from .containers import Checkpoint, open_checkpoint
 from .detect import (FP8_MARKER, DIFFUSERS_TO_WAN, Plan, keymap_beside, plan_from_shapes,
                      read_keymap)
 from .detect import rename  # noqa: F401  (re-exported: tests build diffusers-named files with it)
@@ -165,37 +164,48 @@ def detect(
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _sniff(path: str, size: int, mtime: int, keymap: tuple | None) -> tuple[str | None, str]:
-    """`keymap` (the map `detect` will pick up: path, size, time) is not used here; it is in the
-    cache key because adding or editing a map changes what the file is."""
+_SNIFFED: dict[tuple[str, int, int], tuple] = {}  # (path, size, mtime) -> what _sniff found
+
+
+def _sniff(path: Path) -> tuple[str | None, Path, Path]:
+    """(kind or None, the checkpoint `path` belongs to, the container its key maps sit beside)."""
     try:
         info = detect(path, require_config=False)
     except (ValueError, OSError):  # CheckpointError included: not a model we can load
-        return None, path
-    return info.plan.kind, str(info.checkpoint.path)
+        try:  # a shard detect refused still belongs to its index (a key map may go there)
+            container = open_checkpoint(path).path
+        except (ValueError, OSError):
+            container = path
+        return None, path, container
+    return info.plan.kind, info.checkpoint.path, info.checkpoint.path
 
 
-def _keymap_stamp(path: Path) -> tuple[str, int, int] | None:
-    """(path, size, mtime) of the key map `detect` would pick up for `path`; None when none."""
+def _keymap_stamp(path: Path, container: Path) -> tuple[str, int, int] | None:
+    """(path, size, mtime) of the key map `detect` picks up for `path` in `container` (a few
+    stats, no file read); None when there is none."""
     try:
-        keymap = keymap_beside(path, container_path(path))
-        if keymap is None:
-            return None
-        stat = keymap.stat()
-    except (ValueError, OSError):  # a broken shard index: detect will say so
+        keymap = keymap_beside(path, container)
+        stat = keymap.stat() if keymap is not None else None
+    except OSError:  # removed between the two looks
         return None
-    return str(keymap), stat.st_size, stat.st_mtime_ns
+    return None if stat is None else (str(keymap), stat.st_size, stat.st_mtime_ns)
 
 
 def checkpoint_kind(path: str | Path) -> tuple[str | None, Path]:
-    """("vera" | "wan" | None, the checkpoint the file belongs to) from headers alone, cached by
-    size and modification time of the file and of its key map: what file lists (the ComfyUI
-    loader) show. A shard belongs to its index, so the shards of one model show once."""
-    stat = Path(path).stat()
-    stamp = _keymap_stamp(Path(path))
-    kind, owner = _sniff(str(path), stat.st_size, stat.st_mtime_ns, stamp)
-    return kind, Path(owner)
+    """("vera" | "wan" | None, the checkpoint the file belongs to) from headers alone: what file
+    lists (the ComfyUI loader) show. Cached by the file's size and modification time; looked at
+    again when the key map beside it (or beside its shard index) is added, edited or removed.
+    A shard belongs to its index, so the shards of one model show once."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    known = _SNIFFED.get(key)
+    if known is None or _keymap_stamp(path, known[2]) != known[3]:
+        if len(_SNIFFED) >= 1024:  # a bound, as the earlier lru_cache had
+            _SNIFFED.clear()
+        kind, owner, container = _sniff(path)
+        known = _SNIFFED[key] = (kind, owner, container, _keymap_stamp(path, container))
+    return known[0], known[1]
 
 
 # -- loading ---------------------------------------------------------------------------------------
