@@ -65,14 +65,13 @@ def main() -> int:
                         help="default: vera-tiny's sampling default")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    from vera.bundle import load_bundle
+    from vera.bundle import TINY_DIR, tiny_defaults
     from vera.files import json_safe, relative_to, save_json
     from vera.vae import as_codec, load_vae
 
     start = time.perf_counter()
-    tiny = load_bundle("vera-tiny", device="cpu")
-    vae = tiny.vae if args.vae is None else load_vae(args.vae)
-    cutoff = tiny.defaults.alpha_cutoff if args.alpha_cutoff is None else args.alpha_cutoff
+    vae = load_vae(args.vae or TINY_DIR / "vae.safetensors")
+    cutoff = tiny_defaults().alpha_cutoff if args.alpha_cutoff is None else args.alpha_cutoff
     result = dict(vae=relative_to(args.vae, REPO) or "vera-tiny",
                   data=relative_to(args.data, REPO), alpha_cutoff=cutoff,
                   date=time.strftime("%Y-%m-%d"),
