@@ -108,7 +108,7 @@ CLI_CASES = [
         2,
         "frame f_003.png is 64x48x3 but f_000.png is 64x64x3",
     ),
-    ("missing mask", lambda u: ["--mask", str(u / "gone.mp4")], 2, "--mask "),
+    ("missing mask", lambda u: ["--mask", str(u / "gone.mp4")], 2, "gone.mp4 does not exist"),
     (
         "size not a multiple of 16",
         ["--size", "60x64"],
