@@ -1,5 +1,5 @@
 """Peak memory of one Vera forward above its weights, measured on this CPU, and the linear fit
-`vera.plan` uses (ACTIVATION_FIT, VAE_DECODE_BYTES_PER_PIXEL).
+`vera.sampling.plan` uses (ACTIVATION_FIT, VAE_DECODE_BYTES_PER_PIXEL).
 
     python bench/activation_peak.py            # every case in a fresh process, then the fits
 
@@ -48,8 +48,8 @@ def reset_peak() -> None:
 def run_model(width: str, layers: int, element: int, latent: tuple) -> dict:
     import torch
 
-    from vera.config import VeraConfig
-    from vera.model import VeraModel
+    from vera.model.config import VeraConfig
+    from vera.model.mot import VeraModel
 
     dtype = torch.float32 if element == 4 else torch.bfloat16
     config = VeraConfig(**WIDTHS[width], num_layers=layers)
@@ -77,7 +77,7 @@ def run_vae(height: int, width: int) -> dict:
     import torch
     from diffusers import AutoencoderKLWan
 
-    from vera import vae as vae_ops
+    from vera.encoders import vae as vae_ops
 
     torch.manual_seed(0)
     vae = AutoencoderKLWan().eval()

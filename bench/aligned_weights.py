@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from vera.config import VeraConfig  # noqa: E402
-from vera.model import VeraModel  # noqa: E402
-from vera.weights import load_model, save_vera  # noqa: E402
+from vera.checkpoints.weights import load_model, save_vera  # noqa: E402
+from vera.model.config import VeraConfig  # noqa: E402
+from vera.model.mot import VeraModel  # noqa: E402
 
 CONFIG = VeraConfig(num_layers=2, text_dim=4096)
 LATENT = (1, 16, 5, 24, 52)  # 17 frames of 416x192 -> 1,560 tokens per branch

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     import torch
 
-    from vera.blockswap import BlockSwap
-    from vera.config import VeraConfig
-    from vera.model import VeraModel
+    from vera.model.blockswap import BlockSwap
+    from vera.model.config import VeraConfig
+    from vera.model.mot import VeraModel
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=6)

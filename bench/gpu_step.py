@@ -74,7 +74,7 @@ def comfy_attention_check(q, k, v, reference) -> dict:
 
 
 def attention_check() -> dict:
-    from vera.attention import attention, xformers_available
+    from vera.model.attention import attention, xformers_available
 
     g = torch.Generator(device=DEV).manual_seed(0)
     shape = (2, 3 * 4096, 12, 128) if DEV == "cuda" else (1, 256, 2, 32)
@@ -98,9 +98,9 @@ def attention_check() -> dict:
 def random_model(weights: str):
     """Vera-1.3B with random full-size weights in `weights` (bf16, or fp8 block Linears), made
     straight on the GPU (fast; block swap then moves its layers to pinned host memory)."""
-    from vera.config import PRESETS
-    from vera.fp8 import fp8_shells
-    from vera.model import VeraModel
+    from vera.model.config import PRESETS
+    from vera.model.fp8 import fp8_shells
+    from vera.model.mot import VeraModel
 
     config = PRESETS["wan2.1-1.3B"]
     if DEV == "cpu":
@@ -143,9 +143,9 @@ def device_name() -> str:
 
 
 def step(weights: str, swap_layers: int, batch_cfg: str) -> dict:
-    from vera import plan
-    from vera.blockswap import BlockSwap
-    from vera.sampling import guided_velocity
+    from vera.model.blockswap import BlockSwap
+    from vera.sampling import plan
+    from vera.sampling.sampler import guided_velocity
 
     model, config = random_model(weights)
     if swap_layers:
@@ -175,8 +175,8 @@ def step(weights: str, swap_layers: int, batch_cfg: str) -> dict:
 def swap_equal(weights: str, swap_layers: int) -> dict:
     """Velocities of the all-resident model, then of the same model with block swap (twice: the
     second pass checks the swap state resets between forwards)."""
-    from vera.blockswap import BlockSwap
-    from vera.sampling import guided_velocity
+    from vera.model.blockswap import BlockSwap
+    from vera.sampling.sampler import guided_velocity
 
     model, _ = random_model(weights)
     lat, ctx, neg, t = inputs(SMALL, seed=1)

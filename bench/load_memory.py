@@ -51,7 +51,7 @@ CASES = {  # name -> (file, weight dtype, from_wan, what)
 def shapes_of(config, wan_branch: bool = False) -> dict:
     import torch
 
-    from vera.model import VeraModel, WanBranch
+    from vera.model.mot import VeraModel, WanBranch
 
     with torch.device("meta"):
         module = WanBranch(config) if wan_branch else VeraModel(config)
@@ -61,9 +61,9 @@ def shapes_of(config, wan_branch: bool = False) -> dict:
 def write_files(work: Path) -> None:
     import torch
 
-    from vera.config import PRESETS
-    from vera.safetensors_io import atomic_save
-    from vera.weights import VERA_FORMAT_VERSION, convert
+    from vera.checkpoints.safetensors_io import atomic_save
+    from vera.checkpoints.weights import VERA_FORMAT_VERSION, convert
+    from vera.model.config import PRESETS
 
     config = PRESETS["wan2.1-1.3B"]
     meta = {"format": "vera", "format_version": VERA_FORMAT_VERSION, "config": config.to_json()}
@@ -121,7 +121,7 @@ def read_speed(path: Path) -> float:
 def run_case(work: Path, case: str) -> dict:
     import torch
 
-    from vera.weights import load_model
+    from vera.checkpoints.weights import load_model
 
     file, dtype, from_wan, what = CASES[case]
     path = work / file
@@ -151,8 +151,8 @@ def meta_14b() -> dict:
     """The loader over 14B shapes on the meta device, counting live bytes of what it creates."""
     import torch
 
-    from vera import containers, weights
-    from vera.config import PRESETS
+    from vera.checkpoints import containers, weights
+    from vera.model.config import PRESETS
 
     config = PRESETS["wan2.1-14B"]
     meta_shapes = shapes_of(config)

@@ -35,8 +35,8 @@ def run_case(case: str, repeats: int) -> dict:
     import torch
 
     import vera  # noqa: F401
-    from vera.config import VeraConfig
-    from vera.model import VeraModel
+    from vera.model.config import VeraConfig
+    from vera.model.mot import VeraModel
 
     torch.manual_seed(0)
     batch = 2 if case == "mot_cfg" else 1

@@ -5,7 +5,7 @@
 For every sample of a layered split, the *ground-truth* edit layer and matte go through the VAE
 exactly as the model's outputs do (edit: encode + decode; matte: encoded and decoded as grey video,
 then put on the 8-bit grid with the alpha cutoff), and are composited over the source with the
-pipeline's own `final_composite`. The metrics are the evaluation's (`vera.metrics.edit_metrics`,
+pipeline's own `final_composite`. The metrics are the evaluation's (`vera.frames.metrics.edit_metrics`,
 the same reference composite and matte). A DiT that predicted the perfect latents would score
 this; a trained one scores at most about this. The same is measured without the VAE (the layers
 as they are) as a check that the metrics themselves reach their maximum.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 
 def _score(sample, gt: dict, edit: torch.Tensor, alpha: torch.Tensor, cutoff: float) -> dict:
-    from vera import layers, metrics
+    from vera.frames import layers, metrics
 
     alpha = layers.quantize_alpha(alpha, cutoff)
     final = layers.final_composite(sample.source, edit, alpha)
@@ -36,8 +36,9 @@ def _score(sample, gt: dict, edit: torch.Tensor, alpha: torch.Tensor, cutoff: fl
 @torch.no_grad()
 def ceilings(codec, data: Path, cutoff: float) -> dict:
     """-> {"through_vae": {task: mean metrics}, "without_vae": {...}, "samples": n}"""
-    from vera import metrics, vae
     from vera.data.layout import load_manifest, load_sample
+    from vera.encoders import vae
+    from vera.frames import metrics
 
     rows = {"through_vae": {}, "without_vae": {}}
     entries = load_manifest(data)
@@ -65,9 +66,10 @@ def main() -> int:
                         help="default: vera-tiny's sampling default")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    from vera.bundle import TINY_DIR, tiny_defaults
-    from vera.files import json_safe, relative_to, save_json
-    from vera.vae import as_codec, load_vae
+    from vera.checkpoints.weights import TINY_DIR
+    from vera.edit.bundle import tiny_defaults
+    from vera.encoders.vae import as_codec, load_vae
+    from vera.media.files import json_safe, relative_to, save_json
 
     start = time.perf_counter()
     vae = load_vae(args.vae or TINY_DIR / "vae.safetensors")

@@ -52,7 +52,7 @@ def patches(codec) -> dict:
 
 def latent_chunks(frames: int) -> list[slice]:
     """The frames each latent frame of a Wan VAE covers: frame 0 alone, then groups of four."""
-    from vera.geometry import FRAME_STEP
+    from vera.frames.geometry import FRAME_STEP
 
     return [slice(0, 1)] + [slice(t, min(t + FRAME_STEP, frames))
                             for t in range(1, frames, FRAME_STEP)]
@@ -106,7 +106,7 @@ def main() -> int:
                         help="a layered split (e.g. the recipe's test split)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    from vera.vae import WanCodec, load_vae
+    from vera.encoders.vae import WanCodec, load_vae
 
     start = time.perf_counter()
     codec = WanCodec(load_vae(args.vae))

@@ -5,7 +5,7 @@
 Writes a long synthetic clip (moving gradients, H.264), then, each in a fresh process, measures
 the peak resident memory (VmHWM) of:
   used N   what Vera Encode does with a VIDEO from Load Video: decode only frames start..start+N
-           (`vera.clip.read_clip`) and resize them to the auto work size a few at a time, for
+           (`vera.media.clip.read_clip`) and resize them to the auto work size a few at a time, for
            N = 17, 49, 97, 161;
   whole    what the old workflows did (Get Video Components): every frame of the file as
            float32, then trimmed.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 def write_clip(path: Path, width: int, height: int, frames: int, fps: int) -> None:
     import torch
 
-    from vera import video
+    from vera.media import video
 
     y = torch.linspace(0, 1, height).view(height, 1, 1)
     x = torch.linspace(0, 1, width).view(1, width, 1)
@@ -54,9 +54,9 @@ def peak_rss_mb() -> float:
 
 def measure(mode: str, path: str, count: int) -> None:
     """Run in a child: one mode, then print the peak RSS in MB."""
-    from vera.clip import FrameSelection, read_clip
-    from vera.geometry import auto_work_size, resize_uint8_frames
-    from vera.video import read_video
+    from vera.frames.geometry import auto_work_size, resize_uint8_frames
+    from vera.media.clip import FrameSelection, read_clip
+    from vera.media.video import read_video
 
     if mode == "used":
         frames, _ = read_clip(path, FrameSelection(start=100, count=count))

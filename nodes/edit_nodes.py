@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import torch
 
-from ..vera import layers
-from ..vera.clip import DEFAULT_RATE, MAX_FRAMES, FrameSelection, read_clip, select_clip
-from ..vera.geometry import FRAME_POLICIES
-from ..vera.pipeline import decode_layers, encode_source
-from ..vera.sampling import Interrupted, sample
-from ..vera.plan import latent_activation_bytes
-from ..vera.preview import preview_frames
-from ..vera.settings import (BATCH_CFG, CFG_RANGE, MAX_SEED, MAX_STEPS, SAMPLERS, SHIFT_RANGE,
-                             WAN_DEFAULTS, SamplingSettings, check_value)
+from ..vera.edit.pipeline import decode_layers, encode_source
+from ..vera.frames import layers
+from ..vera.frames.geometry import FRAME_POLICIES
+from ..vera.media.clip import MAX_FRAMES, FrameSelection, read_clip, select_clip
+from ..vera.media.video import DEFAULT_RATE
+from ..vera.sampling.plan import latent_activation_bytes
+from ..vera.sampling.preview import preview_frames
+from ..vera.sampling.sampler import Interrupted, sample
+from ..vera.sampling.settings import (
+    BATCH_CFG,
+    CFG_RANGE,
+    MAX_SEED,
+    MAX_STEPS,
+    SAMPLERS,
+    SHIFT_RANGE,
+    WAN_DEFAULTS,
+    SamplingSettings,
+    check_value,
+)
 from . import host
 from .handles import VERA_LAYERS, VERA_MODEL, VERA_SHOT, VERA_SOURCE, VeraLayers, VeraShot
 from .previews import layer_previews

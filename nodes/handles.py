@@ -1,8 +1,8 @@
 """What travels between Vera nodes on our own socket types.
 
-VERA_MODEL  -> vera.bundle.Bundle: the MoT model plus what travels with it (vera-tiny: its VAE,
+VERA_MODEL  -> vera.edit.bundle.Bundle: the MoT model plus what travels with it (vera-tiny: its VAE,
                text encoder and sampling defaults).
-VERA_SOURCE -> vera.pipeline.EncodedSource: source (and mask) latents and how to map outputs back.
+VERA_SOURCE -> vera.edit.pipeline.EncodedSource: source (and mask) latents and how to map outputs back.
 VERA_LAYERS -> VeraLayers: the three sampled latents with the source they belong to.
 VERA_SHOT   -> VeraShot: the source clip's rate and sound, and how the shot was made.
 """
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..vera.clip import SourceClip
-from ..vera.pipeline import EncodedSource
-from ..vera.settings import SamplingSettings
+from ..vera.edit.pipeline import EncodedSource
+from ..vera.media.clip import SourceClip
+from ..vera.sampling.settings import SamplingSettings
 
 VERA_MODEL = "VERA_MODEL"
 VERA_SOURCE = "VERA_SOURCE"

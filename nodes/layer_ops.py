@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..vera import layers
-from ..vera.clip import SourceClip
+from ..vera.frames import layers
+from ..vera.media.clip import SourceClip
 from . import host
 from .handles import VERA_SHOT
 from .previews import layer_previews

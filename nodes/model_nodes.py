@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..vera.attention import BACKEND_CHOICES
-from ..vera.bundle import TINY_NAME, Bundle, load_bundle
-from ..vera.config import CONDITIONING_MODES
-from ..vera.precision import WEIGHT_DTYPES
-from ..vera.weights import checkpoint_kind
+from ..vera.checkpoints.weights import TINY_NAME, checkpoint_kind
+from ..vera.edit.bundle import Bundle, load_bundle
+from ..vera.model.attention import BACKEND_CHOICES
+from ..vera.model.config import CONDITIONING_MODES
+from ..vera.model.precision import WEIGHT_DTYPES
 from . import host
 from .handles import VERA_MODEL
 from .vae_bridge import BundledVAE

@@ -12,7 +12,8 @@ import uuid
 import torch
 import torch.nn.functional as F
 
-from ..vera import layers, video
+from ..vera.frames import layers
+from ..vera.media import video
 from . import host
 
 MAX_FRAMES = 16

@@ -18,7 +18,7 @@ def register() -> None:
         return
     if getattr(PromptServer, "instance", None) is None:
         return
-    from ..vera.model import VeraModel
+    from ..vera.model.mot import VeraModel
 
     @PromptServer.instance.routes.get("/vera/status")
     async def vera_status(request):

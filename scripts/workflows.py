@@ -220,7 +220,7 @@ def sampler_widgets(settings, seed: int = 1) -> dict:
 def tiny_workflow(task: str, pack) -> list[Node]:
     """vera-tiny on CPU: its bundled VAE and text encoder, model run at its training size, layers
     scaled back; clip length and sampling settings from its recipe."""
-    recipe, defaults = pack.vera.bundle.tiny_recipe(), pack.vera.bundle.tiny_defaults()
+    recipe, defaults = pack.vera.edit.bundle.tiny_recipe(), pack.vera.edit.bundle.tiny_defaults()
     height, width = recipe["resolution"]
     nodes: list[Node] = []
     source = _source(nodes, "vera_example.mp4")
@@ -253,7 +253,7 @@ def tiny_workflow(task: str, pack) -> list[Node]:
 def wan_workflow(task: str, pack) -> list[Node]:
     """Wan2.1-1.3B-based Vera weights with ComfyUI's own Wan VAE and umT5 text encoder, 49 frames at 832x480."""
     nodes: list[Node] = []
-    defaults = pack.vera.settings.WAN_DEFAULTS
+    defaults = pack.vera.sampling.settings.WAN_DEFAULTS
     source = _source(nodes, "vera_source_832x480.mp4")
     prompt = ("add a red vintage bicycle leaning against the wall on the left" if task == "object_addition"
               else "replace the background with a snowy mountain village at dusk")

@@ -36,8 +36,8 @@ def tiny_vae_model():
 @pytest.fixture(scope="session")
 def files(tmp_path_factory, tiny_wan, tiny_vae_model):
     """The tiny models saved in every layout users have on disk."""
-    from vera.safetensors_io import atomic_save
-    from vera.vae import save_vae_original
+    from vera.checkpoints.safetensors_io import atomic_save
+    from vera.encoders.vae import save_vae_original
 
     d = tmp_path_factory.mktemp("models")
     out = {

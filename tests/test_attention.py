@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from vera.attention import attention, joint_attention, naive_attention, resolve_backend, xformers_available
+from vera.model.attention import (
+    attention,
+    joint_attention,
+    naive_attention,
+    resolve_backend,
+    xformers_available,
+)
 
 
 def streams(lengths=(12, 12, 20), heads=4, dim=16, batch=2):
@@ -65,8 +71,8 @@ def test_importing_and_running_the_library_leaves_diffusers_settings_alone():
         "import torch, diffusers.utils.import_utils as iu\n"
         "flags = lambda: {k: v for k, v in vars(iu).items() if k.endswith('_available')}\n"
         "before = flags()\n"
-        "import vera, vera.model, vera.attention, vera.vae, vera.pipeline, vera.bundle\n"
-        "vera.attention.resolve_backend('auto', torch.device('cpu'))\n"
+        "import vera, vera.model.mot, vera.model.attention, vera.encoders.vae, vera.edit.pipeline, vera.edit.bundle\n"
+        "vera.model.attention.resolve_backend('auto', torch.device('cpu'))\n"
         "changed = {k: (before.get(k), v) for k, v in flags().items() if before.get(k) != v}\n"
         "assert before and not changed, changed\n"
     )

@@ -19,7 +19,7 @@ from helpers import run_node
 from vera import client
 from vera.__main__ import main as cli
 from vera.data.clips import bundled_clip
-from vera.video import write_png
+from vera.media.video import write_png
 
 PROMPT = "add a large red circle moving from left to right"
 
@@ -184,7 +184,7 @@ def test_edit_command_never_writes_into_a_users_folder(user, capsys):
 
 
 def test_edit_command_replaces_a_run_only_when_asked_and_only_when_complete(user, monkeypatch):
-    from vera import pipeline
+    from vera.edit import pipeline
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C in the middle of the run

@@ -10,9 +10,9 @@ from helpers import inputs
 from safetensors import safe_open
 
 from vera.__main__ import main as cli
-from vera.config import BRANCHES
-from vera.safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
-from vera.weights import checkpoint_kind, convert, detect, load_model, save_vera
+from vera.checkpoints.safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
+from vera.checkpoints.weights import checkpoint_kind, convert, detect, load_model, save_vera
+from vera.model.config import BRANCHES
 
 
 def outputs(model, mask=False):
@@ -283,7 +283,7 @@ def test_convert_writes_our_format_and_fp8_as_comfyuis_scaled_fp8(trained, tmp_p
 
 
 def test_fp8_from_a_bf16_file_quantises_each_weight_as_fp8linear_does(trained, tmp_path):
-    from vera.fp8 import FP8Linear
+    from vera.model.fp8 import FP8Linear
 
     bf16 = convert(save_vera(trained, tmp_path / "v.safetensors"), tmp_path / "v_bf16.safetensors", "bf16")
     model = load_model(bf16, "fp8")

@@ -5,9 +5,23 @@ import numpy as np
 import pytest
 import torch
 
-from vera import layers
-from vera.data.layout import SampleError, check_consistency, load_manifest, load_sample, write_manifest, write_sample
-from vera.data.synthetic import PATHS, SyntheticBuilder, build_dataset, path_centres, render_object, vocabulary
+from vera.data.layout import (
+    SampleError,
+    check_consistency,
+    load_manifest,
+    load_sample,
+    write_manifest,
+    write_sample,
+)
+from vera.data.synthetic import (
+    PATHS,
+    SyntheticBuilder,
+    build_dataset,
+    path_centres,
+    render_object,
+    vocabulary,
+)
+from vera.frames import layers
 
 
 @pytest.fixture(scope="module")

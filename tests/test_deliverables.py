@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from vera import clip as clips
-from vera import exr, geometry, naming, video
-from vera.outputs import ExrOptions, write_layer_files
+from vera.edit.deliverables import ExrOptions, write_layer_files
+from vera.frames import geometry
+from vera.media import clip as clips
+from vera.media import exr, naming, video
 
 REC709 = (200, 60, 40)
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from vera.__main__ import main
-from vera.bundle import tiny_available
-from vera.video import read_png, read_rgba_video
+from vera.edit.bundle import tiny_available
+from vera.media.video import read_png, read_rgba_video
 
 pytestmark = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in vera/assets/vera-tiny")
 
@@ -53,7 +53,7 @@ def test_the_edit_layer_takes_the_prompt_colour(edited):
 
 def test_final_composite_png_keeps_source_bytes_where_alpha_is_zero(edited):
     from vera.data.clips import bundled_clip
-    from vera.video import read_video
+    from vera.media.video import read_video
 
     source, _ = read_video(bundled_clip(), max_frames=17)
     final = torch.stack([read_png(edited / f"final_composite/final_{i:05d}.png") for i in range(17)])
@@ -64,7 +64,7 @@ def test_final_composite_png_keeps_source_bytes_where_alpha_is_zero(edited):
 
 def test_fp8_weights_keep_untouched_pixels_bit_exact(tmp_path):
     from vera.data.clips import bundled_clip
-    from vera.video import read_video
+    from vera.media.video import read_video
 
     out = tmp_path / "fp8"
     assert main(["edit", "--prompt", "add a small blue square moving from top to bottom",
@@ -88,9 +88,9 @@ def test_eval_reports_vera_and_the_baseline_per_task(tmp_path):
     from vera.data.clips import load_background_clips
     from vera.data.layout import write_manifest, write_sample
     from vera.data.synthetic import SyntheticBuilder
-    from vera.bundle import load_bundle
-    from vera.evaluate import evaluate, table
-    from vera.single import WanVideoModel
+    from vera.edit.bundle import load_bundle
+    from vera.evaluation.evaluate import evaluate, table
+    from vera.model.single import WanVideoModel
 
     builder = SyntheticBuilder(load_background_clips(max_frames=20), frames=9, height=64, width=64)
     write_manifest(tmp_path, [write_sample(tmp_path, builder.sample(9, 0, t)) for t in ("object_addition", "background_change")])

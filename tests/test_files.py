@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from vera.files import atomic_path, save_json, staged_folder
+from vera.media.files import atomic_path, save_json, staged_folder
 
 
 def umask() -> int:

@@ -1,6 +1,6 @@
 import torch
 
-from vera import layers
+from vera.frames import layers
 
 
 def frames(t=3, h=16, w=16, c=3, seed=0):

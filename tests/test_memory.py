@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from helpers import inputs
 
-from vera import plan
-from vera.blockswap import BlockSwap
-from vera.config import PRESETS
-from vera.sampling import batch_cfg_fits
-from vera.weights import load_model
+from vera.checkpoints.weights import load_model
+from vera.model.blockswap import BlockSwap
+from vera.model.config import PRESETS
+from vera.sampling import plan
+from vera.sampling.sampler import batch_cfg_fits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +34,8 @@ class CastOps:
         def forward(self, x):
             return self._conv_forward(x, self.weight.to(x), self.bias.to(x))
 
-    from vera.model import LayerNorm, RMSNorm
-    from vera.fp8 import FP8Linear
+    from vera.model.fp8 import FP8Linear
+    from vera.model.mot import LayerNorm, RMSNorm
 
 
 def test_the_model_runs_from_injected_layers_with_weights_cast_per_forward(files):
@@ -129,7 +129,7 @@ class LinearCodec:
 
 
 def test_preview_map_fitted_by_least_squares_inverts_a_linear_codec():
-    from vera.preview import fit_latent_rgb, latent_to_rgb, preview_frames
+    from vera.sampling.preview import fit_latent_rgb, latent_to_rgb, preview_frames
 
     codec = LinearCodec()
     g = torch.Generator().manual_seed(1)

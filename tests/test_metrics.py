@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from vera import metrics
+from vera.frames import metrics
 
 
 def test_psnr_closed_form_and_regions():
@@ -56,7 +56,7 @@ def test_mean_metrics_reports_exact_counts():
     rows = [dict(psnr=float("inf"), alpha=dict(iou=1.0)), dict(psnr=30.0, alpha=dict(iou=0.5)), dict(psnr=None)]
     m = metrics.mean_metrics(rows)
     assert m["psnr"] == 30.0 and m["psnr_exact_count"] == 1 and m["alpha"]["iou"] == 0.75
-    from vera.files import json_safe
+    from vera.media.files import json_safe
 
     inf = float("inf")
     assert json_safe({"a": [inf, float("nan"), (1, -inf)]}) == {"a": ["inf", "nan", [1, "-inf"]]}

@@ -1,12 +1,11 @@
 """The MoT against an independent implementation: diffusers' WanTransformer3DModel."""
 import pytest
 import torch
-
-from vera.config import BRANCHES, PRESETS, VeraConfig, config_from_shapes
-from vera.model import VeraModel
-from vera.weights import load_model
-
 from helpers import inputs
+
+from vera.checkpoints.weights import load_model
+from vera.model.config import BRANCHES, PRESETS, VeraConfig, config_from_shapes
+from vera.model.mot import VeraModel
 
 
 @pytest.mark.parametrize("layout", ["wan_comfy", "wan_original", "wan_diffusers", "wan_diffusers_folder"])

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 from helpers import run_node as run
-
-from vera import exr, layers, pipeline, video
 from tiny_models import tiny_diffusers_wan, tiny_vae, wan_original_state_dict
 
-from vera.bundle import load_bundle, tiny_available
 from vera.data.clips import bundled_clip
+from vera.edit import pipeline
+from vera.edit.bundle import load_bundle, tiny_available
+from vera.frames import layers
+from vera.media import exr, video
 
 needs_tiny = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in this checkout")
 
@@ -183,7 +184,7 @@ class ComfyStyleVAE:
 
 
 def test_comfy_vae_bridge_normalises_like_wan(pack):
-    from vera.vae import WanCodec
+    from vera.encoders.vae import WanCodec
 
     vae = tiny_vae(3)  # diffusers' default latents_mean / latents_std: Wan2.1's
     bridge = pack.nodes.vae_bridge
@@ -210,8 +211,8 @@ def test_comfy_vae_bridge_normalises_like_wan(pack):
 
 def test_loader_nodes_list_vera_and_wan_files_apart_and_load_each_dtype(pack, tmp_path, monkeypatch):
     models = tmp_path / "models"
-    from vera.safetensors_io import atomic_save
-    from vera.weights import load_model, save_vera
+    from vera.checkpoints.safetensors_io import atomic_save
+    from vera.checkpoints.weights import load_model, save_vera
 
     wan = atomic_save(wan_original_state_dict(tiny_diffusers_wan(0)),
                       models / "diffusion_models" / "wan_tiny_t2v.safetensors",
@@ -232,7 +233,7 @@ def test_loader_nodes_list_vera_and_wan_files_apart_and_load_each_dtype(pack, tm
     assert all(torch.equal(a, b) for a, b in zip(mine.model.state_dict().values(),
                                                  fp32.model.state_dict().values()))
     assert fp32.text_encoder is None and fp32.model.dtype == torch.float32
-    FP8Linear = pack.vera.fp8.FP8Linear  # the pack's own copy of the module (ComfyUI-style import)
+    FP8Linear = pack.vera.model.fp8.FP8Linear  # the pack's own copy of the module (ComfyUI-style import)
     assert sum(isinstance(m, FP8Linear) for m in fp8.model.modules()) == 3 * 2 * (4 + 4 + 2)  # branches x layers x linears
     g = torch.Generator().manual_seed(0)
     lat = [torch.randn(1, 16, 2, 8, 8, generator=g) for _ in range(4)]
@@ -252,7 +253,7 @@ def test_loader_nodes_list_vera_and_wan_files_apart_and_load_each_dtype(pack, tm
 
 
 def test_fp8_linear_matches_a_naive_dequantised_reference():
-    from vera.fp8 import FP8Linear
+    from vera.model.fp8 import FP8Linear
 
     linear = torch.nn.Linear(24, 40)
     x = torch.randn(3, 24)
@@ -276,7 +277,7 @@ def test_save_names_stay_inside_the_output_folder(pack):
 def test_wan_width_graph_takes_clip_text_encode_conditioning_and_a_comfy_vae(pack, tmp_path, monkeypatch):
     """A Wan-shaped model (text width 4096) loaded from models/diffusion_models, CONDITIONING shaped as ComfyUI's
     CLIPTextEncode gives it for the Wan text encoder, and a VAE with ComfyUI's interface."""
-    from vera.safetensors_io import atomic_save
+    from vera.checkpoints.safetensors_io import atomic_save
 
     models = tmp_path / "models"
     atomic_save(wan_original_state_dict(tiny_diffusers_wan(1, text_dim=4096)),
@@ -309,7 +310,7 @@ def test_sampler_asks_comfyuis_manager_for_memory_as_its_own_sampler_does(pack, 
                                                                           passes):
     """load_models_gpu gets the batched estimate as memory_required and, for auto (which can fall
     back to one pass at a time), the one-pass estimate as minimum_memory_required."""
-    from vera.plan import latent_activation_bytes
+    from vera.sampling.plan import latent_activation_bytes
 
     handle, vae = tiny
     host = pack.nodes.host

@@ -4,12 +4,12 @@ import pytest
 import torch
 from tiny_models import HashTextEncoder
 
-from vera.bundle import Bundle
-from vera.geometry import plan_geometry
-from vera.pipeline import edit
-from vera.settings import SamplingSettings
-from vera.vae import load_vae
-from vera.weights import load_model
+from vera.checkpoints.weights import load_model
+from vera.edit.bundle import Bundle
+from vera.edit.pipeline import edit
+from vera.encoders.vae import load_vae
+from vera.frames.geometry import plan_geometry
+from vera.sampling.settings import SamplingSettings
 
 SETTINGS = SamplingSettings(steps=3, cfg=4.0, alpha_cutoff=0.5, seed=1, negative_prompt="")
 

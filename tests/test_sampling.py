@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from vera.sampling import Interrupted, guided_velocity, make_scheduler, sample, shift_sigma
-from vera.settings import SamplingSettings
+from vera.sampling.sampler import Interrupted, guided_velocity, make_scheduler, sample, shift_sigma
+from vera.sampling.settings import SamplingSettings
 
 SHAPE = (1, 16, 3, 4, 4)
 

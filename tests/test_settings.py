@@ -6,7 +6,7 @@ import pytest
 from helpers import run_node as run
 
 from vera.__main__ import main as cli
-from vera.settings import WAN_DEFAULTS, SamplingSettings, SettingsError, check_value
+from vera.sampling.settings import WAN_DEFAULTS, SamplingSettings, SettingsError, check_value
 
 BAD = [
     ("steps", 0, "steps = 0: must be a whole number from 1 to 1000"),

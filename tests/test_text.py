@@ -2,7 +2,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-from vera.text import TextEncoder, pad_context
+from vera.encoders.text import TextEncoder, pad_context
 
 
 def make_umt5_folder(folder):

@@ -63,8 +63,8 @@ def test_bundle_records_the_choice(smoke_run, tmp_path):
 
 
 def test_vae_trainer_colour_options_run_and_are_recorded(smoke_run, tmp_path):
+    from vera.encoders.vae import load_vae
     from vera.training.vae_trainer import train_vae
-    from vera.vae import load_vae
 
     path = train_vae(smoke_run / "data" / "train", tmp_path, steps=2, windows=(5,), limit=2,
                      init=smoke_run / "vae" / "vae.safetensors", patch_share=0.5, patch_motion=2,

@@ -3,13 +3,13 @@ import json
 import pytest
 import torch
 
-from vera.config import BRANCHES, VeraConfig
+from vera.checkpoints.weights import load_model, save_vera
 from vera.data.layout import write_manifest, write_sample
 from vera.data.synthetic import SyntheticBuilder, vocabulary
+from vera.model.config import BRANCHES, VeraConfig
 from vera.training.latents import encode_dataset
 from vera.training.text_model import build_text_encoder
-from vera.training.trainer import Trainer, TrainConfig, vera_param_groups
-from vera.weights import load_model, save_vera
+from vera.training.trainer import TrainConfig, Trainer, vera_param_groups
 
 SMALL = VeraConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, text_dim=32, freq_dim=32, name="test")
 
@@ -18,7 +18,7 @@ SMALL = VeraConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, text_dim=32, 
 def setup(tmp_path_factory, files, tiny_vae_model):
     """A 4-sample layered dataset (9 frames, 32x32), its latents, a tiny text encoder and a Wan file."""
     from vera.data.clips import load_background_clips
-    from vera.single import WanVideoModel
+    from vera.model.single import WanVideoModel
     from vera.training.run import save_wan
 
     root = tmp_path_factory.mktemp("train")
@@ -34,7 +34,7 @@ def setup(tmp_path_factory, files, tiny_vae_model):
 
 
 def make_trainer(setup, out, steps, mode="vera", **kw):
-    from vera.text import TextEncoder
+    from vera.encoders.text import TextEncoder
     from vera.training.run import wan_video_model
 
     cfg = TrainConfig(mode=mode, steps=steps, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=0, **kw)
@@ -117,7 +117,7 @@ def test_mask_dropout_reaches_the_model(setup, tmp_path):
 
 
 def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup, tmp_path):
-    from vera.model import VeraModel
+    from vera.model.mot import VeraModel
     from vera.training.lora import merge_lora, shared_base_lora, weight_bytes
 
     model = load_model(setup["wan"], from_wan=True)
@@ -161,7 +161,7 @@ def test_same_script_runs_data_parallel_on_two_processes(setup, files, tmp_path)
     import sys
     from pathlib import Path
 
-    from vera.weights import detect
+    from vera.checkpoints.weights import detect
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "ddp"

@@ -2,8 +2,8 @@ import pytest
 import torch
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-from vera import vae as V
-from vera.safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
+from vera.checkpoints.safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
+from vera.encoders import vae as V
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import torch
 
-from vera.video import read_frames, read_rgba_video, write_png_sequence, write_rgba_video
+from vera.media.video import read_frames, read_rgba_video, write_png_sequence, write_rgba_video
 
 
 def test_rgba_videos_keep_their_alpha(tmp_path):

@@ -6,9 +6,10 @@ users have on disk, so every loading path runs on them.
 from __future__ import annotations
 
 import hashlib
+
 import torch
 
-from vera.weights import DIFFUSERS_TO_WAN, rename
+from vera.checkpoints.weights import DIFFUSERS_TO_WAN, rename
 
 TINY_WAN = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=16, out_channels=16,
                 text_dim=32, freq_dim=32, ffn_dim=128, num_layers=2, cross_attn_norm=True,

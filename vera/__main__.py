@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import edit_command, plan
-from .evaluate import MASK_POLICIES
-from .precision import STORED_DTYPES
-from .safetensors_io import CheckpointError
+from .checkpoints.safetensors_io import CheckpointError
+from .edit import command as edit_command
+from .evaluation.evaluate import MASK_POLICIES
+from .model.precision import STORED_DTYPES
+from .sampling import plan
 from .training import trainer
 
 
@@ -15,8 +16,8 @@ def describe_vae(path) -> str | None:
     """A short description if `path` is a Wan VAE file, else None."""
     from pathlib import Path
 
-    from . import vae as vae_ops
-    from .safetensors_io import read_header
+    from .checkpoints.safetensors_io import read_header
+    from .encoders import vae as vae_ops
 
     if not Path(path).is_file():
         return None
@@ -32,7 +33,7 @@ def describe_vae(path) -> str | None:
 
 
 def cmd_info(args) -> int:
-    from . import weights
+    from .checkpoints import weights
 
     try:
         info = weights.detect(args.checkpoint, args.num_heads, require_config=False,
@@ -62,7 +63,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .weights import convert
+    from .checkpoints.weights import convert
 
     out = convert(args.input, args.output, args.weight_dtype, args.num_heads, args.keymap,
                   args.untrained_from_wan)
@@ -90,7 +91,7 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .config import VeraConfig
+    from .model.config import VeraConfig
     from .training.run import train
     from .training.trainer import TrainConfig
 
@@ -107,7 +108,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, table, write_report
+    from .evaluation.evaluate import evaluate, table, write_report
 
     bundle = edit_command.bundle_from_args(args)
     baseline = None

@@ -22,9 +22,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .files import atomic_path
-from .settings import FIELDS as SETTINGS_FIELDS
-from .settings import SettingsError, check_prompt, check_value
+from .media.files import atomic_path
+from .sampling.settings import FIELDS as SETTINGS_FIELDS
+from .sampling.settings import SettingsError, check_prompt, check_value
 
 
 class ClientError(RuntimeError):

@@ -25,7 +25,7 @@ spec = importlib.util.spec_from_file_location("vera_pack_check", pack_dir / "__i
 pack = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = pack
 spec.loader.exec_module(pack)
-bridge, vae_ops = pack.nodes.vae_bridge, pack.vera.vae
+bridge, vae_ops = pack.nodes.vae_bridge, pack.vera.encoders.vae
 
 comfy_vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(vae_file)))
 ours = vae_ops.WanCodec(vae_ops.load_vae(vae_file))

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vera import client, video
+from vera import client
 from vera.data.clips import bundled_clip
+from vera.media import video
 
 ROOT = Path(__file__).resolve().parents[2]
 URL, COMFYUI_DIR = os.environ.get("VERA_COMFYUI_URL"), os.environ.get("COMFYUI_DIR")
@@ -178,7 +179,7 @@ def random_wan21_vae_file(tmp_path_factory):
     """A Wan2.1 VAE with the real shapes and random weights (ComfyUI layout), as users' wan_2.1_vae.safetensors."""
     from diffusers import AutoencoderKLWan
 
-    from vera.vae import save_vae_original
+    from vera.encoders.vae import save_vae_original
 
     torch.manual_seed(0)
     return save_vae_original(AutoencoderKLWan().eval(), tmp_path_factory.mktemp("vae") / "wan21_vae_random.safetensors")

@@ -1,2 +1,11 @@
-"""Layered video data: the on-disk sample format, its validating loader, and the synthetic builder."""
-from .layout import TASKS, LayeredSample, SampleError, load_manifest, load_sample, write_sample  # noqa: F401
+"""Layered video data: the sample format on disk and its validating loader (`layout`), the
+synthetic builder (`synthetic`) and the real background clips (`clips`). Uses frames, media and
+the model's branch names; never checkpoints, encoders or sampling."""
+from .layout import (  # noqa: F401
+    TASKS,
+    LayeredSample,
+    SampleError,
+    load_manifest,
+    load_sample,
+    write_sample,
+)

@@ -21,11 +21,11 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from .. import layers
-from ..config import BRANCHES
-from ..geometry import frame_count_problem, size_problem
-from ..files import atomic_path
-from ..video import read_frames, write_png_sequence
+from ..frames import layers
+from ..frames.geometry import frame_count_problem, size_problem
+from ..media.files import atomic_path
+from ..media.video import read_frames, write_png_sequence
+from ..model.config import BRANCHES
 
 TASKS = ("object_addition", "background_change")
 VIDEO_KEYS = ("source", *BRANCHES)  # the layers a sample stores, besides its optional mask

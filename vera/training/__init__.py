@@ -1,1 +1,3 @@
-"""Training: latent caching, the VAE and text-encoder builders for small models, and the Vera trainer."""
+"""Training: latent caching, the small VAE and text-encoder builders, the Vera trainer (accelerate),
+the LoRA option and the recipe that makes vera-tiny (which evaluates what it trains).
+Uses every wing except the command line."""

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from .. import vae as vae_ops
 from ..data.layout import VIDEO_KEYS, load_manifest, load_sample
-from ..vae import frames_to_video
-from ..files import atomic_path
+from ..encoders import vae as vae_ops
+from ..encoders.vae import frames_to_video
+from ..media.files import atomic_path
 
 LATENT_KEYS = (*VIDEO_KEYS, "mask")
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import torch
 
-from ..config import VeraConfig
-from ..files import relative_to, save_json
-from ..safetensors_io import atomic_save, load_tensors, read_header
-from ..single import WanVideoModel
-from ..text import TextEncoder
-from ..vae import load_vae
-from ..weights import detect, load_model, read_wan_branch, save_vera
+from ..checkpoints.safetensors_io import atomic_save, load_tensors, read_header
+from ..checkpoints.weights import detect, load_model, read_wan_branch, save_vera
+from ..encoders.text import TextEncoder
+from ..encoders.vae import load_vae
+from ..media.files import relative_to, save_json
+from ..model.config import VeraConfig
+from ..model.single import WanVideoModel
 from .latents import cached_latents
-from .trainer import Trainer, TrainConfig
+from .trainer import TrainConfig, Trainer
 
 
 def wan_video_model(init: str | Path | None, model_config: VeraConfig | None, source_conditioning: bool) -> WanVideoModel:

@@ -1,7 +1,7 @@
 """A small UMT5 text encoder with a word-level tokenizer, built offline from a vocabulary.
 
 It has Wan's text-encoder architecture (transformers' `UMT5EncoderModel`) at a tiny size and is saved
-as a local Hugging Face folder, so `vera.text.TextEncoder.from_folder` loads it like the real one.
+as a local Hugging Face folder, so `vera.encoders.text.TextEncoder.from_folder` loads it like the real one.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def build_text_encoder(folder: str | Path, words: list[str], d_model: int = 64, 
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-    from ..text import TextEncoder
+    from ..encoders.text import TextEncoder
 
     vocab = {w: i for i, w in enumerate(SPECIAL + sorted(set(words) - set(SPECIAL)))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

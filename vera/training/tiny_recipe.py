@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import VeraConfig
-from ..files import save_json
-from ..settings import SamplingSettings
 from ..data.synthetic import build_dataset, vocabulary
+from ..media.files import save_json
+from ..model.config import VeraConfig
+from ..sampling.settings import SamplingSettings
 from .run import train
 from .text_model import build_text_encoder
 from .trainer import PAPER_BRANCH_LR_SCALE, TrainConfig
@@ -133,8 +133,8 @@ def stage_edit_lr(work: Path, s: dict) -> None:
     """Train a shorter Vera run per candidate edit-branch scale, evaluate each on the validation
     split with the recipe's sampling settings, and keep the one with the best mean composite PSNR
     over the tasks (the edit layer is what the composite shows inside the matte)."""
-    from ..bundle import load_bundle
-    from ..evaluate import evaluate
+    from ..edit.bundle import load_bundle
+    from ..evaluation.evaluate import evaluate
 
     choice = work / "edit_lr" / "choice.json"
     if choice.exists():
@@ -183,7 +183,7 @@ def stage_baseline(work: Path, s: dict) -> None:
 
 
 def stage_bundle(work: Path, s: dict, dest: Path = BUNDLE_DIR) -> None:
-    from ..safetensors_io import atomic_save, load_tensors, read_header
+    from ..checkpoints.safetensors_io import atomic_save, load_tensors, read_header
 
     dest.mkdir(parents=True, exist_ok=True)
     for src, name in ((work / "vera" / "vera.safetensors", "vera.safetensors"), (work / "vae" / "vae.safetensors", "vae.safetensors")):
@@ -218,11 +218,11 @@ def _vae_phases(work: Path) -> dict:
 
 
 def latent_rgb_map(vae_file: Path, data: Path, samples: int = 48) -> dict:
-    """The preview map of a VAE (`vera.preview.fit_latent_rgb`), fitted on the layers of the
+    """The preview map of a VAE (`vera.sampling.preview.fit_latent_rgb`), fitted on the layers of the
     first samples of a layered split: {"factors": [16 x 3], "bias": [3]}."""
     from ..data.layout import load_manifest, load_sample
-    from ..preview import fit_latent_rgb
-    from ..vae import WanCodec, load_vae
+    from ..encoders.vae import WanCodec, load_vae
+    from ..sampling.preview import fit_latent_rgb
 
     codec = WanCodec(load_vae(vae_file))
     clips = []

@@ -9,7 +9,7 @@ Modes
   baseline  one Wan DiT that regenerates the composite from the source (video-to-video), the
             single-branch comparison for the paper's central claim.
 
-Flow matching convention (vera.sampling): x_s = (1 - s) x0 + s noise, target v = noise - x0,
+Flow matching convention (vera.sampling.sampler): x_s = (1 - s) x0 + s noise, target v = noise - x0,
 timestep = 1000 s, s drawn uniformly then shifted with `train_shift`.
 Batches and noise are functions of (seed, step), so a resumed run continues exactly as an
 uninterrupted one would.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import BRANCHES
-from ..sampling import shift_sigma
+from ..model.config import BRANCHES
+from ..sampling.sampler import shift_sigma
 
 MODES = ("vera", "t2v", "baseline")
 SCHEDULES = ("constant", "cosine")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..data.layout import VIDEO_KEYS, load_manifest, load_sample
-from ..vae import save_vae_original
-from ..files import atomic_path, relative_to, save_json
+from ..encoders.vae import save_vae_original
+from ..media.files import atomic_path, relative_to, save_json
 
 SMALL_VAE = dict(base_dim=12, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True])
 
@@ -108,7 +108,7 @@ def train_vae(data: str | Path, out: str | Path, steps: int = 1500, batch_size: 
     """
     from diffusers import AutoencoderKLWan
 
-    from ..vae import load_vae
+    from ..encoders.vae import load_vae
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ function checkerboard(ctx, width, height, cell = 8) {
 }
 
 function heat(value) {
-  // 0 -> black, then red, yellow, white (as vera.layers.difference_heatmap)
+  // 0 -> black, then red, yellow, white (as vera.frames.layers.difference_heatmap)
   const v = Math.min(1, value) * 3;
   return [Math.min(1, v), Math.min(1, Math.max(0, v - 1)), Math.min(1, Math.max(0, v - 2))].map((c) => c * 255);
 }

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from . import video
+from .video import DEFAULT_RATE, exact_rate
+
 MAX_FRAMES = 161  # Wan2.1 trains at up to 81; past 161 one clip's attention outgrows any GPU
-DEFAULT_RATE = Fraction(16)  # Wan2.1's rate: what frames that carry no rate of their own play at
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,6 @@ def select_clip(frames, pick: FrameSelection, rate, audio: dict | None = None,
                 name: str = "video", source: str | None = None):
     """Frames already in memory `[T, H, W, C]` (at `rate`, with AUDIO) -> (the selected frames,
     their SourceClip with the audio under them)."""
-    from .video import exact_rate
-
     rate = exact_rate(rate)
     indices = pick.indices(frames.shape[0], name)
     clip = SourceClip(rate / pick.stride, pick.start, pick.stride,
@@ -89,8 +89,6 @@ def select_clip(frames, pick: FrameSelection, rate, audio: dict | None = None,
 def read_clip(source, pick: FrameSelection, name: str = "video"):
     """A video file (path or binary stream) -> (uint8 `[T, H, W, 3]` of the selected frames only,
     their SourceClip with the audio under them). Memory holds the frames used, not the file."""
-    from . import video
-
     frames, rate = video.read_video(source, pick.count, pick.start, name, pick.stride)
     seconds = frames.shape[0] * pick.stride / rate
     audio = video.read_audio(source, pick.start / rate, seconds)

@@ -1,8 +1,8 @@
 """Checkpoints in and out: what a file is (`detect`), the model from it in one copy's worth of
 memory (`load_model`), and our own file format (`save_vera`, `convert`).
 
-Files read: see `vera.containers` (safetensors, shards, diffusers folders, weights-only pickles)
-and `vera.detect` (Vera recognised by structure, plain Wan2.1 T2V files, key maps); dtypes
+Files read: see `vera.checkpoints.containers` (safetensors, shards, diffusers folders, weights-only pickles)
+and `vera.checkpoints.detect` (Vera recognised by structure, plain Wan2.1 T2V files, key maps); dtypes
 fp32 / bf16 / fp16 / fp8 e4m3fn incl. ComfyUI's scaled fp8.
 
 Our file (`format=vera` in the metadata, `config` = VeraConfig JSON):
@@ -26,16 +26,24 @@ from typing import Callable
 
 import torch
 
-from .config import BRANCHES, VeraConfig
+from ..model.config import BRANCHES, VeraConfig
+from ..model.fp8 import FP8, FP8_DTYPES, dequantize, fp8_shells, quantize
+from ..model.mot import TorchOps, VeraModel
 from .containers import Checkpoint, open_checkpoint
-from .detect import (FP8_MARKER, DIFFUSERS_TO_WAN, Plan, keymap_beside, plan_from_shapes,
-                     read_keymap)
-from .detect import rename  # noqa: F401  (re-exported: tests build diffusers-named files with it)
-from .fp8 import FP8, FP8_DTYPES, dequantize, fp8_shells, quantize
-from .model import TorchOps, VeraModel
+from .detect import (
+    DIFFUSERS_TO_WAN,
+    FP8_MARKER,
+    Plan,
+    keymap_beside,
+    plan_from_shapes,
+    read_keymap,
+    rename,  # noqa: F401  (re-exported: tests build diffusers-named files with it)
+)
 from .safetensors_io import DTYPES, CheckpointError, atomic_save
 
 VERA_FORMAT_VERSION = "1"
+TINY_NAME = "vera-tiny"  # the embedded model, a name every loader takes in place of a path
+TINY_DIR = Path(__file__).resolve().parents[1] / "assets" / "vera-tiny"
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 __all__ = [
@@ -117,7 +125,7 @@ def detect(
     """Identify a checkpoint from its headers alone (no tensor is read).
 
     keymap: a key-map JSON file; by default one found beside the weights or their container is
-    used (`<weights>.vera-keymap.json`; see `vera.detect.keymap_candidates` for every place).
+    used (`<weights>.vera-keymap.json`; see `vera.checkpoints.detect.keymap_candidates` for every place).
     require_config=False describes a file whose head count is unknown.
     """
     path = Path(path)
@@ -251,7 +259,7 @@ class _Reader:
 
 
 def _empty_model(config: VeraConfig, fp8: bool, dtype: torch.dtype, operations=None) -> VeraModel:
-    """The model on the meta device, built from `operations` (see `vera.model.TorchOps`)."""
+    """The model on the meta device, built from `operations` (see `vera.model.mot.TorchOps`)."""
     operations = operations or TorchOps
     with torch.device("meta"):
         model = VeraModel(config, operations).to(dtype)
@@ -320,14 +328,14 @@ def load_model(
     from a Wan2.1 T2V file (all three branches from its weights, conditioning zeroed: the paper's
     starting point for training, which edits nothing useful before it).
 
-    weight_dtype: a policy of `vera.precision` (auto / bf16 / fp16 / fp8 / fp32) or a torch dtype.
+    weight_dtype: a policy of `vera.model.precision` (auto / bf16 / fp16 / fp8 / fp32) or a torch dtype.
     keymap: see `detect`. `conditioning` applies only with `from_wan` (a Vera file has its own).
-    on_tensor: see `_Reader` (benchmarks). operations: the layer classes (`vera.model.TorchOps`,
+    on_tensor: see `_Reader` (benchmarks). operations: the layer classes (`vera.model.mot.TorchOps`,
     or ComfyUI's `comfy.ops`). compute_device: the device the model will run on, when the
     weights are placed elsewhere (`device`, e.g. ComfyUI's offload device): it picks the dtype.
     """
-    from .attention import resolve_backend
-    from .precision import compute_dtype, resolve_device, weight_dtype_name
+    from ..model.attention import resolve_backend
+    from ..model.precision import compute_dtype, resolve_device, weight_dtype_name
 
     device = resolve_device(device)
     compute_device = device if compute_device is None else torch.device(compute_device)
@@ -362,8 +370,6 @@ def load_model(
 
 def resolve_model_path(path_or_name: str | Path) -> Path:
     """`vera-tiny` -> the embedded model's file; any other value is a path."""
-    from .bundle import TINY_DIR, TINY_NAME
-
     if str(path_or_name) == TINY_NAME:
         return TINY_DIR / "vera.safetensors"
     return Path(path_or_name)
@@ -395,7 +401,7 @@ def save_vera(
     model: VeraModel, path: str | Path, extra_metadata: dict[str, str] | None = None
 ) -> Path:
     """Write `model` as one Vera safetensors file, tensor by tensor and atomically. An fp8 model is
-    written in ComfyUI's scaled-fp8 convention (see `vera.fp8`)."""
+    written in ComfyUI's scaled-fp8 convention (see `vera.model.fp8`)."""
     metadata = {
         "format": "vera",
         "format_version": VERA_FORMAT_VERSION,

@@ -10,7 +10,7 @@ from torch import nn
 
 from .attention import joint_attention
 from .config import VeraConfig
-from .model import WanBranch, rope_frequencies, unpatchify
+from .mot import WanBranch, rope_frequencies, unpatchify
 
 
 class WanVideoModel(nn.Module):

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from .files import atomic_path
+
+from ..media.files import atomic_path
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -137,8 +138,8 @@ def load_tensors(entries: dict[str, TensorEntry], names=None) -> dict[str, torch
 
 def atomic_save(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a safetensors file tensor by tensor (never a second copy of the whole state),
-    atomically (see `vera.files.atomic_path`). Values are tensors, or lazy ones (anything with
-    `shape`, `dtype` and `read()`, such as `vera.containers.TensorRef`) that are produced one at a
+    atomically (see `vera.media.files.atomic_path`). Values are tensors, or lazy ones (anything with
+    `shape`, `dtype` and `read()`, such as `vera.checkpoints.containers.TensorRef`) that are produced one at a
     time while writing. The header is padded to 8 bytes, as the format's own writer does."""
     names = {dtype: name for name, dtype in DTYPES.items()}
     header, offset = {}, 0

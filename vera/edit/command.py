@@ -4,15 +4,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import video
-from .attention import BACKEND_CHOICES
-from .clip import MAX_FRAMES
-from .geometry import FRAME_POLICIES, check_work_size
-from .exr import ALPHA_MODES, TRANSFERS
-from .outputs import RGBA_FORMATS, ExrOptions
-from .precision import WEIGHT_DTYPES
-from .settings import BATCH_CFG, SAMPLERS, WAN_DEFAULTS, check_prompt
-
+from ..frames.geometry import FRAME_POLICIES, check_work_size
+from ..media import video
+from ..media.clip import MAX_FRAMES
+from ..media.exr import ALPHA_MODES, TRANSFERS
+from ..model.attention import BACKEND_CHOICES
+from ..model.precision import WEIGHT_DTYPES
+from ..sampling.settings import BATCH_CFG, SAMPLERS, WAN_DEFAULTS, check_prompt
+from .deliverables import RGBA_FORMATS, ExrOptions
 
 SIZE_WORDS = ("model", "auto", "source")
 
@@ -31,7 +30,8 @@ def parse_size(text: str | None) -> tuple[int, int] | str | None:
 
 def bundle_from_args(args):
     """The bundle named by --model (with --vae / --text-encoder for a model file)."""
-    from .bundle import TINY_NAME, load_bundle
+    from ..checkpoints.weights import TINY_NAME
+    from .bundle import load_bundle
 
     if args.model != TINY_NAME and (args.vae is None or args.text_encoder is None):
         raise ValueError(f"--model {args.model}: a checkpoint other than {TINY_NAME} also needs "
@@ -53,9 +53,9 @@ def run_edit(args) -> dict:
     --out only when it is complete."""
     from tqdm.auto import tqdm
 
-    from .data.clips import bundled_clip
-    from .files import staged_folder
-    from .outputs import write_outputs
+    from ..data.clips import bundled_clip
+    from ..media.files import staged_folder
+    from .deliverables import write_outputs
     from .pipeline import edit, resolve_work_size
 
     check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")

@@ -15,8 +15,8 @@ from typing import Callable, Protocol
 
 import torch
 
-from .geometry import FRAME_STEP
-from .safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
+from ..checkpoints.safetensors_io import CheckpointError, atomic_save, load_tensors, read_header
+from ..frames.geometry import FRAME_STEP
 
 _RESNET_RENAMES = [
     (r"\.residual\.0\.gamma$", ".norm1.gamma"), (r"\.residual\.2\.", ".conv1."),

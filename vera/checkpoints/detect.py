@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .config import BRANCHES, HeadCountUnknown, VeraConfig, config_from_shapes
+from ..model.config import BRANCHES, HeadCountUnknown, VeraConfig, config_from_shapes
 from .safetensors_io import CheckpointError
 
 # diffusers Wan name -> Wan original name, applied in order to each key of one DiT.
@@ -229,7 +229,7 @@ def _tokens(text: str) -> set[str]:
 def _branch_keys(config: VeraConfig) -> dict[str, tuple[int, ...]]:
     """Every key of one branch with its shape, read off a one-block branch on the meta device (its
     block repeated for every layer: building all of them there takes seconds)."""
-    from .model import WanBranch
+    from ..model.mot import WanBranch
 
     with torch.device("meta"):
         one = WanBranch(config.replace(num_layers=1)).state_dict()

@@ -11,13 +11,23 @@ from typing import Callable
 
 import torch
 
-from . import layers, vae as vae_ops
+from ..encoders import vae as vae_ops
+from ..frames import layers
+from ..frames.geometry import (
+    Geometry,
+    auto_work_size,
+    check_work_size,
+    fit_frames,
+    plan_geometry,
+    resize_frames,
+    resize_mask,
+    resize_uint8_frames,
+    unfit_frames,
+)
+from ..media.clip import SourceClip
+from ..sampling.sampler import StepInfo, sample
+from ..sampling.settings import SamplingSettings, check_prompt
 from .bundle import Bundle
-from .clip import SourceClip
-from .geometry import (Geometry, auto_work_size, check_work_size, fit_frames, plan_geometry,
-                       resize_frames, resize_mask, resize_uint8_frames, unfit_frames)
-from .sampling import StepInfo, sample
-from .settings import SamplingSettings, check_prompt
 
 
 def as_float_frames(frames: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .config import BRANCHES
+from ..model.config import BRANCHES
 from .settings import SAMPLERS, WAN_DEFAULTS, SamplingSettings
 
 
@@ -101,7 +101,7 @@ def free_bytes(device: torch.device) -> int:
 def batch_cfg_fits(model, source: torch.Tensor, mode: str,
                    free_memory: Callable[[torch.device], int] | None = None) -> bool:
     """Whether cond and uncond run as one batch: "on" / "off", or for "auto" whether the batched
-    activation peak (`vera.plan.activation_bytes`) fits in free memory, as ComfyUI's own sampler
+    activation peak (`vera.sampling.plan.activation_bytes`) fits in free memory, as ComfyUI's own sampler
     decides for its models."""
     if mode != "auto":
         return mode == "on"
@@ -165,7 +165,7 @@ def _split(x: torch.Tensor, channels: int) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def sample_single(model, context: torch.Tensor, negative: torch.Tensor, source: torch.Tensor,
                   settings: SamplingSettings = WAN_DEFAULTS) -> torch.Tensor:
-    """Denoise one latent with a single-branch video-to-video model (`vera.single.WanVideoModel`),
+    """Denoise one latent with a single-branch video-to-video model (`vera.model.single.WanVideoModel`),
     same schedule, seeded noise and batched CFG as `sample`.
     source `[B, 16, T', h, w]` -> latent of that shape."""
     s = settings

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from . import layers
-from .geometry import FRAME_STEP
+from ..frames import layers
+from ..frames.geometry import FRAME_STEP
 
 
 def latent_to_rgb(latent: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor,

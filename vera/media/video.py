@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clip import DEFAULT_RATE
 from .files import atomic_path
+
+DEFAULT_RATE = Fraction(16)  # Wan2.1's rate: what frames that carry no rate of their own play at
 
 # codec-context options: carried into the container's colour description (mov `colr`, Matroska
 # Colour, H.264 VUI)

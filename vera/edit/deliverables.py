@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from . import exr, layers, metrics, video
-from .clip import SourceClip
-from .files import save_json
+from ..frames import layers, metrics
+from ..media import exr, video
+from ..media.clip import SourceClip
+from ..media.files import save_json
+from ..sampling.settings import SamplingSettings
 from .pipeline import EditResult
-from .settings import SamplingSettings
 
 RGBA_FORMATS = ("mov", "webm", "both")
 
@@ -45,7 +46,7 @@ def versions() -> dict[str, str]:
     """The software that made a run (for settings.json); ComfyUI's when it is the host."""
     import platform
 
-    from . import __version__
+    from .. import __version__
 
     found = {"vera": __version__, "python": platform.python_version(), "torch": torch.__version__}
     for package in ("diffusers", "av"):

@@ -2,7 +2,7 @@
 
 auto  bf16 on GPUs that have it, fp16 on older GPUs, fp32 on the CPU
 bf16 / fp16 / fp32   weights and activations in that dtype
-fp8   transformer-block Linear weights stored as float8 (see `vera.fp8`), computed in what
+fp8   transformer-block Linear weights stored as float8 (see `vera.model.fp8`), computed in what
       `auto` picks; built on the CPU and quantised there, so the device never holds the
       full-precision copy
 """

@@ -89,7 +89,7 @@ def check_value(name: str, value):
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """steps, cfg, shift, seed and sampler drive the flow-matching sampler (see `vera.sampling`);
+    """steps, cfg, shift, seed and sampler drive the flow-matching sampler (see `vera.sampling.sampler`);
     batch_cfg runs the cond and uncond passes as one batch; negative_prompt is the text of the
     uncond pass (used when cfg > 1); alpha_cutoff sets decoded matte values below it to 0."""
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import PRESETS, VeraConfig
-from .geometry import FRAME_STEP, frame_count_problem, size_problem
-from .precision import COMPUTE_DTYPES, STORED_DTYPES
+from ..frames.geometry import FRAME_STEP, frame_count_problem, size_problem
+from ..model.config import PRESETS, VeraConfig
+from ..model.precision import COMPUTE_DTYPES, STORED_DTYPES
 from .settings import BATCH_CFG
 
 GB = 1024**3
@@ -53,8 +53,8 @@ def branch_tokens(config: VeraConfig, frames: int, height: int, width: int) -> i
 def weight_bytes(config: VeraConfig, weight_dtype: str, compute_element: int) -> int:
     """The three branches' weights under a weight-dtype policy (fp8: block Linears in 1 byte plus
     an fp32 scale, all else in the compute dtype), counted on the meta device."""
-    from .fp8 import fp8_shells
-    from .model import VeraModel
+    from ..model.fp8 import fp8_shells
+    from ..model.mot import VeraModel
 
     element = {"bf16": 2, "fp16": 2, "fp32": 4}.get(weight_dtype, compute_element)
     with torch.device("meta"):
@@ -90,7 +90,7 @@ def latent_activation_bytes(model, latent: torch.Tensor, passes: int) -> float:
 
 def vae_decode_bytes(height: int, width: int) -> float:
     """Peak of decoding one latent frame (4 video frames) with the Wan2.1 VAE in fp32, weights
-    included (the decoder streams one latent frame at a time: see `vera.vae.decode_raw`)."""
+    included (the decoder streams one latent frame at a time: see `vera.encoders.vae.decode_raw`)."""
     return VAE_WEIGHTS_BYTES + VAE_DECODE_FIT["base"] + VAE_DECODE_FIT["pixel"] * height * width
 
 

@@ -2,7 +2,7 @@
 
 Protocol: object addition runs without a mask (as in the paper); background change gets the
 sample's coarse mask (`--masks` changes that). A single-branch video-to-video baseline
-(`vera.single.WanVideoModel`, `--baseline FILE`) is run on the same samples, seeds and steps.
+(`vera.model.single.WanVideoModel`, `--baseline FILE`) is run on the same samples, seeds and steps.
 """
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from pathlib import Path
 
 import torch
 
-from . import metrics
-from .data.layout import load_manifest, load_sample
-from .files import relative_to, save_json
-from .pipeline import edit
-from .sampling import sample_single
-from .settings import SamplingSettings
-from .vae import WanCodec
-
+from ..data.layout import load_manifest, load_sample
+from ..edit.pipeline import edit
+from ..encoders.vae import WanCodec
+from ..frames import metrics
+from ..media.files import relative_to, save_json
+from ..sampling.sampler import sample_single
+from ..sampling.settings import SamplingSettings
 
 MASK_POLICIES = ("auto", "none", "all")  # auto: masks for background change only (the paper)
 

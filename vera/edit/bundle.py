@@ -12,10 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .settings import WAN_DEFAULTS, SamplingSettings
-
-TINY_NAME = "vera-tiny"
-TINY_DIR = Path(__file__).resolve().parent / "assets" / "vera-tiny"
+from ..checkpoints.weights import TINY_DIR, TINY_NAME
+from ..sampling.settings import WAN_DEFAULTS, SamplingSettings
 
 
 @dataclass
@@ -25,7 +23,7 @@ class Bundle:
     brings their own (ComfyUI's VAE and CLIPTextEncode). defaults: the sampling settings the model
     was tuned with. work_size (height, width) and frames: the clip shape it was trained at, when
     it is a small model that only works there (vera-tiny), else None. latent_rgb: (factors
-    `[16, 3]`, bias `[3]`) for previews when its VAE is not Wan2.1's (see `vera.preview`).
+    `[16, 3]`, bias `[3]`) for previews when its VAE is not Wan2.1's (see `vera.sampling.preview`).
     manager: whoever moves the model between devices (ComfyUI's ModelPatcher), else None."""
 
     model: torch.nn.Module
@@ -62,19 +60,19 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                 num_heads: int | None = None, keymap: str | Path | None = None,
                 from_wan: bool = False, conditioning: str = "add", swap_layers: int = 0,
                 weights_device: str | torch.device | None = None, operations=None) -> Bundle:
-    """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.precision`), to run
+    """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.model.precision`), to run
     on `device`.
 
     vae / text_encoder: a Wan2.1 VAE file and a UMT5 folder to load beside a model file (the CLI
     needs them; ComfyUI brings its own). vera-tiny brings both and ignores these. keymap,
-    from_wan, conditioning, operations: see `vera.weights.load_model`. swap_layers: keep that many
-    layers in CPU memory and bring each in as it runs (`vera.blockswap`). weights_device: where
+    from_wan, conditioning, operations: see `vera.checkpoints.weights.load_model`. swap_layers: keep that many
+    layers in CPU memory and bring each in as it runs (`vera.model.blockswap`). weights_device: where
     the weights go when not `device` (ComfyUI's offload device: its manager moves them).
     """
-    from .precision import resolve_device
-    from .text import TextEncoder
-    from .vae import load_vae
-    from .weights import load_model
+    from ..checkpoints.weights import load_model
+    from ..encoders.text import TextEncoder
+    from ..encoders.vae import load_vae
+    from ..model.precision import resolve_device
 
     device = resolve_device(device)
     # swapped layers start on the CPU; BlockSwap moves the rest to the device
@@ -84,7 +82,7 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                        conditioning=conditioning, operations=operations, compute_device=device)
     model.source_name = Path(name_or_path).name
     if swap_layers:
-        from .blockswap import BlockSwap
+        from ..model.blockswap import BlockSwap
 
         BlockSwap(model, swap_layers, device)
     if str(name_or_path) == TINY_NAME:
