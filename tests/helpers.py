@@ -1,5 +1,6 @@
 """Shared test inputs, the workflow script, and calling a node as ComfyUI does."""
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -36,3 +37,9 @@ def inputs(batch=1, frames=3, size=8, text=12, text_dim=32, seed=1, mask=False):
     if mask:
         x["mask"] = lat()
     return x
+
+
+def names_the_pack(line: str, name: str) -> bool:
+    """Whether a ComfyUI log line names this pack's folder: `custom_nodes/<name>` as a whole path
+    component (a clone in a folder called `p` must not match `comfy_extras/nodes_audio.py`)."""
+    return re.search(r"custom_nodes[\\/]" + re.escape(name) + r"(?![^\\/\s:])", line) is not None
