@@ -261,12 +261,17 @@ def test_pickle_checkpoints_and_unknown_head_counts(tmp_path, files, capsys):
     pickle = tmp_path / "model.ckpt"
     pickle.write_bytes(b"\x80\x04not really")
     assert cli(["info", str(pickle)]) == 2 and "model.ckpt" in capsys.readouterr().err
-    # a width-64 Wan file: every size but the head count is in its shapes; info still describes it
+    # a width-64 Wan file: every size but the head count is in its shapes; info prints them all
     assert cli(["info", str(files["wan_original"])]) == 0
     out = capsys.readouterr().out
     assert (
         "wan-original" in out and "head count of a width-64 model" in out and "--num-heads" in out
     )
+    config_line = next(line for line in out.splitlines() if line.startswith("config:"))
+    for size in ("dim=64", "num_layers=2", "ffn_dim=128", "text_dim=32", "freq_dim=32",
+                 "in_channels=16", "out_channels=16", "patch_size=(1, 2, 2)"):
+        assert size in config_line, out
+    assert "num_heads" not in config_line and "heads:      unknown" in out
 
 
 # -- nodes (called as ComfyUI's executor calls them) -----------------------------------------------

@@ -46,8 +46,12 @@ def cmd_info(args) -> int:
         return 0
     print(f"file:       {info.path}")
     print(f"format:     {info.format}")
-    config = f"{info.config.name} {info.config}" if info.config else info.note
-    print(f"config:     {config}")
+    if info.config is not None:
+        print(f"config:     {info.config.name} {info.config}")
+    else:  # every size the shapes fix; only the head count is missing
+        sizes = ", ".join(f"{k}={v!r}" for k, v in info.plan.sizes.items())
+        print(f"config:     {sizes}" if sizes else "config:     unknown")
+        print(f"heads:      unknown: {info.note}")
     print(f"parameters: {info.num_parameters:,}")
     print(f"dtypes:     {', '.join(f'{k} x{v}' for k, v in sorted(info.dtypes.items()))}")
     if info.scaled_fp8:

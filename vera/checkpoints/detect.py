@@ -97,6 +97,7 @@ class Plan:
     scales: dict[str, str] = field(default_factory=dict)
     explain: list[str] = field(default_factory=list)
     note: str = ""  # why config is None, when it is
+    sizes: dict = field(default_factory=dict)  # what the shapes fix when the head count is unknown
 
     @property
     def format(self) -> str:
@@ -281,18 +282,20 @@ def _find_dits(shapes: dict[str, tuple[int, ...]]) -> list[_DiT]:
     return dits
 
 
-def _complete(dit: _DiT, num_heads: int | None) -> tuple[VeraConfig | None, list[str], str]:
-    """(config, missing or misshapen Wan keys, note) of one DiT key set, whose keys that are no Wan
-    key are moved out of it (to be conditioning or left over); config None when its shapes do not
-    fix one (the note says why)."""
-    note = ""
+def _complete(
+    dit: _DiT, num_heads: int | None
+) -> tuple[VeraConfig | None, list[str], HeadCountUnknown | None]:
+    """(config, missing or misshapen Wan keys, unknown) of one DiT key set, whose keys that are no
+    Wan key are moved out of it (to be conditioning or left over); config None when its shapes do
+    not fix one (`unknown` says why and holds the sizes they do fix)."""
+    unknown = None
     try:
         config = config_from_shapes(dit.shapes, num_heads)
     except HeadCountUnknown as error:
-        note = str(error)
+        unknown = error
         config = config_from_shapes(dit.shapes, 1)  # to check the keys; the heads stay unknown
     except ValueError as error:  # a key the sizes are read from is missing
-        return None, [str(error)], ""
+        return None, [str(error)], None
     expected = _branch_keys(config)
     for key in [k for k in dit.shapes if k not in expected]:
         del dit.shapes[key], dit.names[key]
@@ -302,7 +305,7 @@ def _complete(dit: _DiT, num_heads: int | None) -> tuple[VeraConfig | None, list
         for k in expected
         if k in dit.shapes and tuple(dit.shapes[k]) != expected[k]
     ]
-    return (None if note else config), missing + wrong, note
+    return (None if unknown else config), missing + wrong, unknown
 
 
 def _assign(
@@ -495,9 +498,10 @@ def plan_from_shapes(
                 "the whole file (1.3B vs 14B, all shards)?"
             )
     configs = [_agree(path, cfg, config) for _, cfg, _, _ in checked]
-    note = next((n for _, _, _, n in checked if n), "")
-    if note and require_config:
-        raise HeadCountUnknown(note)
+    unknown = next((u for _, _, _, u in checked if u), None)
+    if unknown and require_config:
+        raise unknown
+    note, sizes = (str(unknown), unknown.sizes) if unknown else ("", {})
     scale_of = {}
     for s in scales:
         if s.endswith(".scale_weight"):
@@ -519,7 +523,8 @@ def plan_from_shapes(
         )
         sources = {k: original[n] for k, n in dit.names.items()}
         return Plan(
-            "wan", dit.naming, configs[0], sources, _file_scales(sources, scale_of), explain, note
+            "wan", dit.naming, configs[0], sources, _file_scales(sources, scale_of), explain, note,
+            sizes,
         )
     if len(dits) != 3:
         listed = ", ".join(repr(d.prefix) for d in dits)
@@ -572,7 +577,9 @@ def plan_from_shapes(
                 f"{path}: no source-video patch embedding outside the branches; "
                 "the file is incomplete"
             )
-    return Plan("vera", naming, cfg, sources, _file_scales(sources, scale_of), explain, note)
+    return Plan(
+        "vera", naming, cfg, sources, _file_scales(sources, scale_of), explain, note, sizes
+    )
 
 
 def _agree(path, inferred: VeraConfig | None, stored: VeraConfig | None) -> VeraConfig | None:

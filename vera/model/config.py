@@ -95,7 +95,12 @@ WAN_HEAD_DIM = 128  # every released Wan2.1 model uses 128-dim heads
 
 
 class HeadCountUnknown(ValueError):
-    """A checkpoint's shapes fix every size but its attention head count."""
+    """A checkpoint's shapes fix every size but its attention head count; `sizes` holds what they
+    do fix (VeraConfig field -> value, num_heads absent)."""
+
+    def __init__(self, message: str, sizes: dict | None = None):
+        super().__init__(message)
+        self.sizes = dict(sizes or {})
 
 
 def config_from_shapes(shapes: dict[str, tuple[int, ...]], num_heads: int | None = None, **overrides) -> VeraConfig:
@@ -114,6 +119,12 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], num_heads: int | None
         raise ValueError(f"cannot infer a Wan config: tensor {missing} is missing") from None
     num_layers = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("blocks."))
     patch_volume = patch[0] * patch[1] * patch[2]
+    sizes = dict(
+        dim=dim, num_layers=num_layers, ffn_dim=ffn_dim, text_dim=text_dim,
+        freq_dim=freq_dim, in_channels=in_channels, out_channels=head_out // patch_volume,
+        patch_size=tuple(patch), cross_attn_norm="blocks.0.norm3.weight" in shapes,
+    )
+    sizes.update(overrides)
     if num_heads is None:
         preset = next((p for p in PRESETS.values() if p.dim == dim), None)
         if preset is not None:
@@ -124,13 +135,9 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], num_heads: int | None
             raise HeadCountUnknown(
                 f"the head count of a width-{dim} model cannot be read from its shapes (not a "
                 f"Wan2.1 size, and {dim} is not a multiple of {WAN_HEAD_DIM}); pass it "
-                "(--num-heads N)"
+                "(--num-heads N)",
+                sizes,
             )
-    values = dict(
-        dim=dim, num_heads=num_heads, num_layers=num_layers, ffn_dim=ffn_dim, text_dim=text_dim,
-        freq_dim=freq_dim, in_channels=in_channels, out_channels=head_out // patch_volume,
-        patch_size=tuple(patch), cross_attn_norm="blocks.0.norm3.weight" in shapes,
-    )
-    values.update(overrides)
+    values = dict(num_heads=num_heads, **sizes)
     match = next((n for n, p in PRESETS.items() if p == VeraConfig(**values)), "custom")
     return VeraConfig(name=match, **values)
