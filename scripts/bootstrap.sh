@@ -25,7 +25,8 @@ if ! "$P" -c "import torch" 2>/dev/null; then
   echo "[bootstrap] installing torch $TORCH_VERSION"
   "$P" -m pip install -q "torch==$TORCH_VERSION"
 fi
-installed=$("$P" -c "import torch; print(torch.__version__.split('+')[0])")
+# read from the package metadata: importing torch before numpy is installed prints a warning
+installed=$("$P" -c "import importlib.metadata as m; print(m.version('torch').split('+')[0])")
 echo "torch==$installed" > "$VENV/torch-constraint.txt"   # nothing below may swap torch
 echo "[bootstrap] installing requirements (torch held at $installed)"
 requirement_args=()
