@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..frames.geometry import FRAME_POLICIES, check_work_size
 from ..media import video
-from ..media.clip import MAX_FRAMES
+from ..media.clip import MAX_FRAMES, SourceClip
 from ..media.exr import ALPHA_MODES, TRANSFERS
 from ..model.attention import BACKEND_CHOICES
 from ..model.precision import WEIGHT_DTYPES
@@ -109,7 +109,8 @@ def run_edit(args) -> dict:
         result.timings["load_s"] = load_s
         extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
                      device=str(next(bundle.model.parameters()).device), mask=args.mask)
-        files, report = write_outputs(result, staging, fps, args.rgba, extra, audio=audio,
+        clip = SourceClip(video.exact_rate(fps), args.start, 1, audio, source_path.name)
+        files, report = write_outputs(result, staging, clip, args.rgba, extra,
                                       model=bundle.name, exr_options=exr_options)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
     print(f"edited {report['edited_fraction']:.1%} of pixels; share of untouched pixels "

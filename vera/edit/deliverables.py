@@ -116,18 +116,17 @@ def write_layer_files(edit_layer: torch.Tensor, alpha: torch.Tensor, final: torc
     return files
 
 
-def write_outputs(result: EditResult, out: str | Path, fps, rgba_format: str = "mov",
-                  report_extra: dict | None = None, *, audio: dict | None = None,
+def write_outputs(result: EditResult, out: str | Path, clip: SourceClip,
+                  rgba_format: str = "mov", report_extra: dict | None = None, *,
                   model: str = "", exr_options: ExrOptions | None = None
                   ) -> tuple[dict[str, str], dict]:
     """Write every file of an edit into `out` (each atomically; existing inputs are never touched):
     the layer files (see `write_layer_files`, with settings.json), side_by_side.png/.mp4 and
-    report.json. fps: exact rate; audio: ComfyUI AUDIO for the final composite.
-    Returns (files written, the report).
+    report.json. clip: the source's name, the frames used (start, stride), their exact rate and
+    the sound under them (for the final composite). Returns (files written, the report).
     """
     out = Path(out)
-    rate = video.exact_rate(fps)
-    clip = SourceClip(rate=rate, audio=audio)
+    rate, audio = clip.rate, clip.audio
     settings = run_settings(result.settings, model=model, prompt=result.details.get("prompt"),
                             frames=result.final.shape[0], size=tuple(result.final.shape[1:3]),
                             clip=clip, extra=dict(work_size=result.details.get("work_size")))

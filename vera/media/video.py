@@ -205,6 +205,9 @@ def _add_audio(container, audio: dict | None, seconds: float):
     stream = container.add_stream("aac", rate=rate, layout=layout)
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave), format="fltp", layout=layout)
     frame.sample_rate = rate
+    # a frame without a time places its first sample after the encoder's priming (1024 samples
+    # late); timed, the priming gets negative times and the file's edit list cuts it
+    frame.pts, frame.time_base = 0, Fraction(1, rate)
     for chunk in (stream.encode(frame), stream.encode(None)):
         container.mux(chunk)
 
