@@ -5,10 +5,11 @@
 For every sample of a layered split, the *ground-truth* edit layer and matte go through the VAE
 exactly as the model's outputs do (edit: encode + decode; matte: encoded and decoded as grey video,
 then put on the 8-bit grid with the alpha cutoff), and are composited over the source with the
-pipeline's own `final_composite`. The metrics are the evaluation's (`vera.frames.metrics.edit_metrics`,
-the same reference composite and matte). A DiT that predicted the perfect latents would score
-this; a trained one scores at most about this. The same is measured without the VAE (the layers
-as they are) as a check that the metrics themselves reach their maximum.
+pipeline's own `final_composite`. The metrics are the evaluation's
+(`vera.frames.metrics.edit_metrics`, the same reference composite and matte). A DiT that predicted
+the perfect latents would score this; a trained one scores at most about this. The same is
+measured without the VAE (the layers as they are) as a check that the metrics themselves reach
+their maximum.
 Default VAE and alpha cutoff: vera-tiny's.
 """
 from __future__ import annotations

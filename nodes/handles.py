@@ -2,7 +2,8 @@
 
 VERA_MODEL  -> vera.edit.bundle.Bundle: the MoT model plus what travels with it (vera-tiny: its VAE,
                text encoder and sampling defaults).
-VERA_SOURCE -> vera.edit.pipeline.EncodedSource: source (and mask) latents and how to map outputs back.
+VERA_SOURCE -> vera.edit.pipeline.EncodedSource: source (and mask) latents and how to map
+               outputs back.
 VERA_LAYERS -> VeraLayers: the three sampled latents with the source they belong to.
 VERA_SHOT   -> VeraShot: the source clip's rate and sound, and how the shot was made.
 """

@@ -30,9 +30,9 @@ UMT5_XXL = dict(vocab=256_384, d_model=4096, d_ff=10_240, heads=64, d_kv=64, lay
 
 def random_refs(shapes: dict, dtype, fp8=lambda name, shape: False, prefix: str = "",
                 seed: int = 0, std: float = 0.02) -> dict:
-    """Lazy random tensors {name: TensorRef} for `vera.checkpoints.safetensors_io.atomic_save`, in `dtype`;
-    those `fp8(name, shape)` picks are stored as ComfyUI's scaled fp8 (float8 weight plus a
-    `scale_weight` beside it)."""
+    """Lazy random tensors {name: TensorRef} for `vera.checkpoints.safetensors_io.atomic_save`,
+    in `dtype`; those `fp8(name, shape)` picks are stored as ComfyUI's scaled fp8 (float8 weight
+    plus a `scale_weight` beside it)."""
     from vera.checkpoints.containers import TensorRef
     from vera.model.fp8 import FP8, quantize
 

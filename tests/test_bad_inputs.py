@@ -428,6 +428,33 @@ def test_nodes_refuse_bad_values_by_name(case, pack, tmp_path, monkeypatch):
     assert not (tmp_path / "output").exists() or not any((tmp_path / "output").rglob("*.png"))
 
 
+def test_comfyui_shows_our_errors_by_their_path_inside_vera(tmp_path):
+    """ComfyUI imports a pack under its folder path (dots as `_x_`) and shows an exception's type as
+    `module.qualname` (execution.full_type_name): ours must read `vera.<wing>.<module>.<Error>`."""
+    import importlib.util
+    import sys
+
+    from helpers import ROOT
+
+    name = str(tmp_path / "custom_nodes" / "ComfyUI-Vera").replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
+    try:
+        spec.loader.exec_module(loaded)
+        with pytest.raises(Exception) as caught:
+            run_node(loaded, "VeraSampler", vera_model=None, positive=None, negative=None,
+                     vera_source=None, seed=0, steps=4, cfg=float("nan"), shift=3.0,
+                     sampler="euler")
+    finally:
+        for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[module]
+    kind = type(caught.value)
+    assert f"{kind.__module__}.{kind.__qualname__}" == "vera.sampling.settings.SettingsError"
+    assert "cfg = nan" in str(caught.value)
+
+
 # -- the dataset checker ---------------------------------------------------------------------------
 def _dataset(root: Path, line) -> Path:
     root.mkdir(parents=True, exist_ok=True)

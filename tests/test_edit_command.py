@@ -107,7 +107,7 @@ def test_eval_reports_vera_and_the_baseline_per_task(tmp_path):
 
 
 def _pink_noise(samples: int, channels: int = 2, seed: int = 0) -> torch.Tensor:
-    """float32 `[C, N]`: 1/f noise (broadband, so a shift of one sample shows in the correlation)."""
+    """float32 `[C, N]`: 1/f noise (broadband: a shift of one sample shows in the correlation)."""
     noise = torch.randn(channels, samples, generator=torch.Generator().manual_seed(seed))
     spectrum = torch.fft.rfft(noise)
     frequency = torch.arange(spectrum.shape[-1]).clamp(min=1).float()
@@ -134,7 +134,8 @@ def test_the_source_is_named_and_its_sound_stays_in_sync_to_the_sample(tmp_path)
 
     rate, sample_rate, start = Fraction(30000, 1001), 48000, 4
     frames, _ = read_video(bundled_clip(), max_frames=40)
-    sound = {"waveform": _pink_noise(int(40 / rate * sample_rate))[None], "sample_rate": sample_rate}
+    wave = _pink_noise(int(40 / rate * sample_rate))[None]
+    sound = {"waveform": wave, "sample_rate": sample_rate}
     source = write_mp4(frames, tmp_path / "shot with sound.mp4", rate, audio=sound)
     out = tmp_path / "out"
     assert main(["edit", "--input", str(source), "--start", str(start), "--frames", "17",

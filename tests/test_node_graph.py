@@ -233,7 +233,7 @@ def test_loader_nodes_list_vera_and_wan_files_apart_and_load_each_dtype(pack, tm
     assert all(torch.equal(a, b) for a, b in zip(mine.model.state_dict().values(),
                                                  fp32.model.state_dict().values()))
     assert fp32.text_encoder is None and fp32.model.dtype == torch.float32
-    FP8Linear = pack.vera.model.fp8.FP8Linear  # the pack's own copy of the module (ComfyUI-style import)
+    FP8Linear = pack.vera.model.fp8.FP8Linear  # the pack's own copy (ComfyUI-style import)
     assert sum(isinstance(m, FP8Linear) for m in fp8.model.modules()) == 3 * 2 * (4 + 4 + 2)  # branches x layers x linears
     g = torch.Generator().manual_seed(0)
     lat = [torch.randn(1, 16, 2, 8, 8, generator=g) for _ in range(4)]

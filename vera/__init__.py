@@ -6,3 +6,15 @@ the command line (`__main__`, `client`), `training`, `evaluation`, `edit`, then 
 """
 
 __version__ = "0.1.0"
+
+
+class VeraError(Exception):
+    """Base of the library's own exceptions, which are named by their path inside vera
+    (`vera.sampling.settings.SettingsError`) however vera was imported: ComfyUI imports a pack
+    under its folder path, and its error dialog shows an exception's module as its type."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        parts = cls.__module__.split(".")
+        if "vera" in parts:
+            cls.__module__ = ".".join(parts[parts.index("vera"):])

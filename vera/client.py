@@ -22,12 +22,13 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from . import VeraError
 from .media.files import atomic_path
 from .sampling.settings import FIELDS as SETTINGS_FIELDS
 from .sampling.settings import SettingsError, check_prompt, check_value
 
 
-class ClientError(RuntimeError):
+class ClientError(VeraError, RuntimeError):
     """A failure the user can act on; the message says what happened and what to do."""
 
     def __init__(self, message: str, exit_code: int = 1):

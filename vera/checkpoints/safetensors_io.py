@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .. import VeraError
 from ..media.files import atomic_path
 
 DTYPES = {
@@ -21,7 +22,7 @@ DTYPES = {
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VeraError, ValueError):
     """A model file that cannot be used, with a message that says which file and what to do."""
 
 
@@ -138,9 +139,10 @@ def load_tensors(entries: dict[str, TensorEntry], names=None) -> dict[str, torch
 
 def atomic_save(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a safetensors file tensor by tensor (never a second copy of the whole state),
-    atomically (see `vera.media.files.atomic_path`). Values are tensors, or lazy ones (anything with
-    `shape`, `dtype` and `read()`, such as `vera.checkpoints.containers.TensorRef`) that are produced one at a
-    time while writing. The header is padded to 8 bytes, as the format's own writer does."""
+    atomically (see `vera.media.files.atomic_path`). Values are tensors, or lazy ones (anything
+    with `shape`, `dtype` and `read()`, such as `vera.checkpoints.containers.TensorRef`) that are
+    produced one at a time while writing. The header is padded to 8 bytes, as the format's own
+    writer does."""
     names = {dtype: name for name, dtype in DTYPES.items()}
     header, offset = {}, 0
     for key, tensor in tensors.items():

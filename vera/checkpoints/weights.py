@@ -1,9 +1,9 @@
 """Checkpoints in and out: what a file is (`detect`), the model from it in one copy's worth of
 memory (`load_model`), and our own file format (`save_vera`, `convert`).
 
-Files read: see `vera.checkpoints.containers` (safetensors, shards, diffusers folders, weights-only pickles)
-and `vera.checkpoints.detect` (Vera recognised by structure, plain Wan2.1 T2V files, key maps); dtypes
-fp32 / bf16 / fp16 / fp8 e4m3fn incl. ComfyUI's scaled fp8.
+Files read: see `vera.checkpoints.containers` (safetensors, shards, diffusers folders,
+weights-only pickles) and `vera.checkpoints.detect` (Vera recognised by structure, plain Wan2.1 T2V
+files, key maps); dtypes fp32 / bf16 / fp16 / fp8 e4m3fn incl. ComfyUI's scaled fp8.
 
 Our file (`format=vera` in the metadata, `config` = VeraConfig JSON):
   branches.{edit,alpha,composite}.<Wan original key>   (branches.alpha.blocks.3.self_attn.q.weight)
@@ -125,7 +125,8 @@ def detect(
     """Identify a checkpoint from its headers alone (no tensor is read).
 
     keymap: a key-map JSON file; by default one found beside the weights or their container is
-    used (`<weights>.vera-keymap.json`; see `vera.checkpoints.detect.keymap_candidates` for every place).
+    used (`<weights>.vera-keymap.json`; see `vera.checkpoints.detect.keymap_candidates` for every
+    place).
     require_config=False describes a file whose head count is unknown.
     """
     path = Path(path)
@@ -328,7 +329,8 @@ def load_model(
     from a Wan2.1 T2V file (all three branches from its weights, conditioning zeroed: the paper's
     starting point for training, which edits nothing useful before it).
 
-    weight_dtype: a policy of `vera.model.precision` (auto / bf16 / fp16 / fp8 / fp32) or a torch dtype.
+    weight_dtype: a policy of `vera.model.precision` (auto / bf16 / fp16 / fp8 / fp32) or a torch
+    dtype.
     keymap: see `detect`. `conditioning` applies only with `from_wan` (a Vera file has its own).
     on_tensor: see `_Reader` (benchmarks). operations: the layer classes (`vera.model.mot.TorchOps`,
     or ComfyUI's `comfy.ops`). compute_device: the device the model will run on, when the

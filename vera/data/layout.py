@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from .. import VeraError
 from ..frames import layers
 from ..frames.geometry import frame_count_problem, size_problem
 from ..media.files import atomic_path
@@ -32,7 +33,7 @@ VIDEO_KEYS = ("source", *BRANCHES)  # the layers a sample stores, besides its op
 EDIT_FILL_SIGMA = 8.0
 
 
-class SampleError(ValueError):
+class SampleError(VeraError, ValueError):
     """A dataset sample that cannot be used; the message names the sample and what is wrong."""
 
 

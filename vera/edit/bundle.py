@@ -60,14 +60,15 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                 num_heads: int | None = None, keymap: str | Path | None = None,
                 from_wan: bool = False, conditioning: str = "add", swap_layers: int = 0,
                 weights_device: str | torch.device | None = None, operations=None) -> Bundle:
-    """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.model.precision`), to run
-    on `device`.
+    """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.model.precision`),
+    to run on `device`.
 
     vae / text_encoder: a Wan2.1 VAE file and a UMT5 folder to load beside a model file (the CLI
     needs them; ComfyUI brings its own). vera-tiny brings both and ignores these. keymap,
-    from_wan, conditioning, operations: see `vera.checkpoints.weights.load_model`. swap_layers: keep that many
-    layers in CPU memory and bring each in as it runs (`vera.model.blockswap`). weights_device: where
-    the weights go when not `device` (ComfyUI's offload device: its manager moves them).
+    from_wan, conditioning, operations: see `vera.checkpoints.weights.load_model`. swap_layers:
+    keep that many layers in CPU memory and bring each in as it runs (`vera.model.blockswap`).
+    weights_device: where the weights go when not `device` (ComfyUI's offload device: its manager
+    moves them).
     """
     from ..checkpoints.weights import load_model
     from ..encoders.text import TextEncoder

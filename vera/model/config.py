@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import VeraError
+
 BRANCHES = ("edit", "alpha", "composite")
 CONDITIONING_MODES = ("add", "sequence")
 
@@ -94,7 +96,7 @@ PRESETS: dict[str, VeraConfig] = {
 WAN_HEAD_DIM = 128  # every released Wan2.1 model uses 128-dim heads
 
 
-class HeadCountUnknown(ValueError):
+class HeadCountUnknown(VeraError, ValueError):
     """A checkpoint's shapes fix every size but its attention head count; `sizes` holds what they
     do fix (VeraConfig field -> value, num_heads absent)."""
 

@@ -243,7 +243,7 @@ class VeraModel(nn.Module):
         self.layer_embedding_composite = nn.Parameter(torch.zeros(1, 1, config.dim))
         self._attention_backend = "auto"
         self.gradient_checkpointing = False
-        self.layer_hook = None  # e.g. vera.model.blockswap.BlockSwap: told before and after each layer
+        self.layer_hook = None  # e.g. blockswap.BlockSwap: told before and after each layer
         self.source_name: str | None = None  # "vera-tiny" or the file name (set by load_bundle)
         self.reset_conditioning()
 

@@ -90,7 +90,7 @@ def latent_activation_bytes(model, latent: torch.Tensor, passes: int) -> float:
 
 def vae_decode_bytes(height: int, width: int) -> float:
     """Peak of decoding one latent frame (4 video frames) with the Wan2.1 VAE in fp32, weights
-    included (the decoder streams one latent frame at a time: see `vera.encoders.vae.decode_raw`)."""
+    included (the decoder streams one latent frame at a time: `vera.encoders.vae.decode_raw`)."""
     return VAE_WEIGHTS_BYTES + VAE_DECODE_FIT["base"] + VAE_DECODE_FIT["pixel"] * height * width
 
 

@@ -12,11 +12,12 @@ from typing import Callable, Protocol
 
 import torch
 
+from .. import VeraError
 from ..model.config import BRANCHES
 from .settings import SAMPLERS, WAN_DEFAULTS, SamplingSettings
 
 
-class Interrupted(RuntimeError):
+class Interrupted(VeraError, RuntimeError):
     """Raised when the interrupt hook asks sampling to stop."""
 
 
@@ -101,8 +102,8 @@ def free_bytes(device: torch.device) -> int:
 def batch_cfg_fits(model, source: torch.Tensor, mode: str,
                    free_memory: Callable[[torch.device], int] | None = None) -> bool:
     """Whether cond and uncond run as one batch: "on" / "off", or for "auto" whether the batched
-    activation peak (`vera.sampling.plan.activation_bytes`) fits in free memory, as ComfyUI's own sampler
-    decides for its models."""
+    activation peak (`vera.sampling.plan.activation_bytes`) fits in free memory, as ComfyUI's own
+    sampler decides for its models."""
     if mode != "auto":
         return mode == "on"
     if getattr(model, "config", None) is None:  # a stand-in model (tests): nothing to estimate
@@ -165,8 +166,8 @@ def _split(x: torch.Tensor, channels: int) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def sample_single(model, context: torch.Tensor, negative: torch.Tensor, source: torch.Tensor,
                   settings: SamplingSettings = WAN_DEFAULTS) -> torch.Tensor:
-    """Denoise one latent with a single-branch video-to-video model (`vera.model.single.WanVideoModel`),
-    same schedule, seeded noise and batched CFG as `sample`.
+    """Denoise one latent with a single-branch video-to-video model
+    (`vera.model.single.WanVideoModel`), same schedule, seeded noise and batched CFG as `sample`.
     source `[B, 16, T', h, w]` -> latent of that shape."""
     s = settings
     scheduler = make_scheduler(s.sampler, s.shift)

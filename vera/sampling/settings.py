@@ -12,6 +12,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .. import VeraError
+
 SAMPLERS = ("unipc", "euler")
 BATCH_CFG = ("auto", "on", "off")  # cond and uncond as one batch: when it fits / always / never
 MAX_STEPS = 1000
@@ -28,7 +30,7 @@ WAN_NEGATIVE_PROMPT = (
 )
 
 
-class SettingsError(ValueError):
+class SettingsError(VeraError, ValueError):
     """A sampling setting out of range; the message names the setting, the value and the range."""
 
 
@@ -89,9 +91,10 @@ def check_value(name: str, value):
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """steps, cfg, shift, seed and sampler drive the flow-matching sampler (see `vera.sampling.sampler`);
-    batch_cfg runs the cond and uncond passes as one batch; negative_prompt is the text of the
-    uncond pass (used when cfg > 1); alpha_cutoff sets decoded matte values below it to 0."""
+    """steps, cfg, shift, seed and sampler drive the flow-matching sampler
+    (`vera.sampling.sampler`); batch_cfg runs the cond and uncond passes as one batch;
+    negative_prompt is the text of the uncond pass (used when cfg > 1); alpha_cutoff sets decoded
+    matte values below it to 0."""
 
     steps: int = 50
     cfg: float = 5.0

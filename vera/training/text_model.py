@@ -1,7 +1,8 @@
 """A small UMT5 text encoder with a word-level tokenizer, built offline from a vocabulary.
 
 It has Wan's text-encoder architecture (transformers' `UMT5EncoderModel`) at a tiny size and is saved
-as a local Hugging Face folder, so `vera.encoders.text.TextEncoder.from_folder` loads it like the real one.
+as a local Hugging Face folder, so `vera.encoders.text.TextEncoder.from_folder` loads it like the
+real one.
 """
 from __future__ import annotations
 

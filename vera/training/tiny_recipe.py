@@ -218,8 +218,8 @@ def _vae_phases(work: Path) -> dict:
 
 
 def latent_rgb_map(vae_file: Path, data: Path, samples: int = 48) -> dict:
-    """The preview map of a VAE (`vera.sampling.preview.fit_latent_rgb`), fitted on the layers of the
-    first samples of a layered split: {"factors": [16 x 3], "bias": [3]}."""
+    """The preview map of a VAE (`vera.sampling.preview.fit_latent_rgb`), fitted on the layers of
+    the first samples of a layered split: {"factors": [16 x 3], "bias": [3]}."""
     from ..data.layout import load_manifest, load_sample
     from ..encoders.vae import WanCodec, load_vae
     from ..sampling.preview import fit_latent_rgb
