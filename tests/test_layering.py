@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -35,29 +37,24 @@ def _break(path: Path, line: str) -> None:
     path.write_text(text.replace(marker, marker + line + "\n", 1))
 
 
-def test_the_model_importing_the_edit_path_breaks_the_layers(tmp_path):
+BREAKS = [  # (module, the import added to it, what lint-imports must then report)
+    ("model/mot.py", "from ..edit import pipeline",
+     ["wings, from the command line down to the ground BROKEN",
+      "vera.model.mot -> vera.edit.pipeline"]),
+    ("frames/layers.py", "import folder_paths", ["vera.frames.layers -> folder_paths"]),
+    ("media/video.py", "from nodes import host",
+     ["never imports the pack's ComfyUI adapters (nodes/) BROKEN"]),
+]
+
+
+@pytest.mark.parametrize("module, line, reported", BREAKS, ids=[b[0] for b in BREAKS])
+def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, reported):
     _copy_sources(tmp_path)
-    _break(tmp_path / "vera" / "model" / "mot.py", "from ..edit import pipeline  # noqa: F401")
+    _break(tmp_path / "vera" / module, line + "  # noqa: F401")
     run = lint_imports(tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "wings, from the command line down to the ground BROKEN" in run.stdout
-    assert "vera.model.mot -> vera.edit.pipeline" in run.stdout
-
-
-def test_the_library_importing_comfyui_breaks_a_contract(tmp_path):
-    _copy_sources(tmp_path)
-    _break(tmp_path / "vera" / "frames" / "layers.py", "import folder_paths  # noqa: F401")
-    run = lint_imports(tmp_path)
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert "vera.frames.layers -> folder_paths" in run.stdout
-
-
-def test_the_library_importing_the_nodes_breaks_a_contract(tmp_path):
-    _copy_sources(tmp_path)
-    _break(tmp_path / "vera" / "media" / "video.py", "from nodes import host  # noqa: F401")
-    run = lint_imports(tmp_path)
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert "never imports the pack's ComfyUI adapters (nodes/) BROKEN" in run.stdout
+    for text in reported:
+        assert text in run.stdout, run.stdout
 
 
 def test_the_top_of_vera_holds_only_the_command_line_and_the_wings():
