@@ -27,7 +27,15 @@ from ..vera.sampling.settings import (
     check_value,
 )
 from . import host
-from .handles import VERA_LAYERS, VERA_MODEL, VERA_SHOT, VERA_SOURCE, VeraLayers, VeraShot
+from .handles import (
+    VERA_CACHE,
+    VERA_LAYERS,
+    VERA_MODEL,
+    VERA_SHOT,
+    VERA_SOURCE,
+    VeraLayers,
+    VeraShot,
+)
 from .previews import layer_previews
 from .vae_bridge import ComfyVAECodec
 
@@ -188,13 +196,17 @@ class VeraSampler:
                     "tooltip": "Run the positive and negative passes as one batch of two (faster) "
                                "or one after the other (half the activations). auto: batched when "
                                "it fits in free memory."}),
+                "cache": (VERA_CACHE, {
+                    "tooltip": "From Vera Cache: skip model evaluations while the latents barely "
+                               "change (faster, slightly different). Unconnected: every step runs "
+                               "the model."}),
             },
         }
 
     def sample(self, vera_model, positive, negative, vera_source, seed, steps, cfg, shift, sampler,
-               batch_cfg="auto"):
+               batch_cfg="auto", cache=None):
         settings = SamplingSettings(steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
-                                    batch_cfg=batch_cfg)
+                                    batch_cfg=batch_cfg, **(cache or {}))
         model = vera_model.model
         text_dim = model.config.text_dim
         context = conditioning_context(positive, "positive", text_dim)
@@ -211,17 +223,19 @@ class VeraSampler:
         previews = step_previews(vera_model) if progress.wants_previews else None
         mask = vera_source.mask_latent
         to = lambda t: None if t is None else t.to(device)
+        evaluations = {}
         try:
             latents = sample(model, to(context), to(source), to(mask), to(neg), settings,
                              callback=lambda info: progress.update(
                                  info.step, previews(info) if previews else None),
                              should_stop=host.interrupt_requested,
-                             free_memory=host.free_bytes if managed else None)
+                             free_memory=host.free_bytes if managed else None,
+                             evaluations=evaluations)
         except Interrupted:
             host.raise_interrupt()
         model_name = getattr(model, "source_name", None) or vera_model.name
         return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source, settings,
-                           model_name),)
+                           model_name, evaluations),)
 
 
 def step_previews(bundle):
@@ -280,7 +294,7 @@ class VeraDecodeLayers:
         ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, preview_final)]}
         settings = vera_layers.settings
         shot = VeraShot(encoded.clip, settings and settings.updated(alpha_cutoff=alpha_cutoff),
-                        vera_layers.model_name)
+                        vera_layers.model_name, vera_layers.evaluations)
         rgba = torch.cat([edit_rgb, alpha], dim=-1)
         return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source, rgba,
                                      1 - alpha[..., 0], shot)}

@@ -21,6 +21,7 @@ VERA_MODEL = "VERA_MODEL"
 VERA_SOURCE = "VERA_SOURCE"
 VERA_LAYERS = "VERA_LAYERS"
 VERA_SHOT = "VERA_SHOT"
+VERA_CACHE = "VERA_CACHE"  # {"cache_method", "cache_threshold", "cache_start", "cache_end"}
 
 
 @dataclass
@@ -29,6 +30,7 @@ class VeraLayers:
     source: EncodedSource
     settings: SamplingSettings | None = None
     model_name: str = ""
+    evaluations: dict | None = None  # model evaluations {"full": N, "cached": M}
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,4 @@ class VeraShot:
     clip: SourceClip  # rate, start, stride, audio, source file name
     settings: SamplingSettings | None  # as sampled, with the alpha cutoff used
     model_name: str
+    evaluations: dict | None = None  # model evaluations {"full": N, "cached": M}

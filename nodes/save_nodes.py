@@ -39,7 +39,8 @@ def run_record(shot, graph: dict | None, frames: int, size: tuple[int, int], fps
     settings = shot.settings if shot is not None else None
     record = run_settings(settings, model=shot.model_name if shot else None, prompt=positive,
                           frames=frames, size=size, clip=shot.clip if shot else None,
-                          extra=dict(saved_fps=str(fps), exr=exr_options and vars(exr_options)))
+                          extra=dict(saved_fps=str(fps), exr=exr_options and vars(exr_options),
+                                     model_evaluations=shot and shot.evaluations))
     if negative is not None and settings is not None:
         record["negative_prompt"] = negative
     return record

@@ -102,6 +102,39 @@ def test_vera_tiny_graph_matches_the_library_and_keeps_untouched_pixels(pack, ti
 
 
 @needs_tiny
+def test_the_vera_cache_node_skips_steps_as_the_library_does_and_records_the_saving(
+        pack, tiny, clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERA_OUTPUT_DIR", str(tmp_path / "output"))
+    handle, vae = tiny
+    prompt = "add a small blue square moving from top to bottom"
+    (cache,), _ = run(pack, "VeraCache", cache_method="easycache", cache_threshold=0.2,
+                      cache_start=0.15, cache_end=0.95)
+    (source,), _ = run(pack, "VeraEncode", vae=vae, frames=clip, frame_policy="error",
+                       work_width=64, work_height=64)
+    (lay,), _ = run(pack, "VeraSampler", vera_model=handle, positive=text(pack, handle, prompt),
+                    negative=text(pack, handle, ""), vera_source=source, seed=3, steps=20, cfg=2.0,
+                    shift=3.0, sampler="unipc", cache=cache)
+    assert lay.settings.cache_method == "easycache" and lay.evaluations["cached"] > 0
+    assert lay.evaluations["full"] + lay.evaluations["cached"] == 40
+    (edit, alpha, _, src, _, _, shot), _ = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=lay,
+                                               alpha_cutoff=0.1)
+    bundle = load_bundle("vera-tiny", "fp32", "cpu")
+    settings = bundle.defaults.updated(steps=20, cfg=2.0, shift=3.0, seed=3, alpha_cutoff=0.1,
+                                       **cache)
+    ref = pipeline.edit(bundle, clip, prompt, settings, work_size=(64, 64))
+    assert ref.details["model_evaluations"] == lay.evaluations
+    torch.testing.assert_close(edit, ref.edit_layer, atol=2e-4, rtol=0)
+    _, ui = run(pack, "VeraSaveLayers", edit_layer=edit, alpha=alpha, final=src,
+                filename_prefix="cached", vera_shot=shot)
+    folder = tmp_path / "output" / ui["vera_layers"][0]["folder"]
+    saved = json.loads((folder / "cached_settings.json").read_text())
+    assert saved["model_evaluations"] == lay.evaluations and saved["cache_threshold"] == 0.2
+    with pytest.raises(ValueError, match="cache_start = 0.9 and cache_end = 0.5"):
+        run(pack, "VeraCache", cache_method="easycache", cache_threshold=0.2, cache_start=0.9,
+            cache_end=0.5)
+
+
+@needs_tiny
 def test_sampler_reports_progress_and_cancel_stops_before_the_next_step(pack, tiny, clip, monkeypatch):
     handle, vae = tiny
     host = pack.nodes.host

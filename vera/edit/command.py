@@ -10,7 +10,14 @@ from ..media.clip import MAX_FRAMES, SourceClip
 from ..media.exr import ALPHA_MODES, TRANSFERS
 from ..model.attention import BACKEND_CHOICES
 from ..model.precision import WEIGHT_DTYPES
-from ..sampling.settings import BATCH_CFG, SAMPLERS, WAN_DEFAULTS, check_prompt
+from ..sampling.settings import (
+    BATCH_CFG,
+    CACHE_METHODS,
+    CACHE_RECOMMENDED,
+    SAMPLERS,
+    WAN_DEFAULTS,
+    check_prompt,
+)
 from .deliverables import RGBA_FORMATS, ExrOptions
 
 SIZE_WORDS = ("model", "auto", "source")
@@ -41,11 +48,25 @@ def bundle_from_args(args):
                        swap_layers=args.swap_layers)
 
 
+def cache_method_from_args(args) -> str | None:
+    """--cache off|on and --cache-method NAME -> the cache_method setting (None: the model's)."""
+    if args.cache == "off" and args.cache_method is not None:
+        raise ValueError(f"--cache off and --cache-method {args.cache_method}: give one of them "
+                         "(--cache-method turns caching on)")
+    if args.cache_method is not None:
+        return args.cache_method
+    return {"on": CACHE_RECOMMENDED, "off": "off"}.get(args.cache)
+
+
 def settings_from_args(args, defaults):
-    """The bundle's sampling defaults with every flag the user gave (unset flags are None)."""
+    """The bundle's sampling defaults with every flag the user gave (unset flags are None).
+    `--cache on` keeps the bundle's calibrated threshold unless --cache-threshold is given."""
     return defaults.updated(steps=args.steps, cfg=args.cfg, shift=args.shift, seed=args.seed,
                             sampler=args.sampler, negative_prompt=args.negative_prompt,
-                            alpha_cutoff=args.alpha_cutoff, batch_cfg=args.batch_cfg)
+                            alpha_cutoff=args.alpha_cutoff, batch_cfg=args.batch_cfg,
+                            cache_method=cache_method_from_args(args),
+                            cache_threshold=args.cache_threshold, cache_start=args.cache_start,
+                            cache_end=args.cache_end)
 
 
 def run_edit(args) -> dict:
@@ -113,6 +134,11 @@ def run_edit(args) -> dict:
         files, report = write_outputs(result, staging, clip, args.rgba, extra,
                                       model=bundle.name, exr_options=exr_options)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
+    evaluations = report["model_evaluations"]
+    if settings.cache_method != "off":
+        total = evaluations["full"] + evaluations["cached"]
+        print(f"step cache ({settings.cache_method}, threshold {settings.cache_threshold:g}): "
+              f"computed {evaluations['full']} of {total} model evaluations")
     print(f"edited {report['edited_fraction']:.1%} of pixels; share of untouched pixels "
           f"bit-identical to the source: {report['preservation']['preserved_exact']}; total "
           f"{time.perf_counter() - t0:.1f} s")
@@ -159,6 +185,19 @@ def add_sampling_arguments(p) -> None:
                    help="matte values below this count as untouched (default: the model's)")
     p.add_argument("--batch-cfg", choices=BATCH_CFG, default=None,
                    help="cond and uncond as one batch: auto (when it fits in free memory), on, off")
+    p.add_argument("--cache", choices=("off", "on"), default=None,
+                   help=f"step caching: skip model evaluations while the latents barely move; "
+                        f"on = {CACHE_RECOMMENDED} with the model's calibrated threshold (README, "
+                        "Speed)")
+    p.add_argument("--cache-method", choices=CACHE_METHODS[1:], default=None,
+                   help="the caching rule (turns caching on)")
+    p.add_argument("--cache-threshold", type=float, default=None,
+                   help="how much predicted change skipped steps may add up to; higher skips more "
+                        "(default: the model's; Wan2.1: EasyCache's 0.2)")
+    p.add_argument("--cache-start", type=float, default=None,
+                   help="fraction of the steps before which every step runs (default 0.15)")
+    p.add_argument("--cache-end", type=float, default=None,
+                   help="fraction of the steps from which every step runs (default 0.95)")
 
 
 def add_parser(sub) -> None:

@@ -143,8 +143,11 @@ def write_outputs(result: EditResult, out: str | Path, clip: SourceClip,
     report = dict(
         date=time.strftime("%Y-%m-%d %H:%M:%S"), frames=int(result.final.shape[0]),
         size=[int(result.final.shape[2]), int(result.final.shape[1])], fps=float(rate),
-        fps_exact=str(rate), settings={**result.settings.to_dict(), **result.details},
+        fps_exact=str(rate),
+        settings={**result.settings.to_dict(),
+                  **{k: v for k, v in result.details.items() if k != "model_evaluations"}},
         timings=result.timings, preservation=preservation,
+        model_evaluations=result.details.get("model_evaluations"),
         edited_fraction=float((result.alpha > 0).float().mean()), files=files,
         **(report_extra or {}),
     )

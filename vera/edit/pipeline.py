@@ -219,9 +219,10 @@ def edit(bundle: Bundle, source_frames: torch.Tensor, prompt: str,
 
     t = time.perf_counter()
     mask_latent = None if encoded.mask_latent is None else encoded.mask_latent.to(device)
+    evaluations = {}
     latents = sample(model, context.to(device), encoded.source_latent.to(device), mask_latent,
                      None if negative is None else negative.to(device), settings,
-                     callback=callback, should_stop=should_stop)
+                     callback=callback, should_stop=should_stop, evaluations=evaluations)
     timings["sample_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -235,6 +236,7 @@ def edit(bundle: Bundle, source_frames: torch.Tensor, prompt: str,
     geo = encoded.geometry
     details = dict(prompt=prompt, frame_policy=frame_policy,
                    recover_semi_transparent=recover_semi_transparent, model_grid=geo.model,
-                   source_size=(geo.original[0], *encoded.output_size), work_size=encoded.work_size)
+                   source_size=(geo.original[0], *encoded.output_size), work_size=encoded.work_size,
+                   model_evaluations=evaluations)
     return EditResult(edit_rgb, alpha, model_comp, final, encoded.source_u8, latents, settings,
                       details, timings)

@@ -7,6 +7,7 @@ Shift (applied by the schedulers): sigma' = k * sigma / (1 + (k - 1) * sigma).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -14,7 +15,10 @@ import torch
 
 from .. import VeraError
 from ..model.config import BRANCHES
+from .cache import StepCache
 from .settings import SAMPLERS, WAN_DEFAULTS, SamplingSettings
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(VeraError, RuntimeError):
@@ -58,27 +62,47 @@ def initial_noise(shape, seed: int, device, count: int = 3) -> list[torch.Tensor
     return [torch.randn(shape, generator=generator, dtype=torch.float32).to(device) for _ in range(count)]
 
 
-def guided_velocity(model: VelocityModel, latents: list[torch.Tensor], timestep: torch.Tensor, context: torch.Tensor,
-                    negative: torch.Tensor | None, source: torch.Tensor, mask: torch.Tensor | None, cfg: float,
-                    batch_cfg: bool = True) -> list[torch.Tensor]:
-    """Velocities of the three latents with CFG: uncond + cfg * (cond - uncond).
+def model_passes(model: VelocityModel, latents: list[torch.Tensor], timestep: torch.Tensor,
+                 context: torch.Tensor, negative: torch.Tensor | None, source: torch.Tensor,
+                 mask: torch.Tensor | None, cfg: float, batch_cfg: bool = True
+                 ) -> dict[str, list[torch.Tensor]]:
+    """The model's velocities of the three latents per pass: {"cond": [edit, alpha, composite]}
+    plus "uncond" when guided (negative given and cfg above 1).
 
     batch_cfg runs cond and uncond as one batch of 2B through the model (faster, more memory).
     """
     if negative is None or cfg == 1.0:
-        return list(model(*latents, timestep, context, source, mask))
+        return {"cond": list(model(*latents, timestep, context, source, mask))}
     if batch_cfg:
         length = max(context.shape[1], negative.shape[1])
         ctx = torch.cat([_pad_to(negative, length), _pad_to(context, length)])
         doubled = [torch.cat([x, x]) for x in latents]
         out = model(*doubled, timestep.repeat(2), ctx, torch.cat([source, source]),
                     None if mask is None else torch.cat([mask, mask]))
-        pairs = [o.chunk(2) for o in out]
-    else:
-        cond = model(*latents, timestep, context, source, mask)
-        uncond = model(*latents, timestep, negative, source, mask)
-        pairs = list(zip(uncond, cond))
-    return [u + cfg * (c - u) for u, c in pairs]
+        halves = [o.chunk(2) for o in out]
+        return {"cond": [c for _, c in halves], "uncond": [u for u, _ in halves]}
+    return {"cond": list(model(*latents, timestep, context, source, mask)),
+            "uncond": list(model(*latents, timestep, negative, source, mask))}
+
+
+def apply_cfg(passes: dict, cfg: float):
+    """uncond + cfg * (cond - uncond) per latent (the cond pass alone when unguided); works on
+    lists of latents or on single tensors."""
+    if "uncond" not in passes:
+        return passes["cond"]
+    combine = lambda u, c: u + cfg * (c - u)
+    if isinstance(passes["cond"], torch.Tensor):
+        return combine(passes["uncond"], passes["cond"])
+    return [combine(u, c) for u, c in zip(passes["uncond"], passes["cond"])]
+
+
+def guided_velocity(model: VelocityModel, latents: list[torch.Tensor], timestep: torch.Tensor,
+                    context: torch.Tensor, negative: torch.Tensor | None, source: torch.Tensor,
+                    mask: torch.Tensor | None, cfg: float, batch_cfg: bool = True
+                    ) -> list[torch.Tensor]:
+    """Velocities of the three latents with CFG: uncond + cfg * (cond - uncond)."""
+    passes = model_passes(model, latents, timestep, context, negative, source, mask, cfg, batch_cfg)
+    return apply_cfg(passes, cfg)
 
 
 def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:
@@ -121,7 +145,8 @@ def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
            callback: Callable[[StepInfo], None] | None = None,
            should_stop: Callable[[], bool] | None = None,
            noise: list[torch.Tensor] | None = None,
-           free_memory: Callable[[torch.device], int] | None = None) -> dict[str, torch.Tensor]:
+           free_memory: Callable[[torch.device], int] | None = None,
+           evaluations: dict | None = None) -> dict[str, torch.Tensor]:
     """Denoise edit, alpha and composite latents jointly.
 
     context / negative: `[B, L, text_dim]` (negative is used when settings.cfg > 1);
@@ -129,7 +154,10 @@ def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
     and batch_cfg. Returns {"edit", "alpha", "composite"}: latents `[B, 16, T', h, w]`, float32.
     The three latents are stepped as one tensor (concatenated on channels), so multistep
     samplers keep one history for all of them. free_memory(device) -> bytes decides
-    batch_cfg "auto" (default: what torch reports; ComfyUI passes its own count).
+    batch_cfg "auto" (default: what torch reports; ComfyUI passes its own count). With
+    settings.cache_method on, steps whose input barely moved reuse the last residuals
+    (`vera.sampling.cache`). evaluations, when given, is filled with {"full": N, "cached": M}
+    model evaluations (a cond + uncond pair counts as two, batched or not).
     """
     s = settings
     if s.guided and negative is None:
@@ -142,20 +170,33 @@ def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
     latents = noise if noise is not None else initial_noise(tuple(source.shape), s.seed, device)
     x = torch.cat(latents, dim=1)
     sigmas = scheduler.sigmas
+    cache = StepCache.from_settings(s)
+    counted = {"full": 0, "cached": 0}
     for i, t in enumerate(scheduler.timesteps):
         if should_stop is not None and should_stop():
             raise Interrupted(f"sampling interrupted at step {i + 1} of {s.steps}")
-        parts = list(x.split(channels, dim=1))
-        timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
-        velocities = guided_velocity(model, parts, timestep, context, negative, source, mask,
-                                     s.cfg, batched)
-        velocity = torch.cat(velocities, 1)
+        if cache is not None and cache.skips(i, x):
+            passes = cache.reuse(x)
+            counted["cached"] += len(passes)
+        else:
+            parts = list(x.split(channels, dim=1))
+            timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
+            passes = {name: torch.cat(v, 1) for name, v in model_passes(
+                model, parts, timestep, context, negative, source, mask, s.cfg, batched).items()}
+            counted["full"] += len(passes)
+            if cache is not None:
+                cache.record(x, passes)
+        velocity = apply_cfg(passes, s.cfg)
         sigma = float(sigmas[i])
         if callback is not None:
             denoised = x - sigma * velocity
             callback(StepInfo(i + 1, s.steps, sigma, _split(x, channels),
                               _split(denoised, channels)))
         x = scheduler.step(velocity, t, x, return_dict=False)[0]
+    if cache is not None:
+        log.info(cache.summary(counted))
+    if evaluations is not None:
+        evaluations.update(counted)
     return _split(x, channels)
 
 

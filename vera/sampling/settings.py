@@ -20,6 +20,9 @@ MAX_STEPS = 1000
 CFG_RANGE = (1.0, 30.0)
 SHIFT_RANGE = (0.0, 100.0)  # exclusive of 0
 MAX_SEED = 2**64 - 1
+CACHE_METHODS = ("off", "easycache")  # step caching (vera.sampling.cache); "off" runs every step
+CACHE_RECOMMENDED = "easycache"  # what `--cache on` picks
+CACHE_THRESHOLD_RANGE = (0.0, 5.0)  # exclusive of 0
 
 
 # Wan2.1's usual negative prompt (English rendering of the one its generate.py ships)
@@ -86,6 +89,17 @@ def check_value(name: str, value):
         return value
     if name == "alpha_cutoff":
         return _number(name, value, 0.0, 1.0, "matte values below it count as untouched")
+    if name == "cache_method":
+        if value not in CACHE_METHODS:
+            raise SettingsError(f"cache_method = {value!r}: must be one of "
+                                f"{', '.join(CACHE_METHODS)} (off: every step runs the model)")
+        return value
+    if name == "cache_threshold":
+        return _number(name, value, *CACHE_THRESHOLD_RANGE,
+                       "how much accumulated change a skipped step may carry; higher skips more",
+                       low_open=True)
+    if name in ("cache_start", "cache_end"):
+        return _number(name, value, 0.0, 1.0, "a fraction of the steps")
     raise SettingsError(f"{name!r} is not a sampling setting; known: {', '.join(FIELDS)}")
 
 
@@ -94,7 +108,10 @@ class SamplingSettings:
     """steps, cfg, shift, seed and sampler drive the flow-matching sampler
     (`vera.sampling.sampler`); batch_cfg runs the cond and uncond passes as one batch;
     negative_prompt is the text of the uncond pass (used when cfg > 1); alpha_cutoff sets decoded
-    matte values below it to 0."""
+    matte values below it to 0. cache_method, cache_threshold, cache_start, cache_end: step
+    caching (`vera.sampling.cache`), which may skip model evaluations only between those fractions
+    of the steps; the defaults are EasyCache's published ones for Wan2.1 (bundles bring their own
+    calibrated threshold)."""
 
     steps: int = 50
     cfg: float = 5.0
@@ -104,10 +121,19 @@ class SamplingSettings:
     batch_cfg: str = "auto"
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     alpha_cutoff: float = 0.0
+    cache_method: str = "off"
+    cache_threshold: float = 0.2
+    cache_start: float = 0.15
+    cache_end: float = 0.95
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, check_value(f.name, getattr(self, f.name)))
+        if self.cache_start >= self.cache_end:
+            raise SettingsError(
+                f"cache_start = {self.cache_start:g} and cache_end = {self.cache_end:g}: the "
+                "start must come before the end (fractions of the steps, e.g. 0.15 and 0.95)"
+            )
 
     @property
     def guided(self) -> bool:
