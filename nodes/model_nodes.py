@@ -36,7 +36,8 @@ ATTENTION_CHOICES = (FOLLOW_COMFYUI, *BACKEND_CHOICES)
 
 
 def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str = FOLLOW_COMFYUI,
-                     from_wan: bool = False, conditioning: str = "add") -> Bundle:
+                     from_wan: bool = False, conditioning: str = "add",
+                     compiled: bool = False) -> Bundle:
     """vera-tiny, or a file listed under models/diffusion_models, built from ComfyUI's layers with
     its weights on ComfyUI's offload device and handed to its model manager (the sampler asks it
     for the device). A key map beside the file (`<name>.vera-keymap.json`) is used when present."""
@@ -46,7 +47,7 @@ def load_vera_bundle(model_name: str, weight_dtype: str = "auto", attention: str
     backend = comfy_attention or ("auto" if attention == FOLLOW_COMFYUI else attention)
     bundle = load_bundle(path, weight_dtype, host.device(), backend, from_wan=from_wan,
                          conditioning=conditioning, weights_device=host.offload_device(),
-                         operations=host.operations())
+                         operations=host.operations(), compiled=compiled)
     bundle.model.eval().requires_grad_(False)
     bundle.manager = host.manage(bundle.model)
     host.free_memory()
@@ -85,11 +86,19 @@ class VeraLoadModel:
                                "renames its tensors first)."}),
                 "weight_dtype": WEIGHT_DTYPE,
                 "attention": ATTENTION,
-            }
+            },
+            "optional": {
+                "compile": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "torch.compile each layer's per-branch work (one graph serves every "
+                               "layer; the first run compiles, later runs are faster). Where it "
+                               "cannot work (no C++ compiler, no Triton, a GPU older than compute "
+                               "capability 7.0) the console says why and it runs uncompiled."}),
+            },
         }
 
-    def load(self, model_name, weight_dtype="auto", attention="auto"):
-        return (load_vera_bundle(model_name, weight_dtype, attention),)
+    def load(self, model_name, weight_dtype="auto", attention="auto", compile=False):
+        return (load_vera_bundle(model_name, weight_dtype, attention, compiled=compile),)
 
 
 class VeraFromWan:

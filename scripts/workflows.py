@@ -206,9 +206,10 @@ def _finish(nodes, vae: tuple[int, int], alpha_cutoff: float, prefix: str) -> No
 
 def loader_widgets(pack, model_name: str) -> dict:
     """Load Vera Model's widgets: the model, and the node's own defaults for the rest."""
-    spec = pack.NODE_CLASS_MAPPINGS["VeraLoadModel"].INPUT_TYPES()["required"]
-    return {"model_name": model_name, "weight_dtype": spec["weight_dtype"][1]["default"],
-            "attention": spec["attention"][1]["default"]}
+    spec = pack.NODE_CLASS_MAPPINGS["VeraLoadModel"].INPUT_TYPES()
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    return {name: model_name if name == "model_name" else options["default"]
+            for name, (_, options) in inputs.items()}
 
 
 def sampler_widgets(settings, seed: int = 1) -> dict:

@@ -59,7 +59,8 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                 vae: str | Path | None = None, text_encoder: str | Path | None = None,
                 num_heads: int | None = None, keymap: str | Path | None = None,
                 from_wan: bool = False, conditioning: str = "add", swap_layers: int = 0,
-                weights_device: str | torch.device | None = None, operations=None) -> Bundle:
+                weights_device: str | torch.device | None = None, operations=None,
+                compiled: bool = False) -> Bundle:
     """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.model.precision`),
     to run on `device`.
 
@@ -68,7 +69,8 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
     from_wan, conditioning, operations: see `vera.checkpoints.weights.load_model`. swap_layers:
     keep that many layers in CPU memory and bring each in as it runs (`vera.model.blockswap`).
     weights_device: where the weights go when not `device` (ComfyUI's offload device: its manager
-    moves them).
+    moves them). compiled: run each layer's per-branch work through torch.compile
+    (`vera.model.compile`; where that cannot work, the reason is logged and it runs uncompiled).
     """
     from ..checkpoints.weights import load_model
     from ..encoders.text import TextEncoder
@@ -86,6 +88,10 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
         from ..model.blockswap import BlockSwap
 
         BlockSwap(model, swap_layers, device)
+    if compiled:
+        from ..model.compile import compile_blocks
+
+        compile_blocks(model, device)
     if str(name_or_path) == TINY_NAME:
         recipe = tiny_recipe()
         rgb = recipe.get("latent_rgb")

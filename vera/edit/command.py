@@ -45,7 +45,7 @@ def bundle_from_args(args):
                          "--vae FILE and --text-encoder FOLDER")
     return load_bundle(args.model, args.weight_dtype, args.device, args.attention, args.vae,
                        args.text_encoder, keymap=args.keymap, from_wan=args.untrained_from_wan,
-                       swap_layers=args.swap_layers)
+                       swap_layers=args.swap_layers, compiled=args.compile)
 
 
 def cache_method_from_args(args) -> str | None:
@@ -167,6 +167,10 @@ def add_model_arguments(p) -> None:
     p.add_argument("--swap-layers", type=int, default=0,
                    help="keep this many layers in CPU memory and bring each in as it runs (GPUs "
                         "too small for the whole model; see python -m vera plan)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each layer's per-branch work (one graph for all layers; "
+                        "the first steps compile); where it cannot work it says why and runs "
+                        "uncompiled")
     p.add_argument("--untrained-from-wan", action="store_true",
                    help="--model is a plain Wan2.1 T2V file: start all three branches from it "
                         "(an untrained Vera, for checks; it edits nothing useful)")

@@ -244,6 +244,9 @@ class VeraModel(nn.Module):
         self._attention_backend = "auto"
         self.gradient_checkpointing = False
         self.layer_hook = None  # e.g. blockswap.BlockSwap: told before and after each layer
+        # (before, after) the joint attention, per branch block; compile.compile_blocks swaps in
+        # compiled ones
+        self.block_functions = (BranchBlock.before_attention, BranchBlock.after_attention)
         self.source_name: str | None = None  # "vera-tiny" or the file name (set by load_bundle)
         self.reset_conditioning()
 
@@ -353,10 +356,11 @@ class VeraModel(nn.Module):
         return embedding(latent.to(embedding.weight.dtype)).flatten(2).transpose(1, 2)
 
     def _layer(self, streams, blocks, e0s, texts, ropes, joint: bool):
-        prepared = [blk.before_attention(x, e0, rope) for blk, x, e0, rope in zip(blocks, streams, e0s, ropes)]
+        before, after = self.block_functions
+        prepared = [before(blk, x, e0, rope) for blk, x, e0, rope in zip(blocks, streams, e0s, ropes)]
         attended = joint_attention([p[0] for p in prepared], self.attention_backend, joint=joint)
         return [
-            blk.after_attention(x, attn, mod, ctx, self.attention_backend)
+            after(blk, x, attn, mod, ctx, self.attention_backend)
             for blk, x, attn, (_, mod), ctx in zip(blocks, streams, attended, prepared, texts)
         ]
 
