@@ -68,6 +68,17 @@ CLI_CASES = [
     ("shift nan", ["--shift", "nan"], 2, "shift = nan"),
     ("seed negative", ["--seed", "-1"], 2, "seed = -1"),
     ("alpha cutoff above 1", ["--alpha-cutoff", "2"], 2, "alpha_cutoff = 2.0"),
+    ("cache threshold nan", ["--cache", "on", "--cache-threshold", "nan"], 2,
+     "cache_threshold = nan"),
+    ("cache threshold negative", ["--cache-threshold", "-0.1"], 2, "cache_threshold = -0.1"),
+    ("cache threshold too high", ["--cache", "on", "--cache-threshold", "50"], 2,
+     "cache_threshold = 50.0: must be a finite number above 0 and at most 5"),
+    ("cache end above 1", ["--cache-end", "1.5"], 2, "cache_end = 1.5"),
+    ("cache start nan", ["--cache-start", "nan"], 2, "cache_start = nan"),
+    ("cache start after its end", ["--cache", "on", "--cache-start", "0.9", "--cache-end", "0.5"],
+     2, "cache_start = 0.9 and cache_end = 0.5: the start must come before the end"),
+    ("cache off with a method", ["--cache", "off", "--cache-method", "easycache"], 2,
+     "--cache off and --cache-method easycache: give one of them"),
     ("frames 0", ["--frames", "0"], 2, "--input: frame count 0"),
     ("frames negative", ["--frames", "-5"], 2, "--input: frame count -5"),
     ("frames past the cap", ["--frames", "500"], 2, "--frames 500: Vera edits at most 161"),
@@ -381,6 +392,12 @@ NODE_CASES = [  # (id, node, inputs, exception type name, text)
         "FileNotFoundError",
         "gone.safetensors",
     ),
+    ("cache threshold NaN", "VeraCache", dict(cache_threshold=float("nan")), "SettingsError",
+     "cache_threshold = nan"),
+    ("cache unknown method", "VeraCache", dict(cache_method="teacache"), "SettingsError",
+     "cache_method = 'teacache'"),
+    ("cache start after its end", "VeraCache", dict(cache_start=0.9, cache_end=0.2),
+     "SettingsError", "the start must come before the end"),
     (
         "xformers without CUDA",
         "VeraLoadModel",
@@ -421,6 +438,8 @@ def test_nodes_refuse_bad_values_by_name(case, pack, tmp_path, monkeypatch):
         "VeraSaveLayers": dict(edit_layer=_frames(), alpha=torch.ones(5, 32, 32), final=_frames()),
         "VeraEncode": dict(vae=_StubVAE(), frame_policy="error", work_width=0, work_height=0),
         "VeraLoadModel": dict(weight_dtype="auto", attention="auto"),
+        "VeraCache": dict(cache_method="easycache", cache_threshold=0.2, cache_start=0.15,
+                          cache_end=0.95),
     }.get(node, {})
     with pytest.raises(Exception) as caught:
         run_node(pack, node, **{**defaults, **given})
@@ -551,6 +570,13 @@ def test_client_refuses_bad_inputs_before_anything_reaches_a_server(tmp_path, ca
     listed.write_text("[1, 2]")
     latin = tmp_path / "latin1.json"
     latin.write_bytes(b'{"1": "caf\xe9"}')
+    cached = tmp_path / "cached.json"  # the shipped workflow with a Vera Cache on its sampler
+    graph = json.loads(WORKFLOW.read_text())
+    graph["90"] = {"class_type": "VeraCache", "_meta": {"title": "Vera Cache"},
+                   "inputs": {"cache_method": "easycache", "cache_threshold": 0.2,
+                              "cache_start": 0.15, "cache_end": 0.95}}
+    graph[client.find_node(graph, "Vera Sampler")]["inputs"]["cache"] = ["90", 0]
+    cached.write_text(json.dumps(graph))
     server = f"127.0.0.1:{_free_port()}"  # nothing listens: these must fail before any request
     cases = [
         (["--workflow", str(listed)], 2, "is a JSON list"),
@@ -558,6 +584,9 @@ def test_client_refuses_bad_inputs_before_anything_reaches_a_server(tmp_path, ca
         (["--workflow", str(tmp_path / "gone.json")], 2, "gone.json does not exist"),
         (["--workflow", str(WORKFLOW), "--set", "Vera Sampler.cfg=NaN"], 2, "cfg = nan"),
         (["--workflow", str(WORKFLOW), "--set", "Vera Sampler.steps=-1"], 2, "steps = -1"),
+        (["--workflow", str(cached), "--set", "Vera Cache.cache_threshold=NaN"], 2,
+         "cache_threshold = nan"),
+        (["--workflow", str(cached), "--set", "Vera Cache.cache_end=3"], 2, "cache_end = 3"),
         (["--workflow", str(WORKFLOW), "--prompt", "  "], 2, "--prompt is empty"),
         (["--workflow", str(WORKFLOW), "--set", "Sampler.steps=3"], 1, "no node titled 'Sampler'"),
     ]
@@ -601,3 +630,13 @@ def test_client_ctrl_c_says_what_it_left_running_and_changes_no_file(tmp_path, m
     err = capsys.readouterr().err
     assert "interrupted: stopped following the run" in err and "Traceback" not in err
     assert workflow.read_bytes() == WORKFLOW.read_bytes() and not (tmp_path / "o").exists()
+
+
+def test_compile_where_it_cannot_work_says_why_once_and_the_edit_runs(user, monkeypatch, caplog):
+    monkeypatch.setenv("CXX", "no-such-compiler")  # torch.compile then has no C++ compiler here
+    with caplog.at_level("WARNING"):
+        assert cli(edit_args(user, "--compile")) == 0
+    said = [r.getMessage() for r in caplog.records if "compile" in r.getMessage()]
+    assert said == ["Vera compile: no C++ compiler found (torch.compile builds CPU kernels with "
+                    "one: install g++ or clang, or set CXX); running uncompiled"]
+    assert (user / "new_out" / "report.json").is_file()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .checkpoints.safetensors_io import CheckpointError
@@ -221,4 +222,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # our own process: the library's warnings (e.g. why --compile runs uncompiled) reach stderr
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
     sys.exit(main())
