@@ -7,9 +7,13 @@
 # 2. block swap: the swapped model's velocity equals the all-resident one (bf16 and fp8)
 # 3. one Vera-1.3B step at 49 x 832x480 (random full-size weights): bf16 and fp8, CFG batched and
 #    not, and with block swap; time, peak VRAM and the planner's estimate beside it
-# 4. the shipped Wan-1.3B workflows in a real ComfyUI on a card capped at VERA_VRAM_GB (default 12:
+# 4. speed: eager vs compiled blocks vs a step-cache skip at that size, bf16 and fp8; ComfyUI's fp8
+#    fast matmul (`--fast`) against our FP8Linear where the GPU has fp8 compute
+# 5. the shipped Wan-1.3B workflows in a real ComfyUI on a card capped at VERA_VRAM_GB (default 12:
 #    a consumer card; --reserve-vram plus an allocator cap, see scripts/wan_workflow_check.py),
-#    synthetic full-size files: umT5 fp16 + Wan VAE + Vera sharing the card through its manager
+#    synthetic full-size files: umT5 fp16 + Wan VAE + Vera sharing the card through its manager,
+#    with Load Vera Model's compile on (compiled blocks under partial loading; a fallback would say
+#    "Vera compile:" in comfyui_server.log)
 # ComfyUI source, first found: $COMFYUI_DIR; comfyui-host's ($COMFYUI_HOST_DIR, /tmp/comfyui-host);
 # a comfyui-*.tar.gz in $COMFYUI_TARBALL, shared/vendor, ../shared/vendor or .whl (unpacked into
 # the scratch folder). On a bare device machine, first run bench/gpu_wheels.sh here and carry .whl:
@@ -141,6 +145,13 @@ for weights in bf16 fp8; do
 done
 check step 180 "$PY" bench/gpu_step.py step --weights bf16 --batch-cfg off \
   --swap-layers "$( ((${#DRY[@]})) && echo 2 || echo 20)" "${DRY[@]}"
+for weights in bf16 fp8; do  # eager vs compiled vs cached (issue 28)
+  check speed 180 "$PY" bench/gpu_step.py speed --weights "$weights" "${DRY[@]}"
+done
+if [[ -n $COMFY ]]; then  # ComfyUI's fp8 fast matmul (--fast) where the GPU has fp8 compute
+  check fp8_fast 90 env PYTHONPATH="$COMFY${PYTHONPATH:+:$PYTHONPATH}" \
+    "$PY" bench/gpu_step.py fp8-fast "${DRY[@]}"
+fi
 
 if [[ -z $COMFY ]]; then
   jline comfyui_capped_run skipped "no ComfyUI source: set COMFYUI_DIR or carry the tarball"
@@ -149,7 +160,7 @@ elif [[ -n $missing ]]; then
 else
   run=("$PY" scripts/wan_workflow_check.py --comfyui "$COMFY" --python "$CPY" --models "$models"
        --vram-gb "${VERA_VRAM_GB:-12}" --frames 49 --work-size 832x480 --steps 2
-       --weight-dtype bf16 --umt5 fp16 --server-log "$OUT_DIR/comfyui_server.log")
+       --weight-dtype bf16 --umt5 fp16 --compile --server-log "$OUT_DIR/comfyui_server.log")
   if ((${#DRY[@]})); then
     echo "gpu_check: dry run; would run for at most $((BUDGET - SECONDS))s: ${run[*]}"
   else

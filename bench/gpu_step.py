@@ -3,6 +3,8 @@
     python bench/gpu_step.py attention          # xformers vs SDPA vs naive (and ComfyUI's) in bf16
     python bench/gpu_step.py step --weights bf16|fp8 [--swap-layers N] [--batch-cfg on|off]
     python bench/gpu_step.py swap-equal --weights bf16|fp8 [--swap-layers N]   (default 20)
+    python bench/gpu_step.py speed --weights bf16|fp8   # eager vs compiled vs cached steps
+    python bench/gpu_step.py fp8-fast                   # ComfyUI's fp8 matmul vs our FP8Linear
 
 `attention`: ComfyUI's dispatch is compared when `comfy` imports (gpu_check.sh puts a ComfyUI
 source on PYTHONPATH); the reason is reported when it does not.
@@ -11,6 +13,14 @@ at 49 frames of 832x480 (3 x 20,280 joint tokens), timed after a warm-up, with t
 the planner's estimate beside it.
 `swap-equal`: the same random model on a small input (9 frames of 128x128), all resident and then
 with the last N layers block-swapped: the velocities must agree (max abs diff reported).
+`speed`: at the size of `step`, a guided step (cond + uncond) eager, then compiled (the first
+compiled step's time includes compiling), with the largest difference between the two; then six
+sampler steps with the step cache told to skip all it may (threshold 5), timing a computed and a
+skipped step (the cache's own cost). Random weights make no claim about how often a trained model
+skips: that is measured on vera-tiny (BENCHMARKS.md).
+`fp8-fast`: one Wan2.1-1.3B FFN matmul (tokens x 1536 -> 8960) through ComfyUI's fp8 ops with
+fp8_optimizations (what `--fast fp8_matrix_mult` turns on: torch._scaled_mm where the GPU has fp8
+compute, Ada/Hopper) vs our FP8Linear (dequantise, then a bf16 matmul): times and the difference.
 Each prints one JSON line. `--dry-run` runs any of them on the CPU, small (a 4-layer model, short
 attention): the code paths only, no numbers worth keeping.
 """
@@ -199,9 +209,106 @@ def swap_equal(weights: str, swap_layers: int) -> dict:
                 device=device_name(), torch=torch.__version__)
 
 
+def _timed(function, repeats: int = 3) -> float:
+    """Median seconds of `repeats` calls after the caller's warm-up."""
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        function()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def speed(weights: str) -> dict:
+    from vera.model.compile import compile_blocks
+    from vera.sampling.sampler import guided_velocity, sample
+    from vera.sampling.settings import SamplingSettings
+
+    model, config = random_model(weights)
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+    lat, ctx, neg, t = inputs(LATENT)
+    run = lambda: guided_velocity(model, lat[:3], t, ctx, neg, lat[3], None, 5.0, True)
+    with torch.no_grad():
+        eager_out = [v.float() for v in run()]
+        eager_s = _timed(run)
+        note = compile_blocks(model, DEV)
+        sync()
+        start = time.perf_counter()
+        compiled_out = [v.float() for v in run()]
+        sync()
+        first_s = time.perf_counter() - start
+        compiled_s = _timed(run)
+    scale = max(float(v.abs().max()) for v in eager_out)
+    difference = max(max_diff(c, e) for c, e in zip(compiled_out, eager_out))
+    steps = []
+    settings = SamplingSettings(steps=6, cfg=5.0, shift=5.0, sampler="euler", batch_cfg="on",
+                                cache_method="easycache", cache_threshold=5.0, cache_start=0.0,
+                                cache_end=1.0)
+    last = [time.perf_counter()]
+
+    def per_step(info):
+        sync()
+        now = time.perf_counter()
+        steps.append(now - last[0])
+        last[0] = now
+
+    evaluations = {}
+    sample(model, ctx, lat[3], None, neg, settings, callback=per_step, evaluations=evaluations)
+    skipped = [s for i, s in enumerate(steps) if 2 <= i < 5]  # 0, 1 and 5 always run
+    return dict(check="speed", weights=weights, eager_step_s=eager_s,
+                compiled_step_s=compiled_s, compile_speedup=eager_s / compiled_s,
+                first_compiled_step_s=first_s, compiled_max_abs_diff=difference,
+                reference_max_abs=scale, compile_fallback=note,
+                computed_step_s=steps[5], skipped_step_s=max(skipped) if skipped else None,
+                evaluations=evaluations, ok=note is not None or difference <= 5e-2 * scale,
+                device=device_name(), torch=torch.__version__)
+
+
+def fp8_fast() -> dict:
+    """ComfyUI's fp8 ops (fp8_optimizations) vs our FP8Linear on one FFN matmul."""
+    from vera.model.fp8 import FP8Linear
+
+    out = {"check": "fp8_fast", "device": device_name()}
+    try:
+        if DEV == "cpu":
+            import comfy.cli_args
+
+            comfy.cli_args.args.cpu = True
+        import comfy.model_management
+        import comfy.ops
+    except Exception as e:  # noqa: BLE001 - report whatever stopped it
+        return {**out, "skipped": f"ComfyUI's ops do not import here: {e!r}"}
+    device = torch.device(DEV)
+    if not comfy.model_management.supports_fp8_compute(device):
+        return {**out, "skipped": "this GPU has no fp8 compute (ComfyUI's supports_fp8_compute)"}
+    tokens, dim, hidden = (3 * 20280, 1536, 8960) if DEV == "cuda" else (64, 64, 128)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    x = torch.randn(tokens, dim, device=DEV, dtype=torch.bfloat16, generator=g)
+    reference = torch.nn.Linear(dim, hidden, device=DEV, dtype=torch.bfloat16)
+    ours = FP8Linear.from_linear(reference).to(DEV)
+    ops = comfy.ops.pick_operations(torch.float8_e4m3fn, torch.bfloat16, device,
+                                    fp8_optimizations=True)
+    theirs = ops.Linear(dim, hidden, device=DEV, dtype=torch.float8_e4m3fn)
+    with torch.no_grad():
+        theirs.weight.copy_(ours.weight)
+        theirs.bias = torch.nn.Parameter(reference.bias.detach().clone(), requires_grad=False)
+        if hasattr(theirs, "scale_weight"):
+            theirs.scale_weight = torch.nn.Parameter(ours.scale_weight.clone(), requires_grad=False)
+        want = ours(x)
+        got = theirs(x)
+        out.update(ops=type(theirs).__qualname__, ours_s=_timed(lambda: ours(x)),
+                   comfyui_fast_s=_timed(lambda: theirs(x)), max_abs_diff=max_diff(got, want),
+                   reference_max_abs=float(want.float().abs().max()))
+    out["speedup"] = out["ours_s"] / out["comfyui_fast_s"]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("attention", "step", "swap-equal"))
+    parser.add_argument("what", choices=("attention", "step", "swap-equal", "speed", "fp8-fast"))
     parser.add_argument("--weights", choices=("bf16", "fp8"), default="bf16")
     parser.add_argument("--swap-layers", type=int, default=None,
                         help="layers block-swapped (default: 0 for step, 20 for swap-equal)")
@@ -219,6 +326,10 @@ def main() -> int:
         result = attention_check()
     elif args.what == "step":
         result = step(args.weights, args.swap_layers or 0, args.batch_cfg)
+    elif args.what == "speed":
+        result = speed(args.weights)
+    elif args.what == "fp8-fast":
+        result = fp8_fast()
     else:
         default = 2 if args.dry_run else 20
         result = swap_equal(args.weights, default if args.swap_layers is None else args.swap_layers)

@@ -153,6 +153,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--work-size", default="64x64")
     parser.add_argument("--weight-dtype", default="fp8", help="Load Vera Model's weight_dtype")
+    parser.add_argument("--compile", action="store_true",
+                        help="Load Vera Model's compile on (compiled blocks under the manager's "
+                             "partial loading)")
     parser.add_argument("--umt5", choices=("fp8", "fp16"), default="fp8",
                         help="the synthetic text encoder file's dtype")
     parser.add_argument("--tasks", default=",".join(TASKS),
@@ -224,13 +227,14 @@ def run_workflows(args, comfyui: Path, files: dict, tasks: list[str], pack: str)
     results: dict = {}
     report = dict(check="comfyui_capped_run", comfyui=str(comfyui), pack=pack, frames=args.frames,
                   work_size=args.work_size, steps=args.steps, weight_dtype=args.weight_dtype,
-                  umt5=args.umt5, clip=clip_kind, server=setup, log=str(log), results=results)
+                  compile=args.compile, umt5=args.umt5, clip=clip_kind, server=setup, log=str(log), results=results)
     try:
         for task in tasks:
             sets = [f"Vera Encode.frame_count={args.frames}", f"Vera Sampler.steps={args.steps}",
                     f"Vera Encode.work_width={width}", f"Vera Encode.work_height={height}",
                     f"Load Vera Model.model_name={files['vera'].name}",
                     f"Load Vera Model.weight_dtype={args.weight_dtype}",
+                    f"Load Vera Model.compile={'true' if args.compile else 'false'}",
                     f"Wan2.1 VAE.vae_name={files['vae'].name}",
                     f"umT5 text encoder.clip_name={files['umt5'].name}"]
             argv = ["--server", url, "--workflow",

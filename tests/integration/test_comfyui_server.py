@@ -489,3 +489,49 @@ def test_rgba_image_and_masks_meet_core_nodes_without_inversion(server, tmp_path
     assert (masked.int() - final.int()).abs().max() <= 1, "ImageCompositeMasked is not eq. 2"
     untouched = alpha == 0
     assert torch.equal(masked[untouched], source[:5][untouched])
+
+
+def test_step_caching_in_a_real_comfyui_skips_evaluations_and_records_the_saving(server, tmp_path):
+    """The shipped vera-tiny workflow with a Vera Cache on its sampler: settings.json records the
+    cache and fewer computed model evaluations; the server log has the sampler's saving line."""
+    comfy = client.ComfyClient(server)
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    workflow["900"] = {"class_type": "VeraCache", "_meta": {"title": "Vera Cache"},
+                       "inputs": {"cache_method": "easycache", "cache_threshold": 0.2,
+                                  "cache_start": 0.15, "cache_end": 0.95}}
+    workflow[client.find_node(workflow, "Vera Sampler")]["inputs"]["cache"] = ["900", 0]
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))
+    client.set_input(workflow, "Vera Encode", "frame_count", 5)
+    client.set_input(workflow, "Vera Sampler", "steps", 20)
+    client.set_input(workflow, "Vera Sampler", "seed", time.time_ns() % 100000)
+    entry = comfy.wait(comfy.submit(workflow), {}, time.time() + 600, log=lambda *_: None)
+    paths = [comfy.download(item, tmp_path / "out")[0] for item in client.output_files(entry)]
+    settings = json.loads(next(p for p in paths if p.name.endswith("settings.json")).read_text())
+    evaluations = settings["model_evaluations"]
+    assert settings["cache_method"] == "easycache" and settings["cache_threshold"] == 0.2
+    assert evaluations["full"] + evaluations["cached"] == 2 * 20 and evaluations["cached"] > 0
+    if os.environ.get("COMFYUI_LOG"):
+        log = Path(os.environ["COMFYUI_LOG"]).read_text(errors="replace")
+        assert f"computed {evaluations['full']} of 40 model evaluations" in log
+    print(f"step cache in ComfyUI: {evaluations['full']} of 40 model evaluations computed")
+
+
+def test_compiled_blocks_run_in_a_real_comfyui_on_its_own_layers(server, tmp_path):
+    """Load Vera Model with compile on: the model is built from ComfyUI's layers (comfy.ops) and
+    handed to its manager; the compiled blocks run the shipped workflow to the end."""
+    comfy = client.ComfyClient(server)
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    client.set_input(workflow, "Load Vera Model", "compile", True)
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))
+    client.set_input(workflow, "Vera Encode", "frame_count", 5)
+    client.set_input(workflow, "Vera Sampler", "steps", 3)
+    client.set_input(workflow, "Vera Sampler", "seed", time.time_ns() % 100000)
+    entry = comfy.wait(comfy.submit(workflow), {}, time.time() + 600, log=lambda *_: None)
+    assert client.output_files(entry)
+    if os.environ.get("COMFYUI_LOG"):
+        log = Path(os.environ["COMFYUI_LOG"]).read_text(errors="replace")
+        assert "Vera compile:" not in log, log[-3000:]  # no fallback: it ran compiled

@@ -62,6 +62,7 @@ def evaluate(data: str | Path, bundle, baseline=None, settings: SamplingSettings
         result = edit(bundle, sample.source, sample.instruction, settings, mask_frames=mask)
         record = dict(id=sample.id, task=sample.task, instruction=sample.instruction,
                       seconds=time.perf_counter() - t,
+                      sample_seconds=result.timings["sample_s"],
                       model_evaluations=result.details["model_evaluations"],
                       vera=metrics.edit_metrics(result.final, result.source, result.alpha,
                                                 sample.composite, gt["alpha"],
@@ -76,7 +77,8 @@ def evaluate(data: str | Path, bundle, baseline=None, settings: SamplingSettings
                                 date=time.strftime("%Y-%m-%d")),
                   model_evaluations={k: sum(r["model_evaluations"][k] for r in records)
                                      for k in ("full", "cached")},
-                  seconds=sum(r["seconds"] for r in records))
+                  seconds=sum(r["seconds"] for r in records),
+                  sample_seconds=sum(r["sample_seconds"] for r in records))
     for who in ("vera", "baseline"):
         by_task = {}
         for task in sorted({r["task"] for r in records}):

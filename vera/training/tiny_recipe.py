@@ -46,9 +46,12 @@ SCALES = {
                   vae2_steps=2, vae3_steps=2, t2v_steps=4, sweep_steps=2, vera_steps=4, batch=4),
 }
 # cfg and alpha_cutoff were picked on a separate validation split (seed 3, 8 per task; cfg 2 / 4 / 6
-# at cutoff 0.1). The bundle stage writes them into recipe.json, where everything else reads them.
+# at cutoff 0.1), and so was the step cache's threshold (the largest whose every task stays within
+# 0.25 dB composite PSNR and 0.01 IoU of the uncached run: bench/cache_sweep.py,
+# bench/results/cache_sweep_vera_tiny_val_2026-12-06.json). The bundle stage writes them into
+# recipe.json, where everything else reads them; caching stays off unless asked for.
 SAMPLING = SamplingSettings(steps=25, cfg=2.0, shift=3.0, sampler="unipc", negative_prompt="",
-                            alpha_cutoff=0.1)
+                            alpha_cutoff=0.1, cache_threshold=0.2)
 RESOLUTION, FRAMES = (64, 64), 17  # (height, width) and clip length of the synthetic data
 BASE_LR = 1e-4  # the paper's 1e-5 is for fine-tuning 1.3B/14B; a tiny model from scratch takes 10x
 # The paper gives the edit branch 0.1x because Wan2.1's prior is strong; vera-tiny's T2V prior is
