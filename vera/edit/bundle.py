@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..checkpoints.weights import TINY_DIR, TINY_NAME
 from ..sampling.settings import WAN_DEFAULTS, SamplingSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,7 +27,8 @@ class Bundle:
     was tuned with. work_size (height, width) and frames: the clip shape it was trained at, when
     it is a small model that only works there (vera-tiny), else None. latent_rgb: (factors
     `[16, 3]`, bias `[3]`) for previews when its VAE is not Wan2.1's (see `vera.sampling.preview`).
-    manager: whoever moves the model between devices (ComfyUI's ModelPatcher), else None."""
+    manager: whoever moves the model between devices (ComfyUI's ModelPatcher), else None.
+    loras: one line per LoRA applied at load ("LoRA x: applied N of M tensors ...")."""
 
     model: torch.nn.Module
     name: str
@@ -35,6 +39,7 @@ class Bundle:
     frames: int | None = None
     latent_rgb: tuple[torch.Tensor, torch.Tensor] | None = None
     manager: object | None = None
+    loras: list[str] = field(default_factory=list)  # what each LoRA load applied
 
 
 def tiny_available(folder: Path = TINY_DIR) -> bool:
@@ -60,7 +65,7 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                 num_heads: int | None = None, keymap: str | Path | None = None,
                 from_wan: bool = False, conditioning: str = "add", swap_layers: int = 0,
                 weights_device: str | torch.device | None = None, operations=None,
-                compiled: bool = False) -> Bundle:
+                compiled: bool = False, loras=(), merge_loras: bool = False) -> Bundle:
     """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.model.precision`),
     to run on `device`.
 
@@ -71,6 +76,10 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
     weights_device: where the weights go when not `device` (ComfyUI's offload device: its manager
     moves them). compiled: run each layer's per-branch work through torch.compile
     (`vera.model.compile`; where that cannot work, the reason is logged and it runs uncompiled).
+    loras: `LoraSpec`s or 'PATH[:STRENGTH[:BRANCHES]]' texts (`vera.checkpoints.lora`), applied
+    unmerged (they run beside the layers: fp8 and block swap keep working) or, with merge_loras,
+    folded into float weights; each load's "applied N of M tensors" is logged and kept in
+    `bundle.loras`.
     """
     from ..checkpoints.weights import load_model
     from ..encoders.text import TextEncoder
@@ -84,6 +93,7 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                        attention_backend=attention, from_wan=from_wan, keymap=keymap,
                        conditioning=conditioning, operations=operations, compute_device=device)
     model.source_name = Path(name_or_path).name
+    lora_lines = apply_loras(model, loras, merge_loras, device) if loras else []
     if swap_layers:
         from ..model.blockswap import BlockSwap
 
@@ -100,7 +110,27 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
         return Bundle(model, TINY_NAME, tiny_defaults(),
                       load_vae(TINY_DIR / "vae.safetensors", device=device),
                       TextEncoder.from_folder(TINY_DIR / "text_encoder", device=device),
-                      tuple(recipe["resolution"]), int(recipe["frames"]), latent_rgb)
+                      tuple(recipe["resolution"]), int(recipe["frames"]), latent_rgb,
+                      loras=lora_lines)
     vae = None if vae is None else load_vae(vae, device=device)
     text = None if text_encoder is None else TextEncoder.from_folder(text_encoder, device=device)
-    return Bundle(model, Path(name_or_path).name, WAN_DEFAULTS, vae, text)
+    return Bundle(model, Path(name_or_path).name, WAN_DEFAULTS, vae, text, loras=lora_lines)
+
+
+def apply_loras(model, loras, merge: bool = False, device=None) -> list[str]:
+    """Read every LoRA (all checked before any is applied), then attach or merge them; returns
+    each one's report line ("LoRA x: applied N of M tensors ...")."""
+    from ..checkpoints.lora import LoraSpec, read_lora
+    from ..model import lora
+
+    specs = [s if isinstance(s, LoraSpec) else LoraSpec.parse(str(s)) for s in loras]
+    read = [read_lora(spec, model) for spec in specs]
+    lines = []
+    for patches, report in read:
+        if merge:
+            lora.merge(model, patches)
+        else:
+            lora.attach(model, patches, device)
+        lines.append(report.line() + (" (merged)" if merge else ""))
+        log.info(lines[-1])
+    return lines

@@ -43,9 +43,20 @@ def bundle_from_args(args):
     if args.model != TINY_NAME and (args.vae is None or args.text_encoder is None):
         raise ValueError(f"--model {args.model}: a checkpoint other than {TINY_NAME} also needs "
                          "--vae FILE and --text-encoder FOLDER")
-    return load_bundle(args.model, args.weight_dtype, args.device, args.attention, args.vae,
-                       args.text_encoder, keymap=args.keymap, from_wan=args.untrained_from_wan,
-                       swap_layers=args.swap_layers, compiled=args.compile)
+    bundle = load_bundle(args.model, args.weight_dtype, args.device, args.attention, args.vae,
+                         args.text_encoder, keymap=args.keymap, from_wan=args.untrained_from_wan,
+                         swap_layers=args.swap_layers, compiled=args.compile,
+                         loras=lora_specs(args), merge_loras=args.merge_loras)
+    for line in bundle.loras:
+        print(line)
+    return bundle
+
+
+def lora_specs(args) -> list:
+    """--lora PATH[:STRENGTH[:BRANCHES]] (repeatable), parsed and checked before anything loads."""
+    from ..checkpoints.lora import LoraSpec
+
+    return [LoraSpec.parse(text) for text in (args.lora or [])]
 
 
 def cache_method_from_args(args) -> str | None:
@@ -81,6 +92,7 @@ def run_edit(args) -> dict:
 
     check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")
     settings_from_args(args, WAN_DEFAULTS)  # every given value checked before anything is loaded
+    lora_specs(args)
     size = parse_size(args.size)
     if args.frames is not None and args.frames > MAX_FRAMES:
         raise ValueError(f"--frames {args.frames}: Vera edits at most {MAX_FRAMES} frames at a "
@@ -129,6 +141,7 @@ def run_edit(args) -> dict:
         bar.close()
         result.timings["load_s"] = load_s
         extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
+                     loras=bundle.loras,
                      device=str(next(bundle.model.parameters()).device), mask=args.mask)
         clip = SourceClip(video.exact_rate(fps), args.start, 1, audio, source_path.name)
         files, report = write_outputs(result, staging, clip, args.rgba, extra,
@@ -167,6 +180,13 @@ def add_model_arguments(p) -> None:
     p.add_argument("--swap-layers", type=int, default=0,
                    help="keep this many layers in CPU memory and bring each in as it runs (GPUs "
                         "too small for the whole model; see python -m vera plan)")
+    p.add_argument("--lora", action="append", default=None, metavar="PATH[:STRENGTH[:BRANCHES]]",
+                   help="a LoRA (.safetensors; Wan2.1 T2V or Vera layouts) with its strength "
+                        "(default 1) and the branches a Wan LoRA goes onto (comma list of edit, "
+                        "alpha, composite; default all); repeatable")
+    p.add_argument("--merge-loras", action="store_true",
+                   help="fold the LoRAs into the weights (float weights only) instead of running "
+                        "them beside the layers")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each layer's per-branch work (one graph for all layers; "
                         "the first steps compile); where it cannot work it says why and runs "
