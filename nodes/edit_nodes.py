@@ -188,7 +188,8 @@ class VeraSampler:
                 "sampler": (list(SAMPLERS), {
                     "default": WAN_DEFAULTS.sampler,
                     "tooltip": "unipc: Wan's multistep solver (fewer steps). euler: first-order "
-                               "flow-matching Euler."}),
+                               "flow-matching Euler. lcm: few steps (e.g. 4) for step-distilled "
+                               "weights or LoRAs, at cfg 1."}),
             },
             "optional": {
                 "batch_cfg": (list(BATCH_CFG), {

@@ -86,3 +86,27 @@ def test_guided_sampling_without_negative_is_refused():
     with pytest.raises(ValueError, match="cfg 3 needs negative embeddings"):
         sample(linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE),
                settings=SamplingSettings(cfg=3.0))
+
+
+def test_lcm_takes_the_fixed_timestep_list_and_reaches_the_target_with_the_exact_velocity():
+    sch = make_scheduler("lcm", 1.0)
+    sch.set_timesteps(4)
+    assert [round(float(t)) for t in sch.timesteps] == [1000, 750, 500, 250]
+    sch = make_scheduler("lcm", 5.0)
+    sch.set_timesteps(4)
+    want = [shift_sigma(s, 5.0) for s in (1.0, 0.75, 0.5, 0.25)]
+    assert torch.allclose(sch.sigmas[:-1], torch.tensor(want), atol=1e-6) and sch.sigmas[-1] == 0
+    targets = [torch.randn(SHAPE) for _ in range(3)]
+    settings = SamplingSettings(steps=4, cfg=1.0, shift=5.0, sampler="lcm", seed=3)
+    model = oracle_for(targets, "lcm", 4, 5.0)
+    out = sample(model, torch.zeros(1, 4, 8), torch.zeros(SHAPE), settings=settings)
+    for name, target in zip(("edit", "alpha", "composite"), targets):
+        torch.testing.assert_close(out[name], target, atol=1e-5, rtol=0)
+
+
+def test_lcm_noise_between_steps_is_seeded():
+    settings = SamplingSettings(steps=4, cfg=1.0, shift=5.0, sampler="lcm", seed=3)
+    args = (linear_model, torch.ones(1, 4, 8), torch.zeros(SHAPE))
+    a, b = sample(*args, settings=settings), sample(*args, settings=settings)
+    c = sample(*args, settings=settings.updated(seed=4))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["edit"], c["edit"])

@@ -157,7 +157,8 @@ def _check_finite(path, key: str, tensor: torch.Tensor) -> None:
 def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
     """The patches `spec`'s file makes on `model` (a VeraModel), checked against its layers' shapes,
     and a report. Refuses, naming the file and keys: not safetensors, not a LoRA, an I2V LoRA, ranks
-    that differ between down and up, shapes of another model or width, NaNs, nothing that matches."""
+    that differ between down and up, shapes of another model or width, NaNs, nothing that
+    matches."""
     path = Path(spec.path)
     if path.suffix.lower() != ".safetensors":
         raise LoraError(f"{path}: LoRAs are read from .safetensors files only (a pickle such as "
@@ -189,8 +190,8 @@ def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
         groups.setdefault((branch, target), {})[role] = key
     if not groups:
         shown = ", ".join(list(entries)[:5])
-        raise LoraError(f"{path}: no tensor matches a layer of Vera / Wan2.1 (first keys: {shown}); "
-                        "is it a LoRA for another model (SD, Flux, Wan2.2, 14B on 1.3B...)?")
+        raise LoraError(f"{path}: no tensor matches a layer of Vera / Wan2.1 (first keys: "
+                        f"{shown}); is it a LoRA for another model (SD, Flux, Wan2.2...)?")
     tensors = load_tensors(entries, [k for g in groups.values() for k in g.values()])
     patches = []
     for (branch, target), roles in groups.items():

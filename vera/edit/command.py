@@ -203,7 +203,9 @@ def add_sampling_arguments(p) -> None:
     p.add_argument("--cfg", type=float, default=None, help="guidance scale, 1 = off")
     p.add_argument("--shift", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--sampler", choices=SAMPLERS, default=None)
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="unipc, euler, or lcm: few steps (4 steps: timesteps 1000/750/500/250) "
+                        "for step-distilled weights, at --cfg 1")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--alpha-cutoff", type=float, default=None,
                    help="matte values below this count as untouched (default: the model's)")

@@ -5,10 +5,10 @@
     merge(model, patches)                    # folded into the (float) weights instead
 
 A patch targets one module of one branch (`branches.<branch>.<Wan name>`) with either a low-rank
-pair (`up` `[out, r]`, `down` `[r, in]`, output += scale * x @ down.T @ up.T) or full deltas (`diff`
-`[out, in]`, `diff_b` `[out]`). Unmerged, the layer's own weights are untouched, so fp8 weights, block
-swap and ComfyUI's weight casting keep working; the LoRA tensors live on the compute device (their
-own size in memory) and run in the input's dtype.
+pair (`up` `[out, r]`, `down` `[r, in]`, output += scale * x @ down.T @ up.T) or full deltas
+(`diff` `[out, in]`, `diff_b` `[out]`). Unmerged, the layer's own weights are untouched, so fp8
+weights, block swap and ComfyUI's weight casting keep working; the LoRA tensors live on the compute
+device (their own size in memory) and run in the input's dtype.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import torch
 from .. import VeraError
 from ..model.config import BRANCHES
 from .cache import StepCache
+from .lcm import FixedTimestepLCM
 from .settings import SAMPLERS, WAN_DEFAULTS, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,12 @@ class StepInfo:
     denoised: dict[str, torch.Tensor]  # x0 predictions, for previews
 
 
-def make_scheduler(name: str, shift: float):
+def make_scheduler(name: str, shift: float, seed: int = 0):
+    """A scheduler by name; seed feeds the noise that lcm adds between its steps."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
+    if name == "lcm":
+        return FixedTimestepLCM(shift, seed)
     if name == "euler":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     if name == "unipc":
@@ -165,7 +169,7 @@ def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
     device = source.device
     batched = batch_cfg_fits(model, source, s.batch_cfg, free_memory)
     channels = source.shape[1]
-    scheduler = make_scheduler(s.sampler, s.shift)
+    scheduler = make_scheduler(s.sampler, s.shift, s.seed)
     scheduler.set_timesteps(s.steps, device=device)
     latents = noise if noise is not None else initial_noise(tuple(source.shape), s.seed, device)
     x = torch.cat(latents, dim=1)
@@ -211,7 +215,7 @@ def sample_single(model, context: torch.Tensor, negative: torch.Tensor, source: 
     (`vera.model.single.WanVideoModel`), same schedule, seeded noise and batched CFG as `sample`.
     source `[B, 16, T', h, w]` -> latent of that shape."""
     s = settings
-    scheduler = make_scheduler(s.sampler, s.shift)
+    scheduler = make_scheduler(s.sampler, s.shift, s.seed)
     scheduler.set_timesteps(s.steps, device=source.device)
     x = initial_noise(tuple(source.shape), s.seed, source.device, count=1)[0]
     length = max(context.shape[1], negative.shape[1])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import VeraError
 
-SAMPLERS = ("unipc", "euler")
+SAMPLERS = ("unipc", "euler", "lcm")  # lcm: few steps for step-distilled weights (sampling.lcm)
 BATCH_CFG = ("auto", "on", "off")  # cond and uncond as one batch: when it fits / always / never
 MAX_STEPS = 1000
 CFG_RANGE = (1.0, 30.0)
