@@ -12,6 +12,7 @@ from ..vera.frames import layers
 from ..vera.frames.geometry import FRAME_POLICIES
 from ..vera.media.clip import MAX_FRAMES, FrameSelection, read_clip, select_clip
 from ..vera.media.video import DEFAULT_RATE
+from ..vera.model import lora
 from ..vera.sampling.plan import latent_activation_bytes
 from ..vera.sampling.preview import preview_frames
 from ..vera.sampling.sampler import Interrupted, sample
@@ -225,6 +226,8 @@ class VeraSampler:
         mask = vera_source.mask_latent
         to = lambda t: None if t is None else t.to(device)
         evaluations = {}
+        # LoRAs kept beside the model (outside ComfyUI) run for this sampling only
+        attached = lora.attach(model, vera_model.lora_patches, device)
         try:
             latents = sample(model, to(context), to(source), to(mask), to(neg), settings,
                              callback=lambda info: progress.update(
@@ -234,6 +237,8 @@ class VeraSampler:
                              evaluations=evaluations)
         except Interrupted:
             host.raise_interrupt()
+        finally:
+            attached.remove()
         model_name = getattr(model, "source_name", None) or vera_model.name
         return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source, settings,
                            model_name, evaluations),)

@@ -43,3 +43,15 @@ def names_the_pack(line: str, name: str) -> bool:
     """Whether a ComfyUI log line names this pack's folder: `custom_nodes/<name>` as a whole path
     component (a clone in a folder called `p` must not match `comfy_extras/nodes_audio.py`)."""
     return re.search(r"custom_nodes[\\/]" + re.escape(name) + r"(?![^\\/\s:])", line) is not None
+
+
+def tiny_lora(path, seed=0):
+    """A Wan-layout LoRA (peft names) for vera-tiny's width: q of block 0, the first FFN of block 1."""
+    from vera.checkpoints.safetensors_io import atomic_save
+
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, (out_f, in_f) in (("blocks.0.self_attn.q", (128, 128)), ("blocks.1.ffn.0", (256, 128))):
+        tensors[f"diffusion_model.{name}.lora_A.weight"] = torch.randn(8, in_f, generator=g) * 0.2
+        tensors[f"diffusion_model.{name}.lora_B.weight"] = torch.randn(out_f, 8, generator=g) * 0.2
+    return atomic_save(tensors, path)

@@ -404,6 +404,10 @@ NODE_CASES = [  # (id, node, inputs, exception type name, text)
     ),
     ("cache threshold NaN", "VeraCache", dict(cache_threshold=float("nan")), "SettingsError",
      "cache_threshold = nan"),
+    ("lora strength NaN", "VeraLoRA", dict(strength=float("nan")), "LoraError", "strength nan"),
+    ("lora unknown branches", "VeraLoRA", dict(branches="matte"), "ValueError", "branches 'matte'"),
+    ("lora file gone", "VeraLoRA", dict(lora_name="gone.safetensors"), "FileNotFoundError",
+     "'gone.safetensors' is not in models/loras"),
     ("cache unknown method", "VeraCache", dict(cache_method="teacache"), "SettingsError",
      "cache_method = 'teacache'"),
     ("cache start after its end", "VeraCache", dict(cache_start=0.9, cache_end=0.2),
@@ -416,6 +420,15 @@ NODE_CASES = [  # (id, node, inputs, exception type name, text)
         "attention backend 'xformers'",
     ),
 ]
+
+
+class _TinyHandle:
+    """What a Vera LoRA node needs of a loaded model before it reads any file."""
+
+    model = None
+    manager = None
+    loras: list = []
+    lora_patches: list = []
 
 
 class _StubVAE:
@@ -450,6 +463,8 @@ def test_nodes_refuse_bad_values_by_name(case, pack, tmp_path, monkeypatch):
         "VeraLoadModel": dict(weight_dtype="auto", attention="auto"),
         "VeraCache": dict(cache_method="easycache", cache_threshold=0.2, cache_start=0.15,
                           cache_end=0.95),
+        "VeraLoRA": dict(vera_model=_TinyHandle(), lora_name="style.safetensors", strength=1.0,
+                         branches="all"),
     }.get(node, {})
     with pytest.raises(Exception) as caught:
         run_node(pack, node, **{**defaults, **given})

@@ -203,3 +203,39 @@ def test_a_pickle_or_a_missing_file_is_refused(tmp_path):
         read_lora(LoraSpec(pickle), model())
     with pytest.raises(LoraError, match="gone.safetensors: no such LoRA file"):
         read_lora(LoraSpec(tmp_path / "gone.safetensors"), model())
+
+
+def test_full_deltas_on_norms_modulation_and_vera_embeddings_equal_a_merge_and_come_off_again(tmp_path):
+    g = torch.Generator().manual_seed(11)
+    m, x = model(), inputs(seed=12)
+    plain = velocities(m, x)
+    changes = {  # file key -> (the parameter it changes, in which branches)
+        "branches.edit.blocks.0.modulation.diff": ("blocks.0.modulation", ["edit"]),
+        "diffusion_model.blocks.1.norm3.diff": ("blocks.1.norm3.weight", BRANCHES),
+        "diffusion_model.blocks.1.norm3.diff_b": ("blocks.1.norm3.bias", BRANCHES),
+        "branches.alpha.patch_embedding.diff": ("patch_embedding.weight", ["alpha"]),
+    }
+    vera_level = {"source_embedding.diff": "source_embedding.weight",
+                  "layer_embedding_alpha.diff": "layer_embedding_alpha"}
+    names = dict(m.named_parameters())
+    tensors = {}
+    for key, (param, _) in changes.items():
+        tensors[key] = torch.randn(names[f"branches.edit.{param}"].shape, generator=g) * 0.05
+    for key, param in vera_level.items():
+        tensors[key] = torch.randn(names[param].shape, generator=g) * 0.05
+    path = atomic_save(tensors, tmp_path / "diffs.safetensors")
+    reference = model()
+    with torch.no_grad():  # the merge, by hand, at strength 0.5
+        for key, (param, branches) in changes.items():
+            for b in branches:
+                reference.get_parameter(f"branches.{b}.{param}").add_(0.5 * tensors[key])
+        for key, param in vera_level.items():
+            reference.get_parameter(param).add_(0.5 * tensors[key])
+    patches, report = read_lora(LoraSpec(path, 0.5), m)
+    assert report.applied == report.total == len(tensors)
+    handle = lora.attach(m, patches)
+    assert_same(velocities(m, x), velocities(reference, x))
+    handle.remove()
+    assert_same(velocities(m, x), plain, rtol=0, atol=0)
+    assert report.key_maps["alpha"]["branches.alpha.patch_embedding"] == \
+        "branches.alpha.patch_embedding.weight"

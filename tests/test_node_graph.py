@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import run_node as run
+from helpers import tiny_lora
 from tiny_models import tiny_diffusers_wan, tiny_vae, wan_original_state_dict
 
 from vera.data.clips import bundled_clip
@@ -132,6 +133,36 @@ def test_the_vera_cache_node_skips_steps_as_the_library_does_and_records_the_sav
     with pytest.raises(ValueError, match="cache_start = 0.9 and cache_end = 0.5"):
         run(pack, "VeraCache", cache_method="easycache", cache_threshold=0.2, cache_start=0.9,
             cache_end=0.5)
+
+
+@needs_tiny
+def test_the_vera_lora_node_equals_the_librarys_lora_and_leaves_the_loaded_model_alone(
+        pack, tiny, clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERA_MODELS_DIR", str(tmp_path / "models"))
+    (tmp_path / "models" / "loras").mkdir(parents=True)
+    path = tiny_lora(tmp_path / "models" / "loras" / "style.safetensors")
+    handle, vae = tiny
+    prompt = "add a large green circle moving from left to right"
+    (source,), _ = run(pack, "VeraEncode", vae=vae, frames=clip, frame_policy="error",
+                       work_width=64, work_height=64)
+    args = dict(positive=text(pack, handle, prompt), negative=text(pack, handle, ""),
+                vera_source=source, seed=5, steps=4, cfg=2.0, shift=3.0, sampler="unipc")
+    (plain,), _ = run(pack, "VeraSampler", vera_model=handle, **args)
+    (loraed,), _ = run(pack, "VeraLoRA", vera_model=handle, lora_name="style.safetensors",
+                       strength=0.8, branches="edit+composite")
+    assert loraed.loras == ["LoRA style.safetensors: applied 4 of 4 tensors (2 layers)"]
+    (with_lora,), _ = run(pack, "VeraSampler", vera_model=loraed, **args)
+    (again,), _ = run(pack, "VeraSampler", vera_model=handle, **args)
+    assert all(torch.equal(plain.latents[k], again.latents[k]) for k in plain.latents)
+    assert not torch.equal(with_lora.latents["edit"], plain.latents["edit"])
+    (edit, *_), _ = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=with_lora, alpha_cutoff=0.1)
+    bundle = load_bundle("vera-tiny", "fp32", "cpu", loras=[f"{path}:0.8:edit,composite"])
+    settings = bundle.defaults.updated(steps=4, cfg=2.0, shift=3.0, seed=5, alpha_cutoff=0.1)
+    ref = pipeline.edit(bundle, clip, prompt, settings, work_size=(64, 64))
+    torch.testing.assert_close(edit, ref.edit_layer, atol=2e-4, rtol=0)
+    with pytest.raises(ValueError, match="branches 'matte'"):
+        run(pack, "VeraLoRA", vera_model=handle, lora_name="style.safetensors", strength=1.0,
+            branches="matte")
 
 
 @needs_tiny

@@ -10,7 +10,7 @@ OUR_TYPES = {"VERA_MODEL", "VERA_SOURCE", "VERA_LAYERS", "VERA_SHOT", "VERA_CACH
 
 EXPECTED_NODES = {"VeraLoadModel", "VeraFromWan", "VeraTextEncode", "VeraBundledVAE", "VeraEncode",
                   "VeraSampler", "VeraDecodeLayers", "VeraComposite", "VeraSaveLayers", "VeraAlphaRefine",
-                  "VeraDifferenceHeatmap", "VeraCache"}
+                  "VeraDifferenceHeatmap", "VeraCache", "VeraLoRA"}
 
 
 def test_every_node_is_well_formed_for_comfyui(pack):

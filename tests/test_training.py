@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from vera.checkpoints.safetensors_io import atomic_save as save_tensors
+from vera.checkpoints.safetensors_io import read_header
 from vera.checkpoints.weights import load_model, save_vera
 from vera.data.layout import write_manifest, write_sample
 from vera.data.synthetic import SyntheticBuilder, vocabulary
@@ -137,6 +139,20 @@ def test_lora_shares_one_base_and_merges_to_a_standard_vera_model(setup, tmp_pat
         opt.step()
     with torch.no_grad():
         before = model(*x[:3], torch.tensor([500.0]), ctx, x[3])
+    # the adapters (and every other tensor training moved) as a LoRA file, read back onto the base
+    from vera.checkpoints.lora import LoraSpec, read_lora
+    from vera.model import lora as lora_ops
+    from vera.training.lora import lora_file_tensors
+
+    base = load_model(setup["wan"], from_wan=True)
+    lora_file = save_tensors(lora_file_tensors(model, base), tmp_path / "vera_lora.safetensors")
+    patches, report = read_lora(LoraSpec(lora_file), base)
+    assert report.applied == report.total and any(".diff" in k for k in read_header(lora_file)[0])
+    lora_ops.attach(base, patches)
+    with torch.no_grad():
+        read_back = base(*x[:3], torch.tensor([500.0]), ctx, x[3])
+    for a, b in zip(before, read_back):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     merge_lora(model)
     assert sorted(model.state_dict()) == sorted(VeraModel(SMALL).state_dict())
     with torch.no_grad():

@@ -535,3 +535,69 @@ def test_compiled_blocks_run_in_a_real_comfyui_on_its_own_layers(server, tmp_pat
     if os.environ.get("COMFYUI_LOG"):
         log = Path(os.environ["COMFYUI_LOG"]).read_text(errors="replace")
         assert "Vera compile:" not in log, log[-3000:]  # no fallback: it ran compiled
+
+
+@pytest.mark.skipif(not COMFYUI_DIR, reason="needs COMFYUI_DIR (to put a LoRA into its models/loras)")
+def test_a_vera_lora_node_in_a_real_comfyui_matches_the_library_and_survives_free(server, tmp_path):
+    """The shipped vera-tiny workflow with a Vera LoRA between the loader and the sampler: ComfyUI
+    applies it as its own weight patches; the final composite equals the library's unmerged LoRA
+    edit within a level, and after POST /free a rerun gives the same frames."""
+    from vera.edit import pipeline
+    from vera.edit.bundle import load_bundle
+
+    from helpers import tiny_lora
+
+    name = "vera_test_tiny_lora.safetensors"
+    target = Path(COMFYUI_DIR) / "models" / "loras" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():  # ours, from an earlier run
+        target.unlink()
+    target.symlink_to(tiny_lora(tmp_path / name))
+    comfy = client.ComfyClient(server)
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
+    loader = client.find_node(workflow, "Load Vera Model")
+    workflow["901"] = {"class_type": "VeraLoRA", "_meta": {"title": "Vera LoRA"},
+                       "inputs": {"vera_model": [loader, 0], "lora_name": name, "strength": 0.8,
+                                  "branches": "edit+composite"}}
+    sampler = workflow[client.find_node(workflow, "Vera Sampler")]
+    sampler["inputs"]["vera_model"] = ["901", 0]
+    client.set_input(workflow, "Source video", "file", comfy.upload(clip))
+    client.set_input(workflow, "Vera Encode", "frame_count", 5)
+    client.set_input(workflow, "Vera Sampler", "steps", 3)
+    client.set_input(workflow, "Vera Sampler", "seed", 11)
+
+    def finals(entry, folder):
+        paths = [comfy.download(item, tmp_path / folder)[0] for item in client.output_files(entry)]
+        pngs = sorted(p for p in paths if p.parent.name.endswith("final_composite") and p.suffix == ".png")
+        return torch.stack([video.read_png(p) for p in pngs])
+
+    first = finals(comfy.wait(comfy.submit(workflow), {}, time.time() + 600, log=lambda *_: None), "a")
+    source, _ = video.read_frames(clip, 5)
+    inputs = sampler["inputs"]
+    bundle = load_bundle("vera-tiny", "fp32", "cpu", loras=[f"{target}:0.8:edit,composite"])
+    settings = bundle.defaults.updated(steps=3, seed=11, cfg=inputs["cfg"], shift=inputs["shift"],
+                                       sampler=inputs["sampler"], negative_prompt="",
+                                       alpha_cutoff=workflow["20"]["inputs"]["alpha_cutoff"])
+    prompt = workflow[client.find_node(workflow, "Positive prompt")]["inputs"]["text"]
+    ref = pipeline.edit(bundle, source, prompt, settings, frame_policy="crop", work_size=(64, 64))
+    difference = (first.int() - ref.final.int()).abs()
+    assert difference.max() <= 1, f"{int(difference.max())} levels from the library's LoRA edit"
+    plain = load_bundle("vera-tiny", "fp32", "cpu")
+    without = pipeline.edit(plain, source, prompt, settings, frame_policy="crop", work_size=(64, 64))
+    assert (first.int() - without.final.int()).abs().max() > 1  # the LoRA changed the edit
+    # unload every model and drop ComfyUI's cache: the rerun loads, patches and samples again
+    free = urllib.request.Request(f"{server}/free", method="POST",
+                                  data=json.dumps({"unload_models": True, "free_memory": True}).encode(),
+                                  headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(free, timeout=30).read()
+    deadline = time.time() + 60  # the server frees between prompts
+    while _get(server, "/vera/status")["loaded"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert _get(server, "/vera/status")["loaded"] == []
+    client.set_input(workflow, "Vera Save Layers", "filename_prefix", "vera/lora_after_free")
+    second = finals(comfy.wait(comfy.submit(workflow), {}, time.time() + 600, log=lambda *_: None), "b")
+    assert torch.equal(first, second)
+    print(f"Vera LoRA in ComfyUI: {len(first)} frames within {int(difference.max())} level(s) of "
+          "the library; identical after /free")

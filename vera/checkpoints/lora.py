@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..model.config import BRANCHES
-from ..model.lora import LoraPatch
+from ..model.lora import LoraPatch, ParamDiff
 from .detect import DIFFUSERS_TO_WAN, rename
 from .safetensors_io import CheckpointError, load_tensors, read_header
 
@@ -100,13 +100,18 @@ def _number(text: str) -> bool:
 
 @dataclass
 class LoraReport:
-    """What one LoRA did: tensors applied of those in the file, and the first keys left out."""
+    """What one LoRA did: tensors applied of those in the file, and the first keys left out.
+    key_maps: per branch, the file's key prefix of each layer -> our weight's name
+    (`branches.edit.blocks.0.self_attn.q.weight`), as ComfyUI's LoRA loader takes them;
+    strengths: per branch."""
 
     path: str
     applied: int = 0
     total: int = 0
     targets: int = 0
     left_out: list[str] = field(default_factory=list)
+    key_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    strengths: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         text = (f"LoRA {Path(self.path).name}: applied {self.applied} of {self.total} tensors "
@@ -154,6 +159,58 @@ def _check_finite(path, key: str, tensor: torch.Tensor) -> None:
         raise LoraError(f"{path}: tensor {key} holds NaN or infinite values; the file is damaged")
 
 
+# Vera's own parameters outside the branches, and the branch whose stream each one feeds
+VERA_PARAMETERS = {"source_embedding": "composite", "mask_embedding": "alpha",
+                   "layer_embedding_alpha": "alpha", "layer_embedding_composite": "composite"}
+
+
+def _parameter_owner(model, branch: str | None, name: str) -> tuple[str | None, str] | None:
+    """Where a full delta on something other than a Linear goes: (branch, Wan name) for a
+    parameter of a branch (None: every branch asked for), ("vera", name) for Vera's own."""
+    names = dict(model.named_parameters())
+    has = lambda base: base in names or f"{base}.weight" in names
+    if branch is None and name.split(".")[0] in VERA_PARAMETERS and has(name):
+        return ("vera", name)
+    if has(f"branches.{branch or BRANCHES[0]}.{name}"):
+        return (branch, name)
+    return None
+
+
+def _parameter_diffs(path, spec: LoraSpec, model, diffs: dict, tensors: dict,
+                     report: "LoraReport") -> list:
+    """ParamDiff patches (norms, modulation, patch and layer embeddings), shape-checked."""
+    names = dict(model.named_parameters())
+    patches = []
+    for (scope, name), roles in diffs.items():
+        if scope == "vera":
+            onto = [(VERA_PARAMETERS[name.split(".")[0]], name)]
+        else:
+            onto = [(b, f"branches.{b}.{name}") for b in ([scope] if scope else spec.branches)]
+        onto = [(b, full) for b, full in onto if b in spec.branches]
+        for role, key in roles.items():
+            _check_finite(path, key, tensors[key])
+        for branch, full in onto:
+            strength = spec.strength_for(branch)
+            for role, key in roles.items():
+                kind = "weight" if role == "diff" else "bias"
+                parameter = full if full in names else f"{full}.{kind}"
+                if role == "diff_b" and parameter not in names:
+                    raise LoraError(f"{path}: {key}: {full} has no bias in this model")
+                want = tuple(names[parameter].shape)
+                if tuple(tensors[key].shape) != want:
+                    raise LoraError(f"{path}: {key} {tuple(tensors[key].shape)}: {parameter} is "
+                                    f"{list(want)} in this model: a LoRA for another model or width")
+                if strength:
+                    patches.append(ParamDiff(parameter, tensors[key], strength))
+                    # ComfyUI's loader takes the weight's name and finds the bias beside it
+                    weight = full if full in names else f"{full}.weight"
+                    report.key_maps.setdefault(branch, {})[key[: -len("." + role)]] = weight
+                    report.strengths[branch] = strength
+        if onto:
+            report.applied += len(roles)
+    return patches
+
+
 def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
     """The patches `spec`'s file makes on `model` (a VeraModel), checked against its layers' shapes,
     and a report. Refuses, naming the file and keys: not safetensors, not a LoRA, an I2V LoRA, ranks
@@ -168,6 +225,8 @@ def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
     entries, _ = read_header(path)
     linears = _linears(model)
     groups: dict[tuple[str | None, str], dict[str, str]] = {}
+    prefixes: dict[tuple[str | None, str], str] = {}
+    diffs: dict[tuple[str | None, str], dict[str, str]] = {}  # (scope, name) -> {role: key}
     report = LoraReport(str(path), total=len(entries))
     i2v = [k for k in entries if I2V.search(k)]
     if i2v:
@@ -178,22 +237,28 @@ def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
         if split is None:
             report.left_out.append(key)
             continue
-        name, role = split
-        name, branch = _strip(name), None
+        prefix, role = split
+        name, branch = _strip(prefix), None
         found = re.match(r"branches\.(\w+)\.(.*)$", name)
         if found and found.group(1) in BRANCHES:
             branch, name = found.group(1), _strip(found.group(2))
         target = _wan_name(name, linears)
         if target is None:
-            report.left_out.append(key)
+            owner = _parameter_owner(model, branch, name) if role in ("diff", "diff_b") else None
+            if owner is None:
+                report.left_out.append(key)
+            else:
+                diffs.setdefault(owner, {})[role] = key
             continue
         groups.setdefault((branch, target), {})[role] = key
-    if not groups:
+        prefixes[(branch, target)] = prefix
+    if not groups and not diffs:
         shown = ", ".join(list(entries)[:5])
         raise LoraError(f"{path}: no tensor matches a layer of Vera / Wan2.1 (first keys: "
                         f"{shown}); is it a LoRA for another model (SD, Flux, Wan2.2...)?")
-    tensors = load_tensors(entries, [k for g in groups.values() for k in g.values()])
-    patches = []
+    wanted = [k for g in (*groups.values(), *diffs.values()) for k in g.values()]
+    tensors = load_tensors(entries, wanted)
+    patches = _parameter_diffs(path, spec, model, diffs, tensors, report)
     for (branch, target), roles in groups.items():
         layer = linears[target]
         out_f, in_f = layer.out_features, layer.in_features
@@ -228,6 +293,9 @@ def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
                 continue
             patches.append(LoraPatch(f"branches.{b}.{target}", scale * strength, up, down,
                                      values.get("diff"), values.get("diff_b")))
+            report.key_maps.setdefault(b, {})[prefixes[(branch, target)]] = \
+                f"branches.{b}.{target}.weight"
+            report.strengths[b] = strength
         if onto:
             report.applied += len(roles)
             report.targets += 1

@@ -28,7 +28,9 @@ class Bundle:
     it is a small model that only works there (vera-tiny), else None. latent_rgb: (factors
     `[16, 3]`, bias `[3]`) for previews when its VAE is not Wan2.1's (see `vera.sampling.preview`).
     manager: whoever moves the model between devices (ComfyUI's ModelPatcher), else None.
-    loras: one line per LoRA applied at load ("LoRA x: applied N of M tensors ...")."""
+    loras: one line per LoRA applied at load ("LoRA x: applied N of M tensors ..."). lora_patches:
+    LoRAs kept beside the model rather than on it (a Vera LoRA node outside ComfyUI: the sampler
+    attaches them for its run, so the loaded model is shared unchanged)."""
 
     model: torch.nn.Module
     name: str
@@ -40,6 +42,7 @@ class Bundle:
     latent_rgb: tuple[torch.Tensor, torch.Tensor] | None = None
     manager: object | None = None
     loras: list[str] = field(default_factory=list)  # what each LoRA load applied
+    lora_patches: list = field(default_factory=list)  # LoRAs to attach while sampling (nodes)
 
 
 def tiny_available(folder: Path = TINY_DIR) -> bool:

@@ -74,6 +74,17 @@ class LoraPatch:
                          move(self.diff_b))
 
 
+@dataclass
+class ParamDiff:
+    """A full delta on a parameter that is no Linear's weight (a norm, a modulation table, a patch
+    or layer embedding): added to the parameter itself, also when attached (it is small; `remove`
+    puts the original back)."""
+
+    target: str  # the parameter's name in the model (`branches.edit.blocks.0.modulation`)
+    diff: torch.Tensor
+    scale: float = 1.0
+
+
 def _module(model: nn.Module, name: str) -> nn.Module:
     module = model.get_submodule(name)
     if not (isinstance(module, (nn.Linear, FP8Linear)) or hasattr(module, "in_features")):
@@ -82,22 +93,43 @@ def _module(model: nn.Module, name: str) -> nn.Module:
 
 
 class AttachedLoras:
-    """The forward hooks `attach` installed; `remove()` takes them off."""
+    """The forward hooks `attach` installed and the parameters it changed; `remove()` undoes both."""
 
-    def __init__(self, handles: list):
-        self.handles = handles
+    def __init__(self, handles: list, originals: list):
+        self.handles, self.originals = handles, originals
 
+    @torch.no_grad()
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
-        self.handles = []
+        for parameter, original in self.originals:
+            parameter.copy_(original)
+        self.handles, self.originals = [], []
 
 
-def attach(model: nn.Module, patches: list[LoraPatch], device=None) -> AttachedLoras:
-    """Run the patches beside their layers (unmerged). device: where the LoRA tensors live (the
-    compute device; default: where each layer's weight is)."""
+@torch.no_grad()
+def _add_diff(model: nn.Module, patch: ParamDiff) -> torch.Tensor:
+    """Add a ParamDiff to its parameter; returns the parameter."""
+    parameter = model.get_parameter(patch.target)
+    if tuple(parameter.shape) != tuple(patch.diff.shape):
+        raise ValueError(f"LoRA diff for {patch.target}: shape {tuple(patch.diff.shape)}, the "
+                         f"parameter is {tuple(parameter.shape)}")
+    parameter += (patch.scale * patch.diff.float()).to(parameter)
+    return parameter
+
+
+def attach(model: nn.Module, patches: list, device=None) -> AttachedLoras:
+    """Run the patches beside their layers (unmerged); ParamDiffs are added to their parameters
+    until `remove`. device: where the LoRA tensors live (the compute device; default: where each
+    layer's weight is)."""
     by_target: dict[str, list[LoraPatch]] = {}
+    originals = []
     for patch in patches:
+        if isinstance(patch, ParamDiff):
+            parameter = model.get_parameter(patch.target)
+            originals.append((parameter, parameter.detach().clone()))
+            _add_diff(model, patch)
+            continue
         by_target.setdefault(patch.target, []).append(patch)
     handles, moved = [], {}
     for target, group in by_target.items():
@@ -112,14 +144,17 @@ def attach(model: nn.Module, patches: list[LoraPatch], device=None) -> AttachedL
             return output
 
         handles.append(module.register_forward_hook(add))
-    return AttachedLoras(handles)
+    return AttachedLoras(handles, originals)
 
 
 @torch.no_grad()
-def merge(model: nn.Module, patches: list[LoraPatch]) -> None:
+def merge(model: nn.Module, patches: list) -> None:
     """Fold the patches into their layers' weights (float weights only: an fp8 layer would be
     requantised, losing the LoRA's small changes; keep those unmerged)."""
     for patch in patches:
+        if isinstance(patch, ParamDiff):
+            _add_diff(model, patch)
+            continue
         module = _module(model, patch.target)
         if isinstance(module, FP8Linear) or not module.weight.is_floating_point() \
                 or module.weight.element_size() == 1:

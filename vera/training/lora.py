@@ -90,6 +90,46 @@ def merge_lora(model):
     return model
 
 
+def lora_file_tensors(model, base) -> dict[str, torch.Tensor]:
+    """What training changed, as a Vera LoRA file's tensors (`vera.checkpoints.lora` reads it back
+    onto `base`, the model training started from, equal to the merged model): each branch's
+    adapters (`branches.<b>.<layer>.lora_down` / `lora_up` / `alpha`), and a full `.diff` /
+    `.diff_b` for every other tensor that moved (norms, modulation, patch and Vera's conditioning
+    embeddings). `model` is the adapter-wrapped model, before `merge_lora`."""
+    import copy
+
+    from peft.tuners.lora import LoraLayer
+
+    tensors, adapted = {}, set()
+    for name in BRANCHES:
+        for path, module in model.branches[name].named_modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            for adapter in module.active_adapters:
+                down = module.lora_A[adapter].weight.detach().float()
+                key = f"branches.{name}.{path}"
+                tensors[f"{key}.lora_down.weight"] = down.contiguous()
+                tensors[f"{key}.lora_up.weight"] = module.lora_B[adapter].weight.detach().float()
+                tensors[f"{key}.alpha"] = torch.tensor(module.scaling[adapter] * down.shape[0])
+            adapted.add(f"branches.{name}.{path}")
+    merged = merge_lora(copy.deepcopy(model)).state_dict()
+    start = base.state_dict()
+    for key, value in merged.items():
+        owner, _, leaf = key.rpartition(".")
+        if owner in adapted and leaf == "weight":
+            continue
+        change = value.float() - start[key].float()
+        if not change.abs().max() > 0:
+            continue
+        if leaf == "weight":
+            tensors[f"{owner}.diff"] = change
+        elif leaf == "bias":
+            tensors[f"{owner}.diff_b"] = change
+        else:  # a parameter of its own (modulation, a layer embedding)
+            tensors[f"{key}.diff"] = change
+    return tensors
+
+
 def weight_bytes(model) -> int:
     """Bytes of distinct parameter storage (shared tensors counted once)."""
     seen, total = set(), 0

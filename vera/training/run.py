@@ -92,7 +92,12 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str 
     meta = {"train_config": json.dumps(asdict(config))}
     if config.mode == "vera":
         if config.lora_rank:
-            from .lora import merge_lora
+            from .lora import lora_file_tensors, merge_lora
+
+            base = load_model(init, "fp32", from_wan=detect(init).format != "vera")
+            # the adapters as a LoRA file too: --lora on the starting weights gives the merged model
+            atomic_save(lora_file_tensors(model, base), out / "vera_lora.safetensors",
+                        {"format": "vera-lora", "base": Path(init).name, **meta})
             model = merge_lora(model)
         return save_vera(model, out / "vera.safetensors", meta)
     if config.mode == "t2v":
