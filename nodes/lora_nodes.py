@@ -23,9 +23,9 @@ BRANCH_CHOICES = {"all": BRANCHES, **{b: (b,) for b in BRANCHES},
 
 class VeraLoRA:
     DESCRIPTION = ("Add a LoRA to a Vera model (chain several). A Wan2.1 T2V LoRA (a style, or a "
-                   "step-distill one such as lightx2v: then Vera Sampler with sampler lcm, 4 steps, "
-                   "cfg 1) goes onto the branches chosen; a Vera LoRA's tensors onto their own "
-                   "branch. The console says how many of the file's tensors were applied.")
+                   "step-distill one such as lightx2v: then Vera Sampler with sampler lcm, 4 "
+                   "steps, cfg 1) goes onto the branches chosen; a Vera LoRA's tensors onto their "
+                   "own branch. The console says how many of the file's tensors were applied.")
     CATEGORY = CATEGORY
     FUNCTION = "apply"
     RETURN_TYPES = (VERA_MODEL,)
@@ -36,7 +36,8 @@ class VeraLoRA:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vera_model": (VERA_MODEL, {"tooltip": "From Load Vera Model or another Vera LoRA."}),
+                "vera_model": (VERA_MODEL, {
+                    "tooltip": "From Load Vera Model or another Vera LoRA."}),
                 "lora_name": (host.model_files("loras"), {
                     "tooltip": "A LoRA in models/loras (.safetensors; Wan2.1 T2V or Vera layouts: "
                                "peft, lora_down/up, kohya, diffusers, .diff)."}),
@@ -45,9 +46,9 @@ class VeraLoRA:
                     "tooltip": "1 = as trained; 0 turns it off."}),
                 "branches": (list(BRANCH_CHOICES), {
                     "default": "all",
-                    "tooltip": "Which of Vera's three transformers a Wan LoRA goes onto: all (how a "
-                               "Wan LoRA is used on a model fine-tuned from Wan), or some of edit, "
-                               "alpha, composite."}),
+                    "tooltip": "Which of Vera's three transformers a Wan LoRA goes onto: all "
+                               "(how a Wan LoRA is used on a model fine-tuned from Wan), or some "
+                               "of edit, alpha, composite."}),
             }
         }
 

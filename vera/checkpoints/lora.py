@@ -198,8 +198,9 @@ def _parameter_diffs(path, spec: LoraSpec, model, diffs: dict, tensors: dict,
                     raise LoraError(f"{path}: {key}: {full} has no bias in this model")
                 want = tuple(names[parameter].shape)
                 if tuple(tensors[key].shape) != want:
-                    raise LoraError(f"{path}: {key} {tuple(tensors[key].shape)}: {parameter} is "
-                                    f"{list(want)} in this model: a LoRA for another model or width")
+                    raise LoraError(f"{path}: {key} {tuple(tensors[key].shape)}: {parameter} "
+                                    f"is {list(want)} in this model: a LoRA for another model or "
+                                    "width")
                 if strength:
                     patches.append(ParamDiff(parameter, tensors[key], strength))
                     # ComfyUI's loader takes the weight's name and finds the bias beside it

@@ -93,7 +93,8 @@ def _module(model: nn.Module, name: str) -> nn.Module:
 
 
 class AttachedLoras:
-    """The forward hooks `attach` installed and the parameters it changed; `remove()` undoes both."""
+    """The forward hooks `attach` installed and the parameters it changed; `remove()` undoes
+    both."""
 
     def __init__(self, handles: list, originals: list):
         self.handles, self.originals = handles, originals
