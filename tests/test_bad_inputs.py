@@ -56,6 +56,24 @@ def edit_args(user, *extra, out="new_out"):
     return ["edit", "--prompt", PROMPT, "--out", str(user / out), "--steps", "2", *extra]
 
 
+def _bad_lora(folder: Path, kind: str) -> str:
+    """A LoRA file vera-tiny (width 128) must refuse, written beside the user's folder (whose
+    snapshot the test compares)."""
+    from vera.checkpoints.safetensors_io import atomic_save
+
+    q = "diffusion_model.blocks.0.self_attn.q"
+    tensors = {
+        "i2v": {"diffusion_model.blocks.0.cross_attn.k_img.lora_A.weight": torch.zeros(4, 128)},
+        "14b": {f"{q}.lora_A.weight": torch.zeros(4, 5120),
+                f"{q}.lora_B.weight": torch.zeros(5120, 4)},
+        "ranks": {f"{q}.lora_A.weight": torch.zeros(4, 128), f"{q}.lora_B.weight": torch.zeros(128, 8)},
+        "nan": {f"{q}.lora_A.weight": torch.full((4, 128), float("nan")),
+                f"{q}.lora_B.weight": torch.zeros(128, 4)},
+    }[kind]
+    (folder.parent / "loras").mkdir(exist_ok=True)
+    return str(atomic_save(tensors, folder.parent / "loras" / f"lora_{kind}.safetensors"))
+
+
 # (id, extra arguments or a function of the user folder, exit code, text the message names)
 NEEDS_A_CPU_ONLY_MACHINE = {"CUDA device without CUDA", "xformers without CUDA"}
 CLI_CASES = [
@@ -89,6 +107,11 @@ CLI_CASES = [
      "LoRAs are read from .safetensors files only"),
     ("lora that is a VAE", lambda u: ["--lora", str(u / "vae.safetensors")], 2,
      "vae.safetensors: no tensor matches a layer of Vera / Wan2.1"),
+    ("lora for I2V", lambda u: ["--lora", _bad_lora(u, "i2v")], 2, "an image-to-video (I2V) LoRA"),
+    ("lora for 14B", lambda u: ["--lora", _bad_lora(u, "14b")], 2,
+     "a LoRA for another model or width"),
+    ("lora ranks differ", lambda u: ["--lora", _bad_lora(u, "ranks")], 2, "their ranks differ"),
+    ("lora with NaN", lambda u: ["--lora", _bad_lora(u, "nan")], 2, "NaN or infinite values"),
     ("frames 0", ["--frames", "0"], 2, "--input: frame count 0"),
     ("frames negative", ["--frames", "-5"], 2, "--input: frame count -5"),
     ("frames past the cap", ["--frames", "500"], 2, "--frames 500: Vera edits at most 161"),
