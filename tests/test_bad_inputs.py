@@ -66,7 +66,8 @@ def _bad_lora(folder: Path, kind: str) -> str:
         "i2v": {"diffusion_model.blocks.0.cross_attn.k_img.lora_A.weight": torch.zeros(4, 128)},
         "14b": {f"{q}.lora_A.weight": torch.zeros(4, 5120),
                 f"{q}.lora_B.weight": torch.zeros(5120, 4)},
-        "ranks": {f"{q}.lora_A.weight": torch.zeros(4, 128), f"{q}.lora_B.weight": torch.zeros(128, 8)},
+        "ranks": {f"{q}.lora_A.weight": torch.zeros(4, 128),
+                  f"{q}.lora_B.weight": torch.zeros(128, 8)},
         "nan": {f"{q}.lora_A.weight": torch.full((4, 128), float("nan")),
                 f"{q}.lora_B.weight": torch.zeros(128, 4)},
     }[kind]
