@@ -60,8 +60,9 @@ class VeraLoRA:
         patches, report = read_lora(spec, vera_model.model)  # every check, in either case
         line = report.line()
         if vera_model.manager is not None:
-            manager, _ = host.with_lora(vera_model.manager, spec.path, report.key_maps,
-                                        report.strengths)
+            manager, patched = host.with_lora(vera_model.manager, spec.path, report.key_maps,
+                                              report.strengths)
+            line += f"; ComfyUI patches {patched} weights"
             result = dataclasses.replace(vera_model, manager=manager)
         else:
             result = dataclasses.replace(vera_model,
