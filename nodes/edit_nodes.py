@@ -241,7 +241,7 @@ class VeraSampler:
             attached.remove()
         model_name = getattr(model, "source_name", None) or vera_model.name
         return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source, settings,
-                           model_name, evaluations),)
+                           model_name, evaluations, tuple(vera_model.loras)),)
 
 
 def step_previews(bundle):
@@ -300,7 +300,7 @@ class VeraDecodeLayers:
         ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, preview_final)]}
         settings = vera_layers.settings
         shot = VeraShot(encoded.clip, settings and settings.updated(alpha_cutoff=alpha_cutoff),
-                        vera_layers.model_name, vera_layers.evaluations)
+                        vera_layers.model_name, vera_layers.evaluations, vera_layers.loras)
         rgba = torch.cat([edit_rgb, alpha], dim=-1)
         return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source, rgba,
                                      1 - alpha[..., 0], shot)}

@@ -31,6 +31,7 @@ class VeraLayers:
     settings: SamplingSettings | None = None
     model_name: str = ""
     evaluations: dict | None = None  # model evaluations {"full": N, "cached": M}
+    loras: tuple[str, ...] = ()  # what each LoRA on the model applied
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,4 @@ class VeraShot:
     settings: SamplingSettings | None  # as sampled, with the alpha cutoff used
     model_name: str
     evaluations: dict | None = None  # model evaluations {"full": N, "cached": M}
+    loras: tuple[str, ...] = ()  # what each LoRA on the model applied

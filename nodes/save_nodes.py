@@ -40,7 +40,8 @@ def run_record(shot, graph: dict | None, frames: int, size: tuple[int, int], fps
     record = run_settings(settings, model=shot.model_name if shot else None, prompt=positive,
                           frames=frames, size=size, clip=shot.clip if shot else None,
                           extra=dict(saved_fps=str(fps), exr=exr_options and vars(exr_options),
-                                     model_evaluations=shot and shot.evaluations))
+                                     model_evaluations=shot and shot.evaluations,
+                                     loras=list(shot.loras) if shot else []))
     if negative is not None and settings is not None:
         record["negative_prompt"] = negative
     return record

@@ -149,3 +149,15 @@ def test_the_source_is_named_and_its_sound_stays_in_sync_to_the_sample(tmp_path)
     ours = read_audio(out / "final_composite.mp4")["waveform"][0, 0]
     lag, correlation = _lag(theirs, ours, most=2048)
     assert lag == 0 and correlation > 0.9, (lag, correlation)
+
+
+def test_loras_are_named_in_settings_and_report(tmp_path):
+    from helpers import tiny_lora
+
+    lora = tiny_lora(tmp_path / "style.safetensors")
+    out = tmp_path / "out"
+    assert main(["edit", "--prompt", "add a small red square moving from left to right",
+                 "--steps", "2", "--lora", f"{lora}:0.5:edit", "--out", str(out)]) == 0
+    line = "LoRA style.safetensors: applied 4 of 4 tensors (2 layers)"
+    assert json.loads((out / "settings.json").read_text())["loras"] == [line]
+    assert json.loads((out / "report.json").read_text())["loras"] == [line]

@@ -155,7 +155,14 @@ def test_the_vera_lora_node_equals_the_librarys_lora_and_leaves_the_loaded_model
     (again,), _ = run(pack, "VeraSampler", vera_model=handle, **args)
     assert all(torch.equal(plain.latents[k], again.latents[k]) for k in plain.latents)
     assert not torch.equal(with_lora.latents["edit"], plain.latents["edit"])
-    (edit, *_), _ = run(pack, "VeraDecodeLayers", vae=vae, vera_layers=with_lora, alpha_cutoff=0.1)
+    (edit, alpha, _, src, _, _, shot), _ = run(pack, "VeraDecodeLayers", vae=vae,
+                                               vera_layers=with_lora, alpha_cutoff=0.1)
+    monkeypatch.setenv("VERA_OUTPUT_DIR", str(tmp_path / "output"))
+    _, ui = run(pack, "VeraSaveLayers", edit_layer=edit, alpha=alpha, final=src,
+                filename_prefix="loraed", vera_shot=shot)
+    saved = json.loads((tmp_path / "output" / ui["vera_layers"][0]["folder"]
+                        / "loraed_settings.json").read_text())
+    assert saved["loras"] == loraed.loras
     bundle = load_bundle("vera-tiny", "fp32", "cpu", loras=[f"{path}:0.8:edit,composite"])
     settings = bundle.defaults.updated(steps=4, cfg=2.0, shift=3.0, seed=5, alpha_cutoff=0.1)
     ref = pipeline.edit(bundle, clip, prompt, settings, work_size=(64, 64))

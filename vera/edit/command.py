@@ -141,11 +141,11 @@ def run_edit(args) -> dict:
         bar.close()
         result.timings["load_s"] = load_s
         extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
-                     loras=bundle.loras,
                      device=str(next(bundle.model.parameters()).device), mask=args.mask)
         clip = SourceClip(video.exact_rate(fps), args.start, 1, audio, source_path.name)
         files, report = write_outputs(result, staging, clip, args.rgba, extra,
-                                      model=bundle.name, exr_options=exr_options)
+                                      model=bundle.name, exr_options=exr_options,
+                                      loras=bundle.loras)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
     evaluations = report["model_evaluations"]
     if settings.cache_method != "off":

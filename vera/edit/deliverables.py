@@ -118,18 +118,20 @@ def write_layer_files(edit_layer: torch.Tensor, alpha: torch.Tensor, final: torc
 
 def write_outputs(result: EditResult, out: str | Path, clip: SourceClip,
                   rgba_format: str = "mov", report_extra: dict | None = None, *,
-                  model: str = "", exr_options: ExrOptions | None = None
-                  ) -> tuple[dict[str, str], dict]:
+                  model: str = "", exr_options: ExrOptions | None = None,
+                  loras: list[str] | None = None) -> tuple[dict[str, str], dict]:
     """Write every file of an edit into `out` (each atomically; existing inputs are never touched):
     the layer files (see `write_layer_files`, with settings.json), side_by_side.png/.mp4 and
     report.json. clip: the source's name, the frames used (start, stride), their exact rate and
-    the sound under them (for the final composite). Returns (files written, the report).
+    the sound under them (for the final composite). loras: what each LoRA load applied, recorded in
+    settings.json and report.json. Returns (files written, the report).
     """
     out = Path(out)
     rate, audio = clip.rate, clip.audio
     settings = run_settings(result.settings, model=model, prompt=result.details.get("prompt"),
                             frames=result.final.shape[0], size=tuple(result.final.shape[1:3]),
-                            clip=clip, extra=dict(work_size=result.details.get("work_size")))
+                            clip=clip, extra=dict(work_size=result.details.get("work_size"),
+                                                  loras=loras or []))
     metadata = {"prompt": result.details.get("prompt") or "", "vera:settings": settings}
     files = write_layer_files(result.edit_layer, result.alpha, result.final, out, rate, rgba_format,
                               audio=audio, metadata=metadata, exr_options=exr_options,
@@ -147,7 +149,7 @@ def write_outputs(result: EditResult, out: str | Path, clip: SourceClip,
         settings={**result.settings.to_dict(),
                   **{k: v for k, v in result.details.items() if k != "model_evaluations"}},
         timings=result.timings, preservation=preservation,
-        model_evaluations=result.details.get("model_evaluations"),
+        model_evaluations=result.details.get("model_evaluations"), loras=loras or [],
         edited_fraction=float((result.alpha > 0).float().mean()), files=files,
         **(report_extra or {}),
     )
