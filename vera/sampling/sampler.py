@@ -16,7 +16,6 @@ import torch
 from .. import VeraError
 from ..model.config import BRANCHES
 from .cache import StepCache
-from .lcm import FixedTimestepLCM
 from .settings import SAMPLERS, WAN_DEFAULTS, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,9 @@ def make_scheduler(name: str, shift: float, seed: int = 0):
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
     if name == "lcm":
-        return FixedTimestepLCM(shift, seed)
+        from .lcm import SeededFixedStepLCM  # imports diffusers, as the two below do: when used
+
+        return SeededFixedStepLCM(shift, seed)
     if name == "euler":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     if name == "unipc":
@@ -89,15 +90,11 @@ def model_passes(model: VelocityModel, latents: list[torch.Tensor], timestep: to
             "uncond": list(model(*latents, timestep, negative, source, mask))}
 
 
-def apply_cfg(passes: dict, cfg: float):
-    """uncond + cfg * (cond - uncond) per latent (the cond pass alone when unguided); works on
-    lists of latents or on single tensors."""
+def apply_cfg(passes: dict[str, torch.Tensor], cfg: float) -> torch.Tensor:
+    """uncond + cfg * (cond - uncond); the cond pass alone when unguided."""
     if "uncond" not in passes:
         return passes["cond"]
-    combine = lambda u, c: u + cfg * (c - u)
-    if isinstance(passes["cond"], torch.Tensor):
-        return combine(passes["uncond"], passes["cond"])
-    return [combine(u, c) for u, c in zip(passes["uncond"], passes["cond"])]
+    return passes["uncond"] + cfg * (passes["cond"] - passes["uncond"])
 
 
 def guided_velocity(model: VelocityModel, latents: list[torch.Tensor], timestep: torch.Tensor,
@@ -106,7 +103,7 @@ def guided_velocity(model: VelocityModel, latents: list[torch.Tensor], timestep:
                     ) -> list[torch.Tensor]:
     """Velocities of the three latents with CFG: uncond + cfg * (cond - uncond)."""
     passes = model_passes(model, latents, timestep, context, negative, source, mask, cfg, batch_cfg)
-    return apply_cfg(passes, cfg)
+    return [apply_cfg({name: v[i] for name, v in passes.items()}, cfg) for i in range(len(latents))]
 
 
 def _pad_to(context: torch.Tensor, length: int) -> torch.Tensor:
