@@ -72,14 +72,14 @@ def main() -> int:
     plain_s, _ = timed(model)
     patches, report = read_lora(LoraSpec(path), model)
     handle = lora.attach(model, patches)
-    held = {t.data_ptr(): t.numel() * t.element_size() for p in patches for t in (p.up, p.down)}
+    held = handle.held_bytes()
     unmerged_s, unmerged = timed(model)
     handle.remove()
     lora.merge(model, patches)
     merged_s, merged = timed(model)
     difference = max(float((a - b).abs().max()) for a, b in zip(unmerged, merged))
     result = dict(config=f"1.3B width, {args.layers} of 30 layers, fp32, CPU", rank=args.rank,
-                  lora=report.line(), file_bytes=file_bytes, attached_bytes=sum(held.values()),
+                  lora=report.line(), file_bytes=file_bytes, attached_bytes=held,
                   no_lora_step_s=round(plain_s, 3), unmerged_step_s=round(unmerged_s, 3),
                   merged_step_s=round(merged_s, 3),
                   unmerged_over_merged=round(unmerged_s / merged_s, 3),

@@ -63,15 +63,14 @@ def manage(model: torch.nn.Module):
                                             offload_device=offload_device())
 
 
-def with_lora(manager, path: Path, key_maps: dict[str, dict[str, str]],
+def with_lora(manager, tensors: dict, key_maps: dict[str, dict[str, str]],
               strengths: dict[str, float]):
-    """A clone of `manager` carrying a LoRA as ComfyUI's own weight patches (comfy.lora: the
-    manager applies them when it loads the model, in part under partial loading, and drops them on
-    /free), one key map per branch -> (the clone, patched weights)."""
+    """A clone of `manager` carrying a LoRA (its tensors by their names in the file) as ComfyUI's
+    own weight patches (comfy.lora: the manager applies them when it loads the model, in part under
+    partial loading, and drops them on /free), one key map per branch -> (the clone, patched
+    weights)."""
     import comfy.lora
-    import comfy.utils
 
-    tensors = comfy.utils.load_torch_file(str(path), safe_load=True)
     patched, count = manager.clone(), 0
     for branch, to_load in key_maps.items():
         patches = comfy.lora.load_lora(tensors, to_load, log_missing=False)

@@ -55,12 +55,12 @@ class VeraLoRA:
     def apply(self, vera_model, lora_name, strength=1.0, branches="all"):
         if branches not in BRANCH_CHOICES:
             raise ValueError(f"branches {branches!r}: must be one of {', '.join(BRANCH_CHOICES)}")
-        LoraSpec(lora_name, strength, BRANCH_CHOICES[branches])  # values checked before any file
-        spec = LoraSpec(host.model_path("loras", lora_name), strength, BRANCH_CHOICES[branches])
+        spec = LoraSpec(lora_name, strength, BRANCH_CHOICES[branches])  # checked before any file
+        spec = dataclasses.replace(spec, path=host.model_path("loras", lora_name))
         patches, report = read_lora(spec, vera_model.model)  # every check, in either case
         line = report.line()
         if vera_model.manager is not None:
-            manager, patched = host.with_lora(vera_model.manager, spec.path, report.key_maps,
+            manager, patched = host.with_lora(vera_model.manager, report.tensors, report.key_maps,
                                               report.strengths)
             line += f"; ComfyUI patches {patched} weights"
             result = dataclasses.replace(vera_model, manager=manager)

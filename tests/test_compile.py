@@ -32,7 +32,7 @@ def run(m, x):
 
 
 @needs_a_compiler
-def test_compiled_blocks_equal_eager_with_one_graph_and_no_recompiles():
+def test_compiled_blocks_equal_eager_with_one_graph_and_no_recompiles(caplog):
     torch._dynamo.reset()
     m = model()
     steps = [inputs(seed=s) for s in (1, 2, 3)]
@@ -41,7 +41,10 @@ def test_compiled_blocks_equal_eager_with_one_graph_and_no_recompiles():
     eager = [run(m, x) for x in steps]
     assert compiled.compile_blocks(m) is None
     torch._dynamo.utils.counters.clear()
-    first = run(m, steps[0])  # compiles: before and after the attention, once each
+    with caplog.at_level(logging.INFO, logger="vera.model.compile"):
+        first = run(m, steps[0])  # compiles: before and after the attention, once each
+    said = [r.getMessage() for r in caplog.records if r.name == "vera.model.compile"]
+    assert len(said) == 1 and said[0].startswith("Vera compile: blocks compiled (first layer")
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert graphs == 2, dict(torch._dynamo.utils.counters["stats"])
     with torch._dynamo.config.patch(error_on_recompile=True):
@@ -76,8 +79,7 @@ def test_without_a_compiler_it_says_why_once_and_runs_uncompiled(monkeypatch, ca
     assert "no C++ compiler found" in reason and "install g++ or clang, or set CXX" in reason
     assert [r.getMessage() for r in caplog.records] == [
         f"Vera compile: {reason}; running uncompiled"]
-    assert m.block_functions == (type(m.branches["edit"].blocks[0]).before_attention,
-                                 type(m.branches["edit"].blocks[0]).after_attention)
+    assert m.block_functions == compiled.EAGER
     for g, w in zip(run(m, x), eager):
         assert torch.equal(g, w)
 
@@ -99,5 +101,6 @@ def test_a_failed_compile_falls_back_to_eager_and_says_so(monkeypatch, caplog):
         got = run(m, x)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "compiling failed (RuntimeError: C++ compile error" in messages[0]
+    assert m.block_functions == compiled.EAGER
     for g, w in zip(got, eager):
         assert torch.equal(g, w)

@@ -28,6 +28,7 @@ from torch import nn
 from ..model.config import BRANCHES
 from ..model.lora import LoraPatch, ParamDiff
 from .detect import DIFFUSERS_TO_WAN, rename
+from .detect import WRAPPERS as DETECT_WRAPPERS
 from .safetensors_io import CheckpointError, load_tensors, read_header
 
 MAX_STRENGTH = 10.0
@@ -38,8 +39,7 @@ ROLES = (  # suffix -> role, longest first where one ends another
     (".lora.down.weight", "down"), (".lora.up.weight", "up"),
     (".alpha", "alpha"), (".diff_b", "diff_b"), (".diff", "diff"),
 )
-WRAPPERS = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.",
-            "model.")
+WRAPPERS = ("base_model.model.", *DETECT_WRAPPERS)  # peft's, then those of any checkpoint
 KOHYA = "lora_unet_"
 I2V = re.compile(r"(^|\.)(k_img|v_img|img_emb|norm_k_img)(\.|$)")
 
@@ -103,7 +103,8 @@ class LoraReport:
     """What one LoRA did: tensors applied of those in the file, and the first keys left out.
     key_maps: per branch, the file's key prefix of each layer -> our weight's name
     (`branches.edit.blocks.0.self_attn.q.weight`), as ComfyUI's LoRA loader takes them;
-    strengths: per branch."""
+    strengths: per branch; tensors: the file's tensors that were used, by their names in the file
+    (what ComfyUI's loader reads, so the file is read once)."""
 
     path: str
     applied: int = 0
@@ -112,12 +113,13 @@ class LoraReport:
     left_out: list[str] = field(default_factory=list)
     key_maps: dict[str, dict[str, str]] = field(default_factory=dict)
     strengths: dict[str, float] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def line(self) -> str:
         text = (f"LoRA {Path(self.path).name}: applied {self.applied} of {self.total} tensors "
                 f"({self.targets} layers)")
         if self.left_out:
-            text += f"; not applied (no Linear layer of Vera's): {', '.join(self.left_out[:5])}"
+            text += f"; not applied (no layer of Vera's): {', '.join(self.left_out[:5])}"
         return text
 
 
@@ -138,10 +140,10 @@ def _strip(name: str) -> str:
     return name
 
 
-def _wan_name(name: str, linears: dict[str, nn.Module]) -> str | None:
-    """A module name in any layout -> its Wan original name in a branch, or None."""
+def _wan_name(name: str, linears: dict[str, nn.Module], underscored: dict[str, str]) -> str | None:
+    """A module name in any layout -> its Wan original name in a branch, or None. underscored:
+    kohya's names of the linears (dots as underscores) -> their names."""
     if name.startswith(KOHYA):
-        underscored = {n.replace(".", "_"): n for n in linears}
         return underscored.get(name[len(KOHYA):])
     if name in linears:
         return name
@@ -164,10 +166,10 @@ VERA_PARAMETERS = {"source_embedding": "composite", "mask_embedding": "alpha",
                    "layer_embedding_alpha": "alpha", "layer_embedding_composite": "composite"}
 
 
-def _parameter_owner(model, branch: str | None, name: str) -> tuple[str | None, str] | None:
+def _parameter_owner(names: dict, branch: str | None, name: str) -> tuple[str | None, str] | None:
     """Where a full delta on something other than a Linear goes: (branch, Wan name) for a
-    parameter of a branch (None: every branch asked for), ("vera", name) for Vera's own."""
-    names = dict(model.named_parameters())
+    parameter of a branch (None: every branch asked for), ("vera", name) for Vera's own. names:
+    the model's parameters by name."""
     has = lambda base: base in names or f"{base}.weight" in names
     if branch is None and name.split(".")[0] in VERA_PARAMETERS and has(name):
         return ("vera", name)
@@ -176,10 +178,9 @@ def _parameter_owner(model, branch: str | None, name: str) -> tuple[str | None, 
     return None
 
 
-def _parameter_diffs(path, spec: LoraSpec, model, diffs: dict, tensors: dict,
+def _parameter_diffs(path, spec: LoraSpec, names: dict, diffs: dict, tensors: dict,
                      report: "LoraReport") -> list:
     """ParamDiff patches (norms, modulation, patch and layer embeddings), shape-checked."""
-    names = dict(model.named_parameters())
     patches = []
     for (scope, name), roles in diffs.items():
         if scope == "vera":
@@ -225,6 +226,8 @@ def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
         raise LoraError(f"{path}: no such LoRA file")
     entries, _ = read_header(path)
     linears = _linears(model)
+    underscored = {n.replace(".", "_"): n for n in linears}
+    names = dict(model.named_parameters())
     groups: dict[tuple[str | None, str], dict[str, str]] = {}
     prefixes: dict[tuple[str | None, str], str] = {}
     diffs: dict[tuple[str | None, str], dict[str, str]] = {}  # (scope, name) -> {role: key}
@@ -243,9 +246,9 @@ def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
         found = re.match(r"branches\.(\w+)\.(.*)$", name)
         if found and found.group(1) in BRANCHES:
             branch, name = found.group(1), _strip(found.group(2))
-        target = _wan_name(name, linears)
+        target = _wan_name(name, linears, underscored)
         if target is None:
-            owner = _parameter_owner(model, branch, name) if role in ("diff", "diff_b") else None
+            owner = _parameter_owner(names, branch, name) if role in ("diff", "diff_b") else None
             if owner is None:
                 report.left_out.append(key)
             else:
@@ -259,7 +262,8 @@ def read_lora(spec: LoraSpec, model) -> tuple[list[LoraPatch], LoraReport]:
                         f"{shown}); is it a LoRA for another model (SD, Flux, Wan2.2...)?")
     wanted = [k for g in (*groups.values(), *diffs.values()) for k in g.values()]
     tensors = load_tensors(entries, wanted)
-    patches = _parameter_diffs(path, spec, model, diffs, tensors, report)
+    report.tensors = tensors
+    patches = _parameter_diffs(path, spec, names, diffs, tensors, report)
     for (branch, target), roles in groups.items():
         layer = linears[target]
         out_f, in_f = layer.out_features, layer.in_features

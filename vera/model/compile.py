@@ -17,13 +17,15 @@ capability 7.0) or fails on the first call, the model runs uncompiled and the re
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
+import time
 
 import torch
 
-from .mot import BranchBlock
+from .mot import EAGER_BLOCK_FUNCTIONS as EAGER
 
 log = logging.getLogger(__name__)
 TRITON_MIN_CAPABILITY = (7, 0)
@@ -55,24 +57,35 @@ def compile_problem(device: torch.device | str) -> str | None:
     return f"compiled blocks are not set up for {device.type} devices"
 
 
-class _CompiledOrEager:
-    """A compiled function that turns into the eager one, for good, when compiling it or a sibling
-    sharing `state` fails; `state["fell_back"](reason)` is called once."""
+class _CompiledBlocks:
+    """Both block functions compiled. The first time a compiled call returns, it says so (with how
+    long compiling took); the first time compiling fails, both go back to eager for good and it
+    says why."""
 
-    def __init__(self, function, state: dict):
-        self.eager, self.state = function, state
-        self.compiled = torch.compile(function)
+    def __init__(self, model):
+        self.model = model
+        self.compiled = [torch.compile(f) for f in EAGER]
+        self.active, self.started, self.reported = True, None, False
 
-    def __call__(self, *args):
-        if self.state["active"]:
+    def run(self, which: int, *args):
+        if self.active:
+            if self.started is None:
+                self.started = time.perf_counter()
             try:
-                return self.compiled(*args)
+                out = self.compiled[which](*args)
             except torch._dynamo.exc.BackendCompilerFailed as error:
-                self.state["active"] = False
+                self.active = False
+                uncompile_blocks(self.model)
                 inner = error.inner_exception
-                self.state["fell_back"](f"compiling failed ({type(inner).__name__}: "
-                                        f"{str(inner).splitlines()[0][:200]})")
-        return self.eager(*args)
+                log.warning("Vera compile: compiling failed (%s: %s); running uncompiled",
+                            type(inner).__name__, str(inner).splitlines()[0][:200])
+            else:
+                if which == 1 and not self.reported:  # the first layer has run compiled
+                    self.reported = True
+                    log.info("Vera compile: blocks compiled (first layer %.1f s)",
+                             time.perf_counter() - self.started)
+                return out
+        return EAGER[which](*args)
 
 
 def compile_blocks(model, device: torch.device | str | None = None) -> str | None:
@@ -84,17 +97,11 @@ def compile_blocks(model, device: torch.device | str | None = None) -> str | Non
     if problem is not None:
         log.warning("Vera compile: %s; running uncompiled", problem)
         return problem
-
-    def fell_back(reason: str) -> None:
-        uncompile_blocks(model)
-        log.warning("Vera compile: %s; running uncompiled", reason)
-
-    state = {"active": True, "fell_back": fell_back}
-    model.block_functions = (_CompiledOrEager(BranchBlock.before_attention, state),
-                             _CompiledOrEager(BranchBlock.after_attention, state))
+    blocks = _CompiledBlocks(model)
+    model.block_functions = (functools.partial(blocks.run, 0), functools.partial(blocks.run, 1))
     return None
 
 
 def uncompile_blocks(model) -> None:
     """Back to the eager block functions."""
-    model.block_functions = (BranchBlock.before_attention, BranchBlock.after_attention)
+    model.block_functions = EAGER

@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fp8 import FP8Linear
-
 
 @dataclass
 class LoraPatch:
@@ -87,7 +85,7 @@ class ParamDiff:
 
 def _module(model: nn.Module, name: str) -> nn.Module:
     module = model.get_submodule(name)
-    if not (isinstance(module, (nn.Linear, FP8Linear)) or hasattr(module, "in_features")):
+    if not hasattr(module, "in_features"):  # nn.Linear, FP8Linear, ComfyUI's Linears
         raise ValueError(f"LoRA target {name!r} is a {type(module).__name__}, not a Linear layer")
     return module
 
@@ -96,8 +94,12 @@ class AttachedLoras:
     """The forward hooks `attach` installed and the parameters it changed; `remove()` undoes
     both."""
 
-    def __init__(self, handles: list, originals: list):
-        self.handles, self.originals = handles, originals
+    def __init__(self, handles: list, originals: list, held: list):
+        self.handles, self.originals, self.held = handles, originals, held
+
+    def held_bytes(self) -> int:
+        """Bytes of LoRA tensors the hooks hold (each distinct tensor once)."""
+        return sum(t.numel() * t.element_size() for t in {id(t): t for t in self.held}.values())
 
     @torch.no_grad()
     def remove(self) -> None:
@@ -105,18 +107,16 @@ class AttachedLoras:
             handle.remove()
         for parameter, original in self.originals:
             parameter.copy_(original)
-        self.handles, self.originals = [], []
+        self.handles, self.originals, self.held = [], [], []
 
 
 @torch.no_grad()
-def _add_diff(model: nn.Module, patch: ParamDiff) -> torch.Tensor:
-    """Add a ParamDiff to its parameter; returns the parameter."""
-    parameter = model.get_parameter(patch.target)
+def _add_diff(parameter: torch.Tensor, patch: ParamDiff) -> None:
+    """Add a ParamDiff to its parameter."""
     if tuple(parameter.shape) != tuple(patch.diff.shape):
         raise ValueError(f"LoRA diff for {patch.target}: shape {tuple(patch.diff.shape)}, the "
                          f"parameter is {tuple(parameter.shape)}")
     parameter += (patch.scale * patch.diff.float()).to(parameter)
-    return parameter
 
 
 def attach(model: nn.Module, patches: list, device=None) -> AttachedLoras:
@@ -129,7 +129,7 @@ def attach(model: nn.Module, patches: list, device=None) -> AttachedLoras:
         if isinstance(patch, ParamDiff):
             parameter = model.get_parameter(patch.target)
             originals.append((parameter, parameter.detach().clone()))
-            _add_diff(model, patch)
+            _add_diff(parameter, patch)
             continue
         by_target.setdefault(patch.target, []).append(patch)
     handles, moved = [], {}
@@ -145,7 +145,7 @@ def attach(model: nn.Module, patches: list, device=None) -> AttachedLoras:
             return output
 
         handles.append(module.register_forward_hook(add))
-    return AttachedLoras(handles, originals)
+    return AttachedLoras(handles, originals, list(moved.values()))
 
 
 @torch.no_grad()
@@ -154,11 +154,10 @@ def merge(model: nn.Module, patches: list) -> None:
     requantised, losing the LoRA's small changes; keep those unmerged)."""
     for patch in patches:
         if isinstance(patch, ParamDiff):
-            _add_diff(model, patch)
+            _add_diff(model.get_parameter(patch.target), patch)
             continue
         module = _module(model, patch.target)
-        if isinstance(module, FP8Linear) or not module.weight.is_floating_point() \
-                or module.weight.element_size() == 1:
+        if module.weight.element_size() == 1:
             raise ValueError(f"{patch.target}: its weights are fp8; a merged LoRA would be lost to "
                              "rounding, so fp8 weights take LoRAs unmerged (the default)")
         delta = patch.delta_weight()

@@ -164,6 +164,9 @@ class BranchBlock(nn.Module):
         return (x.float() + self.ffn(h).float() * c_gate).type_as(x)
 
 
+EAGER_BLOCK_FUNCTIONS = (BranchBlock.before_attention, BranchBlock.after_attention)
+
+
 class Head(nn.Module):
     def __init__(self, config: VeraConfig, ops=TorchOps):
         super().__init__()
@@ -246,7 +249,7 @@ class VeraModel(nn.Module):
         self.layer_hook = None  # e.g. blockswap.BlockSwap: told before and after each layer
         # (before, after) the joint attention, per branch block; compile.compile_blocks swaps in
         # compiled ones
-        self.block_functions = (BranchBlock.before_attention, BranchBlock.after_attention)
+        self.block_functions = EAGER_BLOCK_FUNCTIONS
         self.source_name: str | None = None  # "vera-tiny" or the file name (set by load_bundle)
         self.reset_conditioning()
 
@@ -357,7 +360,8 @@ class VeraModel(nn.Module):
 
     def _layer(self, streams, blocks, e0s, texts, ropes, joint: bool):
         before, after = self.block_functions
-        prepared = [before(blk, x, e0, rope) for blk, x, e0, rope in zip(blocks, streams, e0s, ropes)]
+        prepared = [before(blk, x, e0, rope)
+                    for blk, x, e0, rope in zip(blocks, streams, e0s, ropes)]
         attended = joint_attention([p[0] for p in prepared], self.attention_backend, joint=joint)
         return [
             after(blk, x, attn, mod, ctx, self.attention_backend)
