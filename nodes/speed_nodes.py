@@ -42,8 +42,8 @@ class VeraCache:
                     "max": CACHE_THRESHOLD_RANGE[1], "step": 0.005,
                     "tooltip": "Higher skips more steps and changes the result more. 0.2 is "
                                "EasyCache's value for Wan2.1, not yet checked on real Vera "
-                               "weights; vera-tiny's calibrated value is in its workflow "
-                               "notes and the README (Speed)."}),
+                               "weights; vera-tiny's, calibrated on its validation split, is "
+                               "also 0.2 (README, Speed)."}),
                 "cache_start": ("FLOAT", {
                     "default": WAN_DEFAULTS.cache_start, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Fraction of the steps before which every step runs the model (the "
