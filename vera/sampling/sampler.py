@@ -17,6 +17,7 @@ from .. import VeraError
 from ..model.config import BRANCHES
 from .cache import StepCache
 from .settings import SAMPLERS, WAN_DEFAULTS, SamplingSettings
+from .windows import freenoise, fuse_weights, windows_for
 
 log = logging.getLogger(__name__)
 
@@ -158,47 +159,86 @@ def sample(model: VelocityModel, context: torch.Tensor, source: torch.Tensor,
     batch_cfg "auto" (default: what torch reports; ComfyUI passes its own count). With
     settings.cache_method on, steps whose input barely moved reuse the last residuals
     (`vera.sampling.cache`). evaluations, when given, is filled with {"full": N, "cached": M}
-    model evaluations (a cond + uncond pair counts as two, batched or not).
+    model evaluations (a cond + uncond pair counts as two, batched or not). A clip longer than
+    settings.window is sampled in context windows fused every step (`vera.sampling.windows`),
+    each with its own step cache; a clip that fits one window is sampled exactly as without.
     """
     s = settings
     if s.guided and negative is None:
         raise ValueError(f"cfg {s.cfg:g} needs negative embeddings; pass them or set cfg to 1")
     device = source.device
-    batched = batch_cfg_fits(model, source, s.batch_cfg, free_memory)
     channels = source.shape[1]
+    windows = windows_for(s, source.shape[2])
+    weights = fuse_weights(windows, source.shape[2], s.window_fuse)
+    if len(windows) > 1:
+        log.info("Vera context windows: %s (latent frames)", windows)
+    batched = batch_cfg_fits(model, source[:, :, : windows[0][1]], s.batch_cfg, free_memory)
     scheduler = make_scheduler(s.sampler, s.shift, s.seed)
     scheduler.set_timesteps(s.steps, device=device)
     latents = noise if noise is not None else initial_noise(tuple(source.shape), s.seed, device)
+    if noise is None and s.window_noise == "freenoise":
+        latents = [freenoise(n, windows, s.seed) for n in latents]
     x = torch.cat(latents, dim=1)
     sigmas = scheduler.sigmas
-    cache = StepCache.from_settings(s)
+    caches = [StepCache.from_settings(s) for _ in windows]  # one state per window
     counted = {"full": 0, "cached": 0}
     for i, t in enumerate(scheduler.timesteps):
         if should_stop is not None and should_stop():
             raise Interrupted(f"sampling interrupted at step {i + 1} of {s.steps}")
-        if cache is not None and cache.skips(i, x):
-            passes = cache.reuse(x)
-            counted["cached"] += len(passes)
+        timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
+        step = _WindowStep(model, timestep, context, negative, s, batched, channels, i, counted)
+        if len(windows) == 1:
+            velocity = step.velocity(x, source, mask, caches[0])
         else:
-            parts = list(x.split(channels, dim=1))
-            timestep = t.reshape(1).expand(source.shape[0]).float().to(device)
-            passes = {name: torch.cat(v, 1) for name, v in model_passes(
-                model, parts, timestep, context, negative, source, mask, s.cfg, batched).items()}
-            counted["full"] += len(passes)
-            if cache is not None:
-                cache.record(x, passes)
-        velocity = apply_cfg(passes, s.cfg)
+            velocity = torch.zeros_like(x)
+            for (a, b), w, cache in zip(windows, weights, caches):
+                v = step.velocity(x[:, :, a:b], source[:, :, a:b],
+                                  None if mask is None else mask[:, :, a:b], cache)
+                velocity[:, :, a:b] += v * w.to(v).view(1, 1, -1, 1, 1)
         sigma = float(sigmas[i])
         if callback is not None:
             denoised = x - sigma * velocity
             callback(StepInfo(i + 1, s.steps, sigma, _split(x, channels),
                               _split(denoised, channels)))
         x = scheduler.step(velocity, t, x, return_dict=False)[0]
-    if cache is not None:
-        log.info(cache.summary(counted))
+    if caches[0] is not None:
+        log.info(caches[0].summary(counted))
     if evaluations is not None:
         evaluations.update(counted)
     return _split(x, channels)
+
+
+@dataclass
+class _WindowStep:
+    """One sampling step's model evaluation of a window (or the whole clip): the guided velocity
+    of the three latents concatenated on channels, through the window's step cache."""
+
+    model: VelocityModel
+    timestep: torch.Tensor
+    context: torch.Tensor
+    negative: torch.Tensor | None
+    settings: SamplingSettings
+    batched: bool
+    channels: int
+    index: int
+    counted: dict
+
+    def velocity(self, x: torch.Tensor, source: torch.Tensor, mask: torch.Tensor | None,
+                 cache: StepCache | None) -> torch.Tensor:
+        """x `[B, 3C, T, h, w]`, source / mask `[B, C, T, h, w]` -> velocity like x."""
+        s = self.settings
+        if cache is not None and cache.skips(self.index, x):
+            passes = cache.reuse(x)
+            self.counted["cached"] += len(passes)
+        else:
+            parts = list(x.split(self.channels, dim=1))
+            passes = {name: torch.cat(v, 1) for name, v in model_passes(
+                self.model, parts, self.timestep, self.context, self.negative, source, mask,
+                s.cfg, self.batched).items()}
+            self.counted["full"] += len(passes)
+            if cache is not None:
+                cache.record(x, passes)
+        return apply_cfg(passes, s.cfg)
 
 
 def _split(x: torch.Tensor, channels: int) -> dict[str, torch.Tensor]:

@@ -23,6 +23,9 @@ MAX_SEED = 2**64 - 1
 CACHE_METHODS = ("off", "easycache")  # step caching (vera.sampling.cache); "off" runs every step
 CACHE_RECOMMENDED = "easycache"  # what `--cache on` picks
 CACHE_THRESHOLD_RANGE = (0.0, 5.0)  # exclusive of 0
+MAX_WINDOW = 1001  # context window, source frames (Wan2.1 trains at 81)
+WINDOW_FUSE = ("linear", "pyramid")  # how overlapping windows are blended (sampling.windows)
+WINDOW_NOISE = ("freenoise", "independent")  # noise past the first window: repeated or fresh
 
 
 # Wan2.1's usual negative prompt (English rendering of the one its generate.py ships)
@@ -100,6 +103,27 @@ def check_value(name: str, value):
                        low_open=True)
     if name in ("cache_start", "cache_end"):
         return _number(name, value, 0.0, 1.0, "a fraction of the steps")
+    if name == "window":
+        value = _whole(name, value, 0, MAX_WINDOW, "context window in source frames; 0 = none")
+        if value and (value < 5 or (value - 1) % 4):
+            low = max(5, value - (value - 1) % 4)
+            raise SettingsError(
+                f"window = {value}: a context window must be 1 + 4k source frames, at least 5 "
+                f"(the VAE packs 4 frames into each latent frame), e.g. {low} or {low + 4}; "
+                "0 turns windows off")
+        return value
+    if name == "window_overlap":
+        return _whole(name, value, 0, MAX_WINDOW, "frames shared by neighbouring windows")
+    if name == "window_fuse":
+        if value not in WINDOW_FUSE:
+            raise SettingsError(f"window_fuse = {value!r}: must be one of {', '.join(WINDOW_FUSE)}"
+                                " (linear: ramps over the overlap; pyramid: a triangle per window)")
+        return value
+    if name == "window_noise":
+        if value not in WINDOW_NOISE:
+            raise SettingsError(f"window_noise = {value!r}: must be one of "
+                                f"{', '.join(WINDOW_NOISE)}")
+        return value
     raise SettingsError(f"{name!r} is not a sampling setting; known: {', '.join(FIELDS)}")
 
 
@@ -111,7 +135,9 @@ class SamplingSettings:
     matte values below it to 0. cache_method, cache_threshold, cache_start, cache_end: step
     caching (`vera.sampling.cache`), which may skip model evaluations only between those fractions
     of the steps; the defaults are EasyCache's published ones for Wan2.1 (bundles bring their own
-    calibrated threshold)."""
+    calibrated threshold). window, window_overlap (source frames), window_fuse, window_noise:
+    context windows for clips longer than `window` (`vera.sampling.windows`); window 0 samples
+    the clip in one piece."""
 
     steps: int = 50
     cfg: float = 5.0
@@ -125,6 +151,10 @@ class SamplingSettings:
     cache_threshold: float = 0.2
     cache_start: float = 0.15
     cache_end: float = 0.95
+    window: int = 81
+    window_overlap: int = 24
+    window_fuse: str = "linear"
+    window_noise: str = "freenoise"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -134,6 +164,12 @@ class SamplingSettings:
                 f"cache_start = {self.cache_start:g} and cache_end = {self.cache_end:g}: the "
                 "start must come before the end (fractions of the steps, e.g. 0.15 and 0.95)"
             )
+        if self.window and self.window_overlap > self.window - 4:
+            raise SettingsError(
+                f"window_overlap = {self.window_overlap} with window = {self.window}: the "
+                f"overlap must be shorter than the window by at least one latent frame (4 "
+                f"frames), so at most {self.window - 4}; a quarter to a third of the window "
+                "is usual")
 
     @property
     def guided(self) -> bool:

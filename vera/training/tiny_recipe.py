@@ -50,9 +50,13 @@ SCALES = {
 # 0.25 dB composite PSNR and 0.01 IoU of the uncached run: bench/cache_sweep.py,
 # bench/results/cache_sweep_vera_tiny_val_2026-12-06.json). The bundle stage writes them into
 # recipe.json, where everything else reads them; caching stays off unless asked for.
-SAMPLING = SamplingSettings(steps=25, cfg=2.0, shift=3.0, sampler="unipc", negative_prompt="",
-                            alpha_cutoff=0.1, cache_threshold=0.2)
 RESOLUTION, FRAMES = (64, 64), 17  # (height, width) and clip length of the synthetic data
+# Context windows: the clip it was trained on, overlapping by WINDOW_OVERLAP frames (chosen from
+# bench/long_shot.py's seam measurements, BENCHMARKS.md "Long shots").
+WINDOW_OVERLAP = 8
+SAMPLING = SamplingSettings(steps=25, cfg=2.0, shift=3.0, sampler="unipc", negative_prompt="",
+                            alpha_cutoff=0.1, cache_threshold=0.2, window=FRAMES,
+                            window_overlap=WINDOW_OVERLAP)
 BASE_LR = 1e-4  # the paper's 1e-5 is for fine-tuning 1.3B/14B; a tiny model from scratch takes 10x
 # The paper gives the edit branch 0.1x because Wan2.1's prior is strong; vera-tiny's T2V prior is
 # weak, so stage edit_lr tries these scales on the validation split and stage vera uses the best.
