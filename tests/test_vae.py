@@ -72,3 +72,33 @@ def test_model_file_given_as_vae_is_refused(files):
 def test_vae_refuses_frame_counts_it_would_silently_truncate(tiny_vae_model):
     with pytest.raises(ValueError, match="1 \\+ 4k frames"):
         V.encode(tiny_vae_model, torch.zeros(1, 3, 10, 32, 32))
+
+
+def test_encoder_in_pieces_equals_diffusers_encode(tiny_vae_model):
+    """A long clip encoded as it is read (1 frame, then 4 at a time, in uneven pieces) gives the
+    latents diffusers' own encode gives for the whole clip."""
+    video = torch.rand(1, 3, 13, 32, 32) * 2 - 1
+    with torch.no_grad():
+        reference = tiny_vae_model.encode(video).latent_dist.mode()
+    encoder = V.CausalEncoder(tiny_vae_model)
+    pieces = [encoder.encode(video[:, :, a:b]) for a, b in ((0, 1), (1, 9), (9, 13))]
+    streamed = torch.cat(pieces, dim=2)
+    torch.testing.assert_close(streamed, reference, atol=1e-5, rtol=0)
+    assert torch.equal(streamed, V.encode_raw(tiny_vae_model, video)), "one implementation"
+    with pytest.raises(ValueError, match="4-frame chunks"):
+        V.CausalEncoder(tiny_vae_model).encode(video[:, :, :3])
+
+
+def test_decoders_side_by_side_keep_their_own_cache(tiny_vae_model):
+    """Three layers decoded in lockstep, one latent frame each in turn, equal each one decoded
+    alone: the decoders share the VAE but not its causal cache."""
+    latents = [torch.randn(1, 16, 4, 4, 4) for _ in range(3)]
+    alone = [V.decode_raw(tiny_vae_model, z) for z in latents]
+    decoders = [V.CausalDecoder(tiny_vae_model) for _ in latents]
+    chunks = [[], [], []]
+    for t in range(4):
+        for k, (decoder, z) in enumerate(zip(decoders, latents)):
+            chunks[k].append(decoder.decode(z[:, :, t:t + 1]))
+    assert [c[0].shape[2] for c in chunks] == [1, 1, 1] and chunks[0][1].shape[2] == 4
+    for k in range(3):
+        assert torch.equal(torch.cat(chunks[k], dim=2), alone[k])

@@ -183,11 +183,93 @@ def video_to_frames(video: torch.Tensor) -> torch.Tensor:
     return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
 
 
+def _has_causal_loops(vae) -> bool:
+    """Whether this diffusers version has the encoder / decoder cache loops the streams drive
+    (diffusers' private internals, as in 0.35 to 0.42); on others the public, whole-clip
+    `encode` / `decode` are used, and long shots cannot stream."""
+    needed = ("_cached_conv_counts", "encoder", "decoder", "quant_conv", "post_quant_conv")
+    if not all(hasattr(vae, name) for name in needed) or getattr(vae, "use_tiling", False):
+        return False
+    if getattr(vae.config, "patch_size", None) is not None:  # Wan2.2's VAE: not Vera's
+        return False
+    try:
+        return "first_chunk" in inspect.signature(vae.decoder.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class CausalEncoder:
+    """Encode a video in pieces through the VAE's causal cache, as diffusers' `encode` does in one
+    call (frame 0 alone, then 4 frames at a time), so a long shot is encoded while it is read and
+    never held whole. Each encoder keeps its own cache.
+
+    `encode(video)`: `[1, 3, t, H, W]` in [-1, 1]; the first piece has 1 + 4k frames, later
+    pieces 4k -> the VAE's own latent frames `[1, 16, t', H/8, W/8]` (posterior mean, float32, not
+    normalised).
+    """
+
+    def __init__(self, vae):
+        if not _has_causal_loops(vae):
+            raise RuntimeError("this diffusers version's AutoencoderKLWan has no causal encode "
+                               "loop Vera can drive (tested: 0.35 to 0.42); long shots cannot "
+                               "be encoded in pieces with it")
+        self.vae = vae
+        self._cache = [None] * vae._cached_conv_counts["encoder"]
+        self.frames = 0
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        param = next(self.vae.parameters())
+        video = video.to(device=param.device, dtype=param.dtype)
+        out, i, total = [], 0, video.shape[2]
+        while i < total:
+            size = 1 if self.frames == 0 else FRAME_STEP
+            piece = video[:, :, i:i + size]
+            if piece.shape[2] < size:
+                raise ValueError(f"VAE input: a piece of {total} frames after {self.frames} does "
+                                 f"not split into 4-frame chunks (the first piece is 1 + 4k "
+                                 "frames, later ones 4k)")
+            hidden = self.vae.encoder(piece, feat_cache=self._cache, feat_idx=[0])
+            out.append(self.vae.quant_conv(hidden)[:, : self.vae.config.z_dim].float())
+            i, self.frames = i + size, self.frames + size
+        return torch.cat(out, dim=2)
+
+
+class CausalDecoder:
+    """Decode latent frames in order through the VAE's causal cache, one latent frame at a time
+    (1 video frame for the first, 4 for each later one), with a cache of its own: several
+    decoders (edit, alpha, composite) can advance side by side over one VAE.
+
+    `decode(raw)`: the VAE's own latent frames `[1, 16, k, h, w]` -> `[1, 3, frames, 8h, 8w]` in
+    [-1, 1], float32 on `out_device`."""
+
+    def __init__(self, vae, out_device="cpu"):
+        if not _has_causal_loops(vae):
+            raise RuntimeError("this diffusers version's AutoencoderKLWan has no causal decode "
+                               "loop Vera can drive (tested: 0.35 to 0.42)")
+        self.vae, self.out_device = vae, out_device
+        self._cache = [None] * vae._cached_conv_counts["decoder"]
+        self.latent_frames = 0
+
+    @torch.no_grad()
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        param = next(self.vae.parameters())
+        x = self.vae.post_quant_conv(raw.to(device=param.device, dtype=param.dtype))
+        out = []
+        for i in range(x.shape[2]):
+            frames = self.vae.decoder(x[:, :, i:i + 1], feat_cache=self._cache, feat_idx=[0],
+                                      first_chunk=self.latent_frames == 0)
+            out.append(frames.clamp(-1, 1).float().to(self.out_device))
+            self.latent_frames += 1
+        return torch.cat(out, dim=2)
+
+
 @torch.no_grad()
 def encode_raw(vae, video: torch.Tensor) -> torch.Tensor:
     """RGB video `[B, 3, T, H, W]` in [-1, 1] -> the VAE's own latent `[B, 16, T', H/8, W/8]`
     (float32, not normalised; what ComfyUI's VAE.encode returns). Uses the posterior mean, as
-    Wan's v2v pipelines do."""
+    Wan's v2v pipelines do; through `CausalEncoder` (equal to diffusers' `encode`, tested), so a
+    clip encoded whole and one encoded in pieces give the same latents."""
     _, _, frames, height, width = video.shape
     if (frames - 1) % FRAME_STEP or height % 8 or width % 8:
         raise ValueError(
@@ -195,27 +277,27 @@ def encode_raw(vae, video: torch.Tensor) -> torch.Tensor:
             "and sizes that are multiples of 8 (it silently drops extra frames otherwise); pad or "
             "trim first"
         )
+    if _has_causal_loops(vae):
+        return CausalEncoder(vae).encode(video)
     param = next(vae.parameters())
     return vae.encode(video.to(device=param.device, dtype=param.dtype)).latent_dist.mode().float()
 
 
-def encode(vae, video: torch.Tensor) -> torch.Tensor:
-    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `(mu - latents_mean) / latents_std`."""
-    mu = encode_raw(vae, video)
+def normalise(vae, mu: torch.Tensor) -> torch.Tensor:
+    """The VAE's own latent -> `(mu - latents_mean) / latents_std`."""
     mean, std = latent_stats(vae, mu)
     return (mu - mean) / std
 
 
-def _has_causal_decode_loop(vae) -> bool:
-    """Whether this diffusers version has the decoder cache loop `decode_raw` drives (diffusers'
-    private internals, as in 0.35 to 0.42); on others the public, whole-clip `decode` is used."""
-    needed = ("clear_cache", "_feat_map", "post_quant_conv", "decoder")
-    if not all(hasattr(vae, name) for name in needed):
-        return False
-    try:
-        return "first_chunk" in inspect.signature(vae.decoder.forward).parameters
-    except (TypeError, ValueError):
-        return False
+def denormalise(vae, latent: torch.Tensor) -> torch.Tensor:
+    """Normalised latent -> the VAE's own."""
+    mean, std = latent_stats(vae, latent)
+    return latent.float() * std + mean
+
+
+def encode(vae, video: torch.Tensor) -> torch.Tensor:
+    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `(mu - latents_mean) / latents_std`."""
+    return normalise(vae, encode_raw(vae, video))
 
 
 @torch.no_grad()
@@ -224,33 +306,27 @@ def decode_raw(vae, z: torch.Tensor, chunk_callback: Callable[[int, int], None] 
     """The VAE's own latent `[B, 16, T', h, w]` -> video `[B, 3, 1 + 4(T'-1), 8h, 8w]` in [-1, 1],
     float32 on `out_device`.
 
-    Decodes one latent frame at a time through the VAE's causal cache (as diffusers does inside
-    `decode`), moving each decoded chunk off the device at once so device memory stays bounded by
-    one chunk; `chunk_callback(done, total)` reports progress. Equal to `vae.decode` (tested).
+    Decodes one latent frame at a time through the VAE's causal cache (`CausalDecoder`, as
+    diffusers does inside `decode`), moving each decoded chunk off the device at once so device
+    memory stays bounded by one chunk; `chunk_callback(done, total)` reports progress. Equal to
+    `vae.decode` (tested).
     """
-    param = next(vae.parameters())
-    z = z.to(device=param.device, dtype=param.dtype)
-    if getattr(vae, "use_tiling", False) or not _has_causal_decode_loop(vae):
+    if not _has_causal_loops(vae):
+        param = next(vae.parameters())
+        z = z.to(device=param.device, dtype=param.dtype)
         return vae.decode(z).sample.float().clamp(-1, 1).to(out_device)
-    vae.clear_cache()
-    x = vae.post_quant_conv(z)
-    chunks, total = [], z.shape[2]
+    decoder, chunks, total = CausalDecoder(vae, out_device), [], z.shape[2]
     for i in range(total):
-        vae._conv_idx = [0]
-        out = vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
-                          first_chunk=i == 0)
-        chunks.append(out.clamp(-1, 1).float().to(out_device))
+        chunks.append(decoder.decode(z[:, :, i:i + 1]))
         if chunk_callback is not None:
             chunk_callback(i + 1, total)
-    vae.clear_cache()
     return torch.cat(chunks, dim=2)
 
 
 def decode(vae, latent: torch.Tensor, chunk_callback: Callable[[int, int], None] | None = None,
            out_device="cpu") -> torch.Tensor:
     """Normalised latent `[B, 16, T', h, w]` -> video in [-1, 1] (see `decode_raw`)."""
-    mean, std = latent_stats(vae, latent)
-    return decode_raw(vae, latent.float() * std + mean, chunk_callback, out_device)
+    return decode_raw(vae, denormalise(vae, latent), chunk_callback, out_device)
 
 
 class FrameCodec(Protocol):
