@@ -206,3 +206,71 @@ def test_auto_work_size_and_mask_resizing():
     big = (torch.rand(3, 64, 96, 3) * 255).to(torch.uint8)
     torch.testing.assert_close(geometry.resize_uint8_frames(big, (32, 48), chunk=2),
                                geometry.resize_frames(big.float() / 255, (32, 48)))
+
+
+def _layers(count=7, size=(20, 30)):
+    g = torch.Generator().manual_seed(5)
+    edit = torch.rand(count, *size, 3, generator=g)
+    alpha = torch.zeros(count, *size, 1)
+    alpha[:, 4:14, 6:20] = torch.rand(count, 10, 14, 1, generator=g).mul(255).round().div(255)
+    source = torch.randint(0, 256, (count, *size, 3), generator=g, dtype=torch.uint8)
+    final = torch.where(alpha > 0, (edit * 255).round().to(torch.uint8), source)
+    return edit, alpha, final, source
+
+
+def _files_under(root):
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+
+
+def test_layer_files_written_in_chunks_equal_one_write(tmp_path):
+    from vera.edit.deliverables import LayerFileWriter, side_by_side_panel
+
+    edit, alpha, final, source = _layers()
+    rate, sound, meta = Fraction(25), sine(0.5), {"prompt": "a red circle"}
+    options = {"audio": sound, "metadata": meta, "exr_options": ExrOptions("linear", "straight")}
+    whole = write_layer_files(edit, alpha, final, tmp_path / "whole", rate, "both", "s_",
+                              settings={"seed": 1}, **options)
+    with LayerFileWriter(tmp_path / "chunked", rate, "both", "s_", side_by_side=True,
+                         middle_frame=3, **options) as writer:
+        for start, end in ((0, 2), (2, 3), (3, 7)):
+            part = slice(start, end)
+            writer.add(edit[part], alpha[part], final[part], source[part])
+        files = writer.close({"seed": 1})
+    assert writer.frames_written == 7
+    assert files == {**whole, "side_by_side_png": "side_by_side.png",
+                     "side_by_side_mp4": "side_by_side.mp4"}
+    ours, theirs = _files_under(tmp_path / "chunked"), _files_under(tmp_path / "whole")
+    stills = [k for k in theirs if k.endswith((".png", ".exr", ".json"))]
+    assert len(stills) == 3 * 7 * 2 + 1
+    for key in stills:
+        assert ours[key].read_bytes() == theirs[key].read_bytes(), key
+    for key in ("s_alpha.mp4", "s_final_composite.mp4"):
+        assert torch.equal(video.read_video(ours[key])[0], video.read_video(theirs[key])[0]), key
+    for key in ("s_edit_layer_rgba.mov", "s_edit_layer_rgba.webm"):
+        assert torch.equal(video.read_rgba_video(ours[key]), video.read_rgba_video(theirs[key]))
+    assert stream_info(ours["s_final_composite.mp4"])["audio"] == 1
+    panel = side_by_side_panel(source, edit, alpha, final)
+    video.write_png(panel[3], tmp_path / "panel.png")
+    assert ours["side_by_side.png"].read_bytes() == (tmp_path / "panel.png").read_bytes()
+    video.write_mp4(panel, tmp_path / "panel.mp4", rate)
+    assert torch.equal(video.read_video(ours["side_by_side.mp4"])[0],
+                       video.read_video(tmp_path / "panel.mp4")[0])
+    from vera.frames import metrics
+
+    expected = metrics.edit_metrics(final, source, alpha)
+    assert writer.tally.result()["preserved_psnr"] == expected["preserved_psnr"] == float("inf")
+    assert writer.tally.result()["full_frame_psnr_vs_source"] == pytest.approx(
+        expected["full_frame_psnr_vs_source"], rel=1e-5)
+
+
+def test_a_failed_layer_write_publishes_no_video(tmp_path):
+    from vera.edit.deliverables import LayerFileWriter
+
+    edit, alpha, final, _ = _layers(3)
+    with pytest.raises(RuntimeError, match="stop"), LayerFileWriter(tmp_path, 16) as writer:
+        writer.add(edit, alpha, final)
+        raise RuntimeError("stop")
+    left = _files_under(tmp_path)
+    assert left and all(key.endswith(".png") for key in left), sorted(left)
+    with pytest.raises(ValueError, match="rgba_format 'gif'"):
+        LayerFileWriter(tmp_path / "x", 16, "gif")

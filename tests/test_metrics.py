@@ -60,3 +60,51 @@ def test_mean_metrics_reports_exact_counts():
 
     inf = float("inf")
     assert json_safe({"a": [inf, float("nan"), (1, -inf)]}) == {"a": ["inf", "nan", [1, "-inf"]]}
+
+
+def _edit(changed_preserved: bool):
+    """A 10-frame edit: final is the source under alpha == 0 (or, with `changed_preserved`, has a
+    few changed bytes there too), a model composite close to the source."""
+    g = torch.Generator().manual_seed(3)
+    source = torch.randint(0, 256, (10, 24, 32, 3), generator=g, dtype=torch.uint8)
+    alpha = torch.zeros(10, 24, 32, 1)
+    alpha[:, 6:18, 8:20] = torch.rand(10, 12, 12, 1, generator=g).mul(255).round().div(255)
+    final = torch.where(alpha > 0, torch.randint(0, 256, source.shape, generator=g,
+                                                 dtype=torch.uint8), source)
+    if changed_preserved:
+        final[2:5, 0, :4] ^= 3
+    model = (source.float() / 255 + 0.01 * torch.randn(source.shape, generator=g)).clamp(0, 1)
+    return final, source, alpha, model
+
+
+def _assert_same(ours, theirs):
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if isinstance(value, dict):
+            _assert_same(ours[key], value)
+        elif value is None or math.isinf(value):
+            assert ours[key] == value, key
+        else:
+            assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-9), key
+
+
+@pytest.mark.parametrize("changed_preserved", [False, True])
+def test_preservation_tally_over_chunks_equals_edit_metrics(changed_preserved):
+    final, source, alpha, model = _edit(changed_preserved)
+    tally = metrics.PreservationTally()
+    for start, end in ((0, 1), (1, 6), (6, 10)):
+        tally.add(final[start:end], source[start:end], alpha[start:end], model[start:end])
+    whole = metrics.edit_metrics(final, source, alpha, model_composite=model)
+    ours = tally.result()
+    _assert_same(ours, whole)
+    if not changed_preserved:
+        assert ours["preserved_exact"] == 1.0 and ours["preserved_psnr"] == float("inf")
+    else:
+        untouched = int((alpha == 0).sum())
+        assert ours["preserved_exact"] == (untouched - 12) / untouched  # counted, not averaged
+    assert tally.edited_fraction == pytest.approx(float((alpha > 0).float().mean()), rel=1e-6)
+    plain = metrics.PreservationTally()
+    plain.add(final, source, alpha)
+    assert "model_composite" not in plain.result()
+    with pytest.raises(ValueError, match="every chunk or for none"):
+        plain.add(final, source, alpha, model)

@@ -24,22 +24,33 @@ def psnr(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor | None = None) -
         if not region.any():
             return None
         diff = diff[region]
-    mse = diff.mean().item()
+    return psnr_of_mse(diff.mean().item())
+
+
+def psnr_of_mse(mse: float | None) -> float | None:
+    """PSNR in dB (peak 1.0) of a mean squared error; inf for 0, None for None."""
+    if mse is None:
+        return None
     return INF if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor | None = None, window: int = 7) -> float | None:
     """Mean SSIM (Gaussian window, kornia) over all pixels or over `region`."""
-    import kornia
-
-    x, y = as_float(a).permute(0, 3, 1, 2), as_float(b).permute(0, 3, 1, 2)
-    smap = kornia.metrics.ssim(x, y, window_size=window, max_val=1.0).permute(0, 2, 3, 1)
+    smap = ssim_map(a, b, window)
     if region is not None:
         region = region.expand_as(smap)
         if not region.any():
             return None
         return smap[region].mean().item()
     return smap.mean().item()
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Per-pixel SSIM `[T, H, W, C]` (Gaussian window, kornia; each frame on its own)."""
+    import kornia
+
+    x, y = as_float(a).permute(0, 3, 1, 2), as_float(b).permute(0, 3, 1, 2)
+    return kornia.metrics.ssim(x, y, window_size=window, max_val=1.0).permute(0, 2, 3, 1)
 
 
 def flicker(frames: torch.Tensor) -> dict[str, float]:
@@ -104,6 +115,92 @@ def edit_metrics(final, source, alpha, reference_composite=None, reference_alpha
         out["model_composite"] = dict(preserved_psnr=psnr(model_composite, source, preserved),
                                       composite_psnr=None if reference_composite is None else psnr(model_composite, reference_composite))
     return out
+
+
+class _Mean:
+    """A float64 sum and a count of what it sums; `value` is None while the count is 0."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def add(self, values: torch.Tensor) -> None:
+        self.total += values.double().sum().item()
+        self.count += values.numel()
+
+    @property
+    def value(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+
+class PreservationTally:
+    """`edit_metrics(final, source, alpha, model_composite=...)` (no references) gathered chunk by
+    chunk, so a long shot is measured without holding it: sums and counts in float64, and the
+    previous chunk's last frame for the flicker across chunk borders.
+
+        tally = PreservationTally()
+        for chunk in chunks:
+            tally.add(final, source, alpha, model)  # [t, H, W, C] each
+        tally.result()  # the dict edit_metrics gives for the whole shot
+    """
+
+    def __init__(self):
+        self.untouched = self.untouched_equal = 0  # pixels where alpha == 0, and equal there
+        self.pixels = self.edited = 0  # matte pixels, and those with alpha > 0
+        self._preserved_error, self._full_error = _Mean(), _Mean()
+        self._preserved_ssim, self._frame_change = _Mean(), _Mean()
+        self._model_error: _Mean | None = None
+        self._last: torch.Tensor | None = None  # the final's last frame so far, `[1, H, W, C]`
+
+    def add(self, final_u8: torch.Tensor, source_u8: torch.Tensor, alpha: torch.Tensor,
+            model_composite: torch.Tensor | None = None) -> None:
+        """final/source uint8 `[t, H, W, 3]`, alpha `[t, H, W, 1]`, model_composite float
+        `[t, H, W, 3]` (for every chunk or for none)."""
+        if self.pixels and (model_composite is None) != (self._model_error is None):
+            raise ValueError("model_composite must be given for every chunk or for none")
+        preserved = as_float(alpha) == 0
+        self.pixels += alpha.numel()
+        self.edited += int((alpha > 0).sum())
+        untouched = preserved[..., 0]
+        self.untouched += int(untouched.sum())
+        self.untouched_equal += int((final_u8 == source_u8).all(dim=-1)[untouched].sum())
+        error = (as_float(final_u8) - as_float(source_u8)) ** 2
+        self._full_error.add(error)
+        self._preserved_error.add(error[preserved.expand_as(error)])
+        smap = ssim_map(final_u8, source_u8)
+        self._preserved_ssim.add(smap[preserved.expand_as(smap)])
+        frames = as_float(final_u8) * 255
+        if self._last is not None:
+            frames = torch.cat([self._last, frames])
+        self._frame_change.add((frames[1:] - frames[:-1]).abs())
+        self._last = frames[-1:]
+        if model_composite is not None:
+            self._model_error = self._model_error or _Mean()
+            model_error = (as_float(model_composite) - as_float(source_u8)) ** 2
+            self._model_error.add(model_error[preserved.expand_as(model_error)])
+
+    @property
+    def edited_fraction(self) -> float | None:
+        """Share of matte pixels with alpha > 0 (None before any chunk)."""
+        return self.edited / self.pixels if self.pixels else None
+
+    def result(self) -> dict:
+        """What `edit_metrics` gives for all the chunks as one shot: preserved_exact,
+        preserved_psnr, preserved_ssim, full_frame_psnr_vs_source, flicker and, with model
+        composites, model_composite.preserved_psnr."""
+        mad = self._frame_change.value
+        out = {
+            "preserved_exact": (self.untouched_equal / self.untouched if self.untouched
+                                else None),
+            "preserved_psnr": psnr_of_mse(self._preserved_error.value),
+            "preserved_ssim": self._preserved_ssim.value,
+            "full_frame_psnr_vs_source": psnr_of_mse(self._full_error.value),
+            "flicker": ({"mean_abs_frame_diff": 0.0, "score": 1.0} if mad is None
+                        else {"mean_abs_frame_diff": mad, "score": (255 - mad) / 255}),
+        }
+        if self._model_error is not None:
+            out["model_composite"] = {"preserved_psnr": psnr_of_mse(self._model_error.value),
+                                      "composite_psnr": None}
+        return out
 
 
 def mean_metrics(records: list[dict]) -> dict:

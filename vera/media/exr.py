@@ -71,32 +71,54 @@ def read_exr(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         return channels, dict(file.header())
 
 
+class LayerExrWriter:
+    """Three EXR sequences in `out`, written chunk by chunk: {name}edit_layer_exr/edit_00000.exr
+    (RGBA), {name}alpha_exr/ (the matte as one grey channel `Y`) and {name}final_composite_exr/
+    (RGB). Each `write` continues the frame numbers (`count`: frames written so far)."""
+
+    def __init__(self, out: str | Path, name: str = "", transfer: str = "linear",
+                 alpha_mode: str = "premultiplied"):
+        self.transfer = check_choice("exr_transfer", transfer, TRANSFERS)
+        self.alpha_mode = check_choice("exr_alpha", alpha_mode, ALPHA_MODES)
+        _openexr()
+        self.out, self.count = Path(out), 0
+        self._folders = {"edit_layer_exr": f"{name}edit_layer_exr",
+                         "alpha_exr": f"{name}alpha_exr",
+                         "final_exr": f"{name}final_composite_exr"}
+
+    def folders(self) -> dict[str, str]:
+        """{kind: relative folder} of the three sequences."""
+        return {kind: folder + "/" for kind, folder in self._folders.items()}
+
+    def write(self, edit_layer: torch.Tensor, alpha: torch.Tensor, final: torch.Tensor) -> None:
+        """edit_layer `[t, H, W, 3]` and alpha `[t, H, W, 1]` float in [0, 1] (the values the PNGs
+        hold, straight alpha); final uint8 `[t, H, W, 3]`."""
+        encode = srgb_to_linear if self.transfer == "linear" else (lambda x: x)
+        attributes = {"vera:transfer": self.transfer, "chromaticities": REC709_CHROMATICITIES}
+        edit = encode(edit_layer.float().clamp(0, 1))
+        matte = alpha.float().clamp(0, 1)
+        if self.alpha_mode == "premultiplied":
+            edit = edit * matte
+        rgba = torch.cat([edit, matte], dim=-1).numpy()
+        final_values = encode(final.float() / 255).numpy()
+        folder = {kind: self.out / path for kind, path in self._folders.items()}
+        for t in range(rgba.shape[0]):
+            number = f"{self.count:05d}"
+            write_exr(folder["edit_layer_exr"] / f"edit_{number}.exr", {"RGBA": rgba[t]},
+                      {**attributes, "vera:alpha": self.alpha_mode})
+            write_exr(folder["alpha_exr"] / f"alpha_{number}.exr", {"Y": rgba[t, ..., 3]},
+                      {"vera:transfer": "linear (coverage)"})
+            write_exr(folder["final_exr"] / f"final_{number}.exr", {"RGB": final_values[t]},
+                      attributes)
+            self.count += 1
+
+
 def write_layer_exrs(edit_layer: torch.Tensor, alpha: torch.Tensor, final: torch.Tensor,
                      out: Path, name: str = "", transfer: str = "linear",
                      alpha_mode: str = "premultiplied") -> dict[str, str]:
-    """Three EXR sequences in `out`: {name}edit_layer_exr/edit_00000.exr (RGBA), {name}alpha_exr/
-    (the matte as one grey channel `Y`) and {name}final_composite_exr/ (RGB).
-
-    edit_layer `[T, H, W, 3]` and alpha `[T, H, W, 1]` float in [0, 1] (the values the PNGs hold,
-    straight alpha); final uint8 `[T, H, W, 3]`. Returns {kind: relative folder}."""
-    check_choice("exr_transfer", transfer, TRANSFERS)
-    check_choice("exr_alpha", alpha_mode, ALPHA_MODES)
-    _openexr()
-    encode = srgb_to_linear if transfer == "linear" else (lambda x: x)
-    attributes = {"vera:transfer": transfer, "chromaticities": REC709_CHROMATICITIES}
-    edit = encode(edit_layer.float().clamp(0, 1))
-    matte = alpha.float().clamp(0, 1)
-    if alpha_mode == "premultiplied":
-        edit = edit * matte
-    rgba = torch.cat([edit, matte], dim=-1).numpy()
-    final_values = encode(final.float() / 255).numpy()
-    folders = {"edit_layer_exr": f"{name}edit_layer_exr", "alpha_exr": f"{name}alpha_exr",
-               "final_exr": f"{name}final_composite_exr"}
-    for t in range(rgba.shape[0]):
-        write_exr(out / folders["edit_layer_exr"] / f"edit_{t:05d}.exr", {"RGBA": rgba[t]},
-                  {**attributes, "vera:alpha": alpha_mode})
-        write_exr(out / folders["alpha_exr"] / f"alpha_{t:05d}.exr", {"Y": rgba[t, ..., 3]},
-                  {"vera:transfer": "linear (coverage)"})
-        write_exr(out / folders["final_exr"] / f"final_{t:05d}.exr", {"RGB": final_values[t]},
-                  attributes)
-    return {kind: folder + "/" for kind, folder in folders.items()}
+    """Three EXR sequences in `out` (see `LayerExrWriter`) of edit_layer `[T, H, W, 3]` and alpha
+    `[T, H, W, 1]` float in [0, 1] (the values the PNGs hold, straight alpha) and final uint8
+    `[T, H, W, 3]`. Returns {kind: relative folder}."""
+    writer = LayerExrWriter(out, name, transfer, alpha_mode)
+    writer.write(edit_layer, alpha, final)
+    return writer.folders()

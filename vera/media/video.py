@@ -7,7 +7,9 @@ applications assume for HD; PNGs are plain sRGB-encoded 8-bit RGB(A) without col
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -113,7 +115,7 @@ def check_readable(path: str | Path, name: str) -> None:
 
 
 def _label(source) -> str:
-    return str(source) if isinstance(source, str) else "(uploaded video)"
+    return str(source) if isinstance(source, (str, Path)) else "(uploaded video)"
 
 
 def video_rate(container) -> Fraction:
@@ -121,35 +123,75 @@ def video_rate(container) -> Fraction:
     return Fraction(stream.average_rate or stream.guessed_rate or 24)
 
 
+def iter_video_frames(path, start: int = 0, count: int | None = None, stride: int = 1,
+                      name: str = "input video") -> Iterator[torch.Tensor]:
+    """Frames `start, start + stride, ...` (at most `count`) of a video file (a path or a binary
+    stream), one uint8 `[H, W, 3]` at a time, decoded as they are asked for (memory holds one
+    frame). The range is checked and the file opened now; a frame that cannot be decoded later
+    raises a ValueError naming its number. Errors say which input (`name`)."""
+    check_frame_range(name, count, start, stride)
+    return _decoded_frames(open_video(path, name), path, start, count, stride, name)
+
+
+def _decoded_frames(container, path, start: int, count: int | None, stride: int,
+                    name: str) -> Iterator[torch.Tensor]:
+    """The picked frames of an open container (closed when the frames end or the generator is
+    closed), uint8 `[H, W, 3]` each."""
+    import av
+
+    seen = given = 0
+    with container:
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                index, seen = seen, seen + 1
+                if index >= start and (index - start) % stride == 0:
+                    given += 1
+                    yield torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                if count is not None and given >= count:
+                    return
+        except av.FFmpegError as error:
+            raise ValueError(f"{name} {_label(path)}: FFmpeg could not decode frame {seen} "
+                             f"(truncated or damaged: {error.strerror or error})") from None
+    if not given:
+        if seen:
+            raise ValueError(f"{name} {_label(path)}: no frames left after skipping the first "
+                             f"{start} (it has {seen})")
+        raise ValueError(f"{name} {_label(path)} has no decodable frames")
+
+
 def read_video(path, max_frames: int | None = None, start: int = 0, name: str = "input video",
                stride: int = 1) -> tuple[torch.Tensor, Fraction]:
     """Decode frames `start, start + stride, ...` (at most `max_frames` of them) of a video file
     (a path or a binary stream) -> (uint8 `[T, H, W, 3]`, the file's exact frame rate). Other
     frames are decoded and dropped as they come, so memory holds only the frames returned. Errors
-    say which input (`name`)."""
-    import av
-
+    say which input (`name`); see `iter_video_frames`."""
     check_frame_range(name, max_frames, start, stride)
-    frames, seen = [], 0
     container = open_video(path, name)
-    try:
-        with container:
-            fps = video_rate(container)
-            for frame in container.decode(container.streams.video[0]):
-                index, seen = seen, seen + 1
-                if index >= start and (index - start) % stride == 0:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    except av.FFmpegError as error:
-        raise ValueError(f"{name} {_label(path)}: FFmpeg stopped reading it after {seen} frames "
-                         f"(truncated or damaged: {error.strerror or error})") from None
-    if not frames:
-        if seen:
-            raise ValueError(f"{name} {_label(path)}: no frames left after skipping the first "
-                             f"{start} (it has {seen})")
-        raise ValueError(f"{name} {_label(path)} has no decodable frames")
-    return torch.from_numpy(np.stack(frames)), fps
+    fps = video_rate(container)
+    frames = list(_decoded_frames(container, path, start, max_frames, stride, name))
+    return torch.stack(frames), fps
+
+
+def probe_video(path, name: str = "input video") -> dict:
+    """What a source holds, without decoding its frames: {"rate": exact Fraction, "width",
+    "height", "frames": the count the container states, or None}. A folder of PNG frames gives
+    its PNG count, its first frame's size and the rate PNG folders play at."""
+    from PIL import Image
+
+    if isinstance(path, (str, Path)) and Path(path).is_dir():
+        files = _png_files(Path(path), name)
+        with Image.open(files[0]) as img:
+            width, height = img.size
+        return {"rate": PNG_FOLDER_RATE, "width": width, "height": height, "frames": len(files)}
+    with open_video(path, name) as container:
+        stream = container.streams.video[0]
+        return {"rate": video_rate(container), "width": stream.codec_context.width,
+                "height": stream.codec_context.height, "frames": stream.frames or None}
+
+
+def frame_rate(path, name: str = "input video") -> Fraction:
+    """The exact frame rate of a video file or a PNG folder (see `probe_video`)."""
+    return probe_video(path, name)["rate"]
 
 
 def read_audio(path, start_seconds: float = 0.0, seconds: float | None = None) -> dict | None:
@@ -188,50 +230,188 @@ def read_audio(path, start_seconds: float = 0.0, seconds: float | None = None) -
             "sample_rate": int(rate)}
 
 
-def _add_audio(container, audio: dict | None, seconds: float):
-    """Encode ComfyUI AUDIO ({"waveform": `[1, C, N]` or `[C, N]`, "sample_rate"}) as AAC, cut to
-    the video's length; mono or stereo (more channels are mixed down to stereo)."""
-    import av
+class _AudioTrack:
+    """ComfyUI AUDIO ({"waveform": `[1, C, N]` or `[C, N]`, "sample_rate"}) encoded as AAC as the
+    video it goes with is written, cut to the video's length; mono or stereo (more channels are
+    mixed down to stereo)."""
 
-    if audio is None:
-        return
-    wave = audio["waveform"]
-    wave = (wave[0] if wave.ndim == 3 else wave).float().cpu()
-    if wave.shape[0] > 2:
-        wave = torch.stack([wave[0::2].mean(0), wave[1::2].mean(0)])
-    rate = int(audio["sample_rate"])
-    wave = wave[:, : int(round(seconds * rate))].clamp(-1, 1).numpy()
-    layout = "mono" if wave.shape[0] == 1 else "stereo"
-    stream = container.add_stream("aac", rate=rate, layout=layout)
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave), format="fltp", layout=layout)
-    frame.sample_rate = rate
-    # a frame without a time places its first sample after the encoder's priming (1024 samples
-    # late); timed, the priming gets negative times and the file's edit list cuts it
-    frame.pts, frame.time_base = 0, Fraction(1, rate)
-    for chunk in (stream.encode(frame), stream.encode(None)):
-        container.mux(chunk)
+    def __init__(self, container, audio: dict):
+        wave = audio["waveform"]
+        wave = (wave[0] if wave.ndim == 3 else wave).float().cpu()
+        if wave.shape[0] > 2:
+            wave = torch.stack([wave[0::2].mean(0), wave[1::2].mean(0)])
+        self.wave, self.rate = wave, int(audio["sample_rate"])
+        self.layout = "mono" if wave.shape[0] == 1 else "stereo"
+        self.container, self.done = container, 0
+        self.stream = container.add_stream("aac", rate=self.rate, layout=self.layout)
+
+    def encode_until(self, seconds) -> None:
+        """Encode the samples up to `seconds` from the start (those not yet encoded)."""
+        import av
+
+        end = min(round(seconds * self.rate), self.wave.shape[1])
+        if end <= self.done:
+            return
+        piece = self.wave[:, self.done:end].clamp(-1, 1).numpy()
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp",
+                                           layout=self.layout)
+        frame.sample_rate = self.rate
+        # a frame without a time places its first sample after the encoder's priming (1024
+        # samples late); timed, the priming gets negative times and the file's edit list cuts it
+        frame.pts, frame.time_base = self.done, Fraction(1, self.rate)
+        self.container.mux(self.stream.encode(frame))
+        self.done = end
+
+    def finish(self, seconds) -> None:
+        self.encode_until(seconds)
+        self.container.mux(self.stream.encode(None))
+
+
+class _Staged:
+    """A temporary file beside `path` (made by `atomic_path`): `publish()` renames it onto
+    `path`, `discard()` removes it."""
+
+    def __init__(self, path: Path):
+        self._context = atomic_path(path)
+        self.tmp = self._context.__enter__()
+
+    def publish(self) -> None:
+        self._context.__exit__(None, None, None)
+
+    def discard(self) -> None:
+        # atomic_path removes its temporary file when the block it guards fails
+        error = RuntimeError("discarded")
+        self._context.__exit__(type(error), error, None)
+
+
+class VideoWriter:
+    """One video file written chunk by chunk: `write(frames)` any number of times, then
+    `close()` (or use it as a context manager; an exception inside the block leaves neither the
+    file nor a temporary one).
+
+    alpha False: H.264 mp4 (yuv420p, crf 16), with AAC `audio` (ComfyUI AUDIO) cut to the frames
+    written; alpha True: straight RGBA as ProRes 4444 `.mov` or VP9-with-alpha `.webm`, by
+    suffix. BT.709 in limited range and tagged so, at the exact `fps`; odd sizes are padded by one
+    pixel; free-form `metadata` (prompt, workflow) goes into the container (webm: as tags). The
+    file is opened at the first `write` and renamed into place at `close`."""
+
+    def __init__(self, path: str | Path, fps=16, *, alpha: bool = False,
+                 audio: dict | None = None, metadata: dict | None = None):
+        self.path, self.rate, self.alpha = Path(path), exact_rate(fps), alpha
+        if alpha and self.path.suffix not in RGBA_CODECS:
+            raise ValueError(f"{self.path}: RGBA video must be .mov (ProRes 4444) or .webm (VP9 "
+                             "with alpha)")
+        if alpha and audio is not None:
+            raise ValueError(f"{self.path}: only mp4 files carry audio")
+        self.audio, self.metadata = audio, metadata
+        self.frames_written = 0
+        self._staged = self._container = self._stream = self._track = self._size = None
+        self._closed = self._published = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+    def _open(self, height: int, width: int) -> None:
+        import av
+
+        if self.alpha:
+            codec, pix_fmt, options = RGBA_CODECS[self.path.suffix]
+            container_format = self.path.suffix[1:]
+            container_options = _metadata_options(self.metadata) if container_format == "mov" \
+                else {}
+        else:
+            codec, pix_fmt, options = "libx264", "yuv420p", {"crf": "16"}
+            container_format, container_options = "mp4", _metadata_options(self.metadata)
+        self._size = (height, width)
+        self._staged = _Staged(self.path)
+        try:
+            self._container = av.open(str(self._staged.tmp), mode="w", format=container_format,
+                                      options=container_options)
+            _set_metadata(self._container, self.metadata)
+            self._stream = _video_stream(self._container, codec, self.rate, width + width % 2,
+                                         height + height % 2, pix_fmt, options)
+            if self.audio is not None:
+                self._track = _AudioTrack(self._container, self.audio)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, frames: torch.Tensor) -> None:
+        """Append uint8 `[t, H, W, C]` frames (C = 4 with alpha, else 3), all the first chunk's
+        size."""
+        import av
+
+        if self._closed:
+            raise ValueError(f"{self.path}: the video is already closed")
+        channels = 4 if self.alpha else 3
+        if frames.ndim != 4 or frames.shape[-1] != channels:
+            raise ValueError(f"{self.path}: frames must be [t, H, W, {channels}], got "
+                             f"{list(frames.shape)}")
+        if self._container is None:
+            self._open(frames.shape[1], frames.shape[2])
+        elif tuple(frames.shape[1:3]) != self._size:
+            raise ValueError(f"{self.path}: frames are {frames.shape[2]}x{frames.shape[1]} but "
+                             f"the first were {self._size[1]}x{self._size[0]}")
+        height, width = self._stream.height, self._stream.width
+        pix_fmt = self._stream.pix_fmt
+        for img in frames.cpu().numpy():
+            img = np.pad(img, ((0, height - img.shape[0]), (0, width - img.shape[1]), (0, 0)),
+                         mode="edge")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img),
+                                               format="rgba" if self.alpha else "rgb24")
+            self._container.mux(self._stream.encode(_to_yuv(frame, pix_fmt)))
+        self.frames_written += frames.shape[0]
+        if self._track is not None:
+            self._track.encode_until(self.frames_written / self.rate)
+
+    def close(self) -> Path:
+        """Flush the encoders, finish the audio at the video's length and rename the file into
+        place (once; later calls do nothing). A video no frames were written to is an error."""
+        if self._published:
+            return self.path
+        if self._closed:
+            raise ValueError(f"{self.path}: the video was aborted")
+        if self._container is None:
+            self._closed = True
+            raise ValueError(f"{self.path}: no frames were written")
+        try:
+            self._container.mux(self._stream.encode())
+            if self._track is not None:
+                self._track.finish(self.frames_written / self.rate)
+            self._container.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._staged.publish()
+        self._published = True
+        return self.path
+
+    def abort(self) -> None:
+        """Stop without publishing: the temporary file is removed, `path` is left as it was."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._container is not None:
+            with contextlib.suppress(Exception):  # the file is discarded anyway
+                self._container.close()
+        if self._staged is not None:
+            self._staged.discard()
 
 
 def write_mp4(frames: torch.Tensor, path: str | Path, fps=16, audio: dict | None = None,
               metadata: dict | None = None) -> Path:
     """uint8 `[T, H, W, 3]` -> H.264 mp4 (yuv420p, BT.709, exact `fps`; odd sizes are padded by
-    one pixel), with AAC audio when `audio` (ComfyUI AUDIO) is given and free-form `metadata`."""
-    import av
-
-    arr = frames.cpu().numpy()
-    h, w = arr.shape[1] + arr.shape[1] % 2, arr.shape[2] + arr.shape[2] % 2
-    rate = exact_rate(fps)
-    with atomic_path(Path(path)) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4",
-                     options=_metadata_options(metadata)) as container:
-            _set_metadata(container, metadata)
-            stream = _video_stream(container, "libx264", rate, w, h, "yuv420p", {"crf": "16"})
-            _add_audio(container, audio, len(arr) / rate)
-            for img in arr:
-                img = np.pad(img, ((0, h - img.shape[0]), (0, w - img.shape[1]), (0, 0)), mode="edge")
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                container.mux(stream.encode(_to_yuv(frame, "yuv420p")))
-            container.mux(stream.encode())
+    one pixel), with AAC audio when `audio` (ComfyUI AUDIO) is given and free-form `metadata`.
+    See `VideoWriter`."""
+    with VideoWriter(path, fps, audio=audio, metadata=metadata) as writer:
+        writer.write(frames)
     return Path(path)
 
 
@@ -262,12 +442,29 @@ def write_png(image: torch.Tensor, path: str | Path, metadata=None) -> Path:
     return Path(path)
 
 
+class PngSequenceWriter:
+    """folder/prefix_00000.png, prefix_00001.png, ... written as frames come: each `write`
+    continues the numbering (`count`: frames written so far). Every PNG carries `metadata` as
+    text chunks."""
+
+    def __init__(self, folder: str | Path, prefix: str, metadata: dict | None = None):
+        self.folder, self.prefix, self.count = Path(folder), prefix, 0
+        self._info = png_text(metadata)
+
+    def write(self, frames: torch.Tensor) -> list[Path]:
+        """uint8 `[t, H, W, C]` (C = 1, 3 or 4) -> the PNGs written."""
+        paths = []
+        for frame in frames:
+            paths.append(write_png(frame, self.folder / f"{self.prefix}_{self.count:05d}.png",
+                                   self._info))
+            self.count += 1
+        return paths
+
+
 def write_png_sequence(frames: torch.Tensor, folder: str | Path, prefix: str,
                        metadata: dict | None = None) -> list[Path]:
     """uint8 `[T, H, W, C]` -> folder/prefix_00000.png ... (each with `metadata` as text chunks)"""
-    info = png_text(metadata)
-    return [write_png(f, Path(folder) / f"{prefix}_{i:05d}.png", info)
-            for i, f in enumerate(frames)]
+    return PngSequenceWriter(folder, prefix, metadata).write(frames)
 
 
 def read_png(path: str | Path) -> torch.Tensor:
@@ -287,31 +484,13 @@ def write_rgba_video(frames: torch.Tensor, path: str | Path, fps=16,
                      metadata: dict | None = None) -> Path:
     """uint8 `[T, H, W, 4]` straight RGBA -> ProRes 4444 `.mov` or VP9-with-alpha `.webm` (by
     suffix), BT.709 in limited range and tagged so, at the exact `fps`; `metadata` (prompt,
-    workflow) goes into the container.
+    workflow) goes into the container. See `VideoWriter`.
 
     Both keep 8-bit alpha within one level (tested); VP9 is written in lossless mode (its
     colour is 4:2:0-subsampled)."""
-    import av
-
-    path = Path(path)
-    if path.suffix not in RGBA_CODECS:
-        raise ValueError(f"{path}: RGBA video must be .mov (ProRes 4444) or .webm (VP9 with alpha)")
-    codec, pix_fmt, options = RGBA_CODECS[path.suffix]
-    arr = frames.cpu().numpy()
-    h, w = arr.shape[1] + arr.shape[1] % 2, arr.shape[2] + arr.shape[2] % 2
-    container_format = "mov" if path.suffix == ".mov" else "webm"
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format=container_format,
-                     options=_metadata_options(metadata) if path.suffix == ".mov" else {}
-                     ) as container:
-            _set_metadata(container, metadata)
-            stream = _video_stream(container, codec, fps, w, h, pix_fmt, options)
-            for img in arr:
-                img = np.pad(img, ((0, h - img.shape[0]), (0, w - img.shape[1]), (0, 0)), mode="edge")
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgba")
-                container.mux(stream.encode(_to_yuv(frame, pix_fmt)))
-            container.mux(stream.encode())
-    return path
+    with VideoWriter(path, fps, alpha=True, metadata=metadata) as writer:
+        writer.write(frames)
+    return Path(path)
 
 
 def read_rgba_video(path: str | Path) -> torch.Tensor:
@@ -335,37 +514,56 @@ def read_rgba_video(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames))
 
 
-def read_png_folder(folder: Path, max_frames: int | None = None, start: int = 0,
-                    name: str = "input") -> torch.Tensor:
-    """Sorted PNG frames of a folder -> uint8 `[T, H, W, C]` (grey PNGs give C = 1). Every frame
-    must have the first one's size; errors name the folder and the frame."""
-    from PIL import Image, UnidentifiedImageError
-
-    check_frame_range(name, max_frames, start)
+def _png_files(folder: Path, name: str) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise ValueError(f"{name} {folder}: folder has no PNG frames")
-    picked = files[start:] if max_frames is None else files[start:start + max_frames]
+    return files
+
+
+def iter_png_folder(folder: str | Path, start: int = 0, count: int | None = None,
+                    name: str = "input", stride: int = 1) -> Iterator[torch.Tensor]:
+    """Frames `start, start + stride, ...` (at most `count`) of a folder's sorted PNGs, one uint8
+    `[H, W, C]` at a time (grey PNGs give C = 1), read as they are asked for. The range and the
+    folder are checked now; a frame that cannot be read or differs in size from the first picked
+    one raises a ValueError naming the folder and the file."""
+    folder = Path(folder)
+    check_frame_range(name, count, start, stride)
+    files = _png_files(folder, name)
+    picked = files[start::stride][:count]
     if not picked:
         raise ValueError(f"{name} {folder}: no frames left after skipping the first {start} "
                          f"(it has {len(files)})")
-    arrays = []
-    for file in picked:
+    return _png_frames(folder, picked, name)
+
+
+def _png_frames(folder: Path, files: list[Path], name: str) -> Iterator[torch.Tensor]:
+    from PIL import Image, UnidentifiedImageError
+
+    first = None
+    for file in files:
         try:
             with Image.open(file) as img:
                 grey = img.mode in ("L", "I", "I;16")
-                arrays.append(np.array(img.convert("L" if grey else "RGB")))
+                arr = np.array(img.convert("L" if grey else "RGB"))
         except (OSError, UnidentifiedImageError) as error:
             raise ValueError(f"{name} {folder}: frame {file.name} cannot be read ({error})"
                              ) from None
-        first, last = arrays[0], arrays[-1]
-        if last.shape != first.shape:
-            size = lambda a: "x".join(str(d) for d in (a.shape[1], a.shape[0], *a.shape[2:]))
-            raise ValueError(f"{name} {folder}: frame {file.name} is {size(last)} but "
-                             f"{picked[0].name} is {size(first)}; every frame needs the same size "
+        first = arr.shape if first is None else first
+        if arr.shape != first:
+            size = lambda s: "x".join(str(d) for d in (s[1], s[0], *s[2:]))
+            raise ValueError(f"{name} {folder}: frame {file.name} is {size(arr.shape)} but "
+                             f"{files[0].name} is {size(first)}; every frame needs the same size "
                              "and channels")
-    arr = np.stack(arrays)
-    return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None])
+        yield torch.from_numpy(arr if arr.ndim == 3 else arr[..., None])
+
+
+def read_png_folder(folder: Path, max_frames: int | None = None, start: int = 0,
+                    name: str = "input") -> torch.Tensor:
+    """Sorted PNG frames of a folder -> uint8 `[T, H, W, C]` (grey PNGs give C = 1). Every frame
+    must have the first one's size; errors name the folder and the frame (see
+    `iter_png_folder`)."""
+    return torch.stack(list(iter_png_folder(folder, start, max_frames, name)))
 
 
 PNG_FOLDER_RATE = DEFAULT_RATE  # a folder of frames has no rate of its own
@@ -379,3 +577,13 @@ def read_frames(path: str | Path, max_frames: int | None = None, start: int = 0,
     if path.is_dir():
         return read_png_folder(path, max_frames, start, name), PNG_FOLDER_RATE
     return read_video(path, max_frames, start, name)
+
+
+def iter_frames(path: str | Path, start: int = 0, count: int | None = None, name: str = "input",
+                stride: int = 1) -> Iterator[torch.Tensor]:
+    """A video file or a folder of PNG frames, one uint8 `[H, W, C]` frame at a time (see
+    `iter_video_frames` and `iter_png_folder`); `probe_video` gives its rate and size."""
+    path = Path(path)
+    if path.is_dir():
+        return iter_png_folder(path, start, count, name, stride)
+    return iter_video_frames(path, start, count, stride, name)
