@@ -113,9 +113,10 @@ CLI_CASES = [
      "a LoRA for another model or width"),
     ("lora ranks differ", lambda u: ["--lora", _bad_lora(u, "ranks")], 2, "their ranks differ"),
     ("lora with NaN", lambda u: ["--lora", _bad_lora(u, "nan")], 2, "NaN or infinite values"),
-    ("frames 0", ["--frames", "0"], 2, "--input: frame count 0"),
-    ("frames negative", ["--frames", "-5"], 2, "--input: frame count -5"),
-    ("frames past the cap", ["--frames", "500"], 2, "--frames 500: Vera edits at most 161"),
+    ("frames 0", ["--frames", "0"], 2, "--frames 0: must be at least 1"),
+    ("frames negative", ["--frames", "-5"], 2, "--frames -5: must be at least 1"),
+    ("frames past the cap without windows", ["--window", "0", "--frames", "500"], 2,
+     "--window 0 with --frames 500: without context windows Vera edits at most 161"),
     ("start negative", ["--start", "-3"], 2, "--input: first frame -3"),
     (
         "start past the end",
@@ -229,13 +230,13 @@ def test_edit_command_never_writes_into_a_users_folder(user, capsys):
 
 
 def test_edit_command_replaces_a_run_only_when_asked_and_only_when_complete(user, monkeypatch):
-    from vera.edit import pipeline
+    from vera.edit import shot
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C in the middle of the run
 
     before = snapshot(user)
-    monkeypatch.setattr(pipeline, "edit", fail)
+    monkeypatch.setattr(shot, "edit_shot", fail)
     assert cli(edit_args(user, "--overwrite", out="earlier_run")) == 130
     assert snapshot(user) == before and not list(user.glob(".*partial"))  # nothing half-written
     monkeypatch.undo()

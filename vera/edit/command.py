@@ -16,6 +16,8 @@ from ..sampling.settings import (
     CACHE_RECOMMENDED,
     SAMPLERS,
     WAN_DEFAULTS,
+    WINDOW_FUSE,
+    WINDOW_NOISE,
     check_prompt,
 )
 from .deliverables import RGBA_FORMATS, ExrOptions
@@ -77,27 +79,52 @@ def settings_from_args(args, defaults):
                             alpha_cutoff=args.alpha_cutoff, batch_cfg=args.batch_cfg,
                             cache_method=cache_method_from_args(args),
                             cache_threshold=args.cache_threshold, cache_start=args.cache_start,
-                            cache_end=args.cache_end)
+                            cache_end=args.cache_end, window=args.window,
+                            window_overlap=args.overlap, window_fuse=args.window_fuse,
+                            window_noise=args.window_noise)
+
+
+def frame_count(text: str) -> int | None:
+    """--frames: a whole number of at least 1, or "all" (None: to the end of the input)."""
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"--frames {text!r}: give a number of frames or 'all'") from None
+    if value < 1:
+        raise ValueError(f"--frames {value}: must be at least 1 (or 'all')")
+    return value
+
+
+def check_frames_and_windows(args) -> None:
+    """Refuse, before anything loads, what windows make impossible: more than MAX_FRAMES frames
+    with windows turned off."""
+    frames = frame_count(args.frames) if args.frames is not None else None
+    if args.window == 0 and (frames is None or frames > MAX_FRAMES):
+        asked = "all frames" if frames is None else f"{frames} frames"
+        raise ValueError(f"--window 0 with --frames {args.frames}: without context windows Vera "
+                         f"edits at most {MAX_FRAMES} frames at a time ({asked} asked); give "
+                         f"--frames {MAX_FRAMES} or less, or leave --window out to edit the whole "
+                         "shot in windows")
+    video.check_frame_range("--input", frames, args.start)
 
 
 def run_edit(args) -> dict:
-    """Check every input, then load, edit and write the run into a staging folder that becomes
-    --out only when it is complete."""
+    """Check every input, then load and edit the shot as a stream (`shot.edit_shot`), writing the
+    run into a staging folder that becomes --out only when it is complete."""
     from tqdm.auto import tqdm
 
     from ..data.clips import bundled_clip
     from ..media.files import staged_folder
-    from .deliverables import write_outputs
-    from .pipeline import edit, resolve_work_size
+    from ..sampling.windows import describe
+    from .shot import ShotInput, edit_shot
 
     check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")
     settings_from_args(args, WAN_DEFAULTS)  # every given value checked before anything is loaded
     lora_specs(args)
     size = parse_size(args.size)
-    if args.frames is not None and args.frames > MAX_FRAMES:
-        raise ValueError(f"--frames {args.frames}: Vera edits at most {MAX_FRAMES} frames at a "
-                         "time; edit a long shot in parts with --start")
-    video.check_frame_range("--input", args.frames, args.start)
+    check_frames_and_windows(args)
     for flag in ("input", "mask"):
         if getattr(args, flag):
             video.check_readable(getattr(args, flag), f"--{flag}")
@@ -108,44 +135,24 @@ def run_edit(args) -> dict:
         load_s = time.perf_counter() - t0
         settings = settings_from_args(args, bundle.defaults)
         source_path = Path(args.input) if args.input else bundled_clip()
-        frames = args.frames if args.frames is not None else bundle.frames
-        source, fps = video.read_frames(source_path, MAX_FRAMES + 1 if frames is None else frames,
-                                        args.start, name="--input")
-        if source.shape[0] > MAX_FRAMES:
-            raise ValueError(f"--input {source_path}: more than {MAX_FRAMES} frames from frame "
-                             f"{args.start}; Vera edits at most {MAX_FRAMES} at a time: pick a "
-                             "part with --start and --frames")
-        if source.shape[-1] != 3:
-            raise ValueError(f"--input {source_path}: expected RGB frames, got {source.shape[-1]} "
-                             "channel(s)")
-        mask = None
-        if args.mask:
-            mask_frames, _ = video.read_frames(args.mask, source.shape[0], args.start,
-                                               name="--mask")
-            mask = mask_frames.float().mean(-1, keepdim=True) / 255
+        frames = frame_count(args.frames) if args.frames is not None else bundle.frames
+        if settings.window == 0 and frames is None:
+            frames = MAX_FRAMES + 1  # read one more than allowed, to say so below
+        source = ShotInput(source_path, args.start, frames, "--input")
+        mask = ShotInput(Path(args.mask), args.start, frames, "--mask") if args.mask else None
+        rate = video.frame_rate(source_path, "--input")
         if size == "model":
             size = bundle.work_size or "auto"
-        work_size = resolve_work_size(None if size == "source" else size, *source.shape[1:3])
-        model_at = f", model at {work_size[1]}x{work_size[0]}" if work_size else ""
-        audio = None
-        if not source_path.is_dir():
-            audio = video.read_audio(source_path, args.start / fps, source.shape[0] / fps)
-        frames_text = f"{source.shape[0]} frames, {source.shape[2]}x{source.shape[1]}"
-        print(f"vera edit: {source_path} ({frames_text}) with {bundle.name}, "
-              f"{settings.steps} steps, cfg {settings.cfg:g}{model_at}", flush=True)
-        bar = tqdm(total=settings.steps, desc="sampling", dynamic_ncols=True)
-        result = edit(bundle, source, args.prompt, settings, mask_frames=mask,
-                      frame_policy=args.frame_policy, work_size=work_size,
-                      callback=lambda info: bar.update(1),
-                      allow_empty_prompt=args.allow_empty_prompt)
+        shot = _ShotOutput(args, bundle, settings, source_path, rate, staging, exr_options)
+        bar = tqdm(total=settings.steps, desc="sampling", dynamic_ncols=True, delay=1)
+        result = edit_shot(bundle, source, args.prompt, settings, shot.write, mask=mask,
+                           frame_policy=args.frame_policy,
+                           work_size=None if size == "source" else size,
+                           allow_empty_prompt=args.allow_empty_prompt,
+                           on_windows=lambda spans: shot.start(spans, describe(spans)),
+                           callback=lambda info: bar.update(1))
         bar.close()
-        result.timings["load_s"] = load_s
-        extra = dict(input=str(source_path), model=bundle.name, weight_dtype=args.weight_dtype,
-                     device=str(next(bundle.model.parameters()).device), mask=args.mask)
-        clip = SourceClip(video.exact_rate(fps), args.start, 1, audio, source_path.name)
-        files, report = write_outputs(result, staging, clip, args.rgba, extra,
-                                      model=bundle.name, exr_options=exr_options,
-                                      loras=bundle.loras)
+        files, report = shot.finish(result, load_s)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
     evaluations = report["model_evaluations"]
     if settings.cache_method != "off":
@@ -156,6 +163,77 @@ def run_edit(args) -> dict:
           f"bit-identical to the source: {report['preservation']['preserved_exact']}; total "
           f"{time.perf_counter() - t0:.1f} s")
     return files
+
+
+class _ShotOutput:
+    """The CLI's side of a streamed edit: checks the frames read, prints the plan, opens the files
+    once the shot's length is known, writes each chunk and finishes settings.json and
+    report.json."""
+
+    def __init__(self, args, bundle, settings, source_path: Path, rate, staging: Path,
+                 exr_options):
+        self.args, self.bundle, self.settings = args, bundle, settings
+        self.source_path, self.rate, self.staging = source_path, rate, staging
+        self.exr_options, self.writer, self.spans = exr_options, None, None
+
+    def start(self, spans: list[list[int]], windows_text: str) -> None:
+        from .deliverables import run_settings
+
+        args, settings = self.args, self.settings
+        frames = spans[-1][1] + 1
+        if settings.window == 0 and frames > MAX_FRAMES:
+            raise ValueError(f"--input {self.source_path}: more than {MAX_FRAMES} frames from "
+                             f"frame {args.start} with --window 0; Vera edits at most "
+                             f"{MAX_FRAMES} at a time without windows: pick a part with --start "
+                             "and --frames, or leave --window out")
+        if args.window and frames < args.window:
+            raise ValueError(f"--window {args.window}: the clip has only {frames} frames, shorter "
+                             "than one window; leave --window out (a clip that fits one window "
+                             f"is edited in one piece) or give at most {frames}")
+        self.spans = spans
+        audio = None
+        if not self.source_path.is_dir():
+            audio = video.read_audio(self.source_path, args.start / self.rate, frames / self.rate)
+        self.clip = SourceClip(video.exact_rate(self.rate), args.start, 1, audio,
+                               self.source_path.name)
+        print(f"vera edit: {self.source_path} ({frames} frames) with {self.bundle.name}, "
+              f"{settings.steps} steps, cfg {settings.cfg:g}; {windows_text}", flush=True)
+        self.record = run_settings(settings, model=self.bundle.name, prompt=args.prompt,
+                                   frames=frames, size=(0, 0), clip=self.clip,
+                                   extra=dict(loras=self.bundle.loras, windows=spans))
+        self.frames = frames
+        self.writer = None
+
+    def write(self, chunk) -> None:
+        from .deliverables import LayerFileWriter
+
+        if self.writer is None:
+            self.record["size"] = [int(chunk.final.shape[2]), int(chunk.final.shape[1])]
+            metadata = {"prompt": self.args.prompt, "vera:settings": self.record}
+            self.writer = LayerFileWriter(self.staging, self.clip.rate, self.args.rgba,
+                                          audio=self.clip.audio, metadata=metadata,
+                                          exr_options=self.exr_options, side_by_side=True,
+                                          middle_frame=self.frames // 2)
+        self.writer.add(chunk.edit, chunk.alpha, chunk.final, chunk.source,
+                        chunk.model_composite)
+
+    def finish(self, result, load_s: float) -> tuple[dict, dict]:
+        from .deliverables import shot_report
+
+        args, bundle = self.args, self.bundle
+        self.record["work_size"] = result.work_size
+        files = self.writer.close(settings=self.record)
+        timings = {"load_s": load_s, **result.timings}
+        extra = dict(input=str(self.source_path), model=bundle.name,
+                     weight_dtype=args.weight_dtype,
+                     device=str(next(bundle.model.parameters()).device), mask=args.mask,
+                     windows=result.windows)
+        details = dict(prompt=args.prompt, frame_policy=args.frame_policy,
+                       recover_semi_transparent=False, model_grid=result.model_grid,
+                       source_size=(result.frames, *result.size), work_size=result.work_size)
+        report = shot_report(self.writer, files, self.settings, details, timings,
+                             result.evaluations, self.clip, bundle.loras, extra)
+        return files, report
 
 
 def cmd_edit(args) -> int:
@@ -224,6 +302,19 @@ def add_sampling_arguments(p) -> None:
                    help="fraction of the steps before which every step runs (default 0.15)")
     p.add_argument("--cache-end", type=float, default=None,
                    help="fraction of the steps from which every step runs (default 0.95)")
+    p.add_argument("--window", type=int, default=None,
+                   help="context window in frames (1 + 4k; default: the model's clip, 81 for "
+                        "Wan-based Vera, 17 for vera-tiny); longer shots are edited in "
+                        "overlapping windows fused every step; 0 = no windows (at most "
+                        f"{MAX_FRAMES} frames)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="frames neighbouring windows share (default: the model's; README, "
+                        "Long shots)")
+    p.add_argument("--window-fuse", choices=WINDOW_FUSE, default=None,
+                   help="how overlapping windows blend: linear ramps (default) or pyramid")
+    p.add_argument("--window-noise", choices=WINDOW_NOISE, default=None,
+                   help="freenoise (default): later windows reuse the first window's noise, "
+                        "shuffled; independent: fresh noise for every frame")
 
 
 def add_parser(sub) -> None:
@@ -242,9 +333,10 @@ def add_parser(sub) -> None:
                    help="run with a blank --prompt on purpose (an unconditional edit)")
     add_model_arguments(p)
     add_sampling_arguments(p)
-    p.add_argument("--frames", type=int, default=None,
-                   help="frames to read (default: the model's clip length, e.g. 17 for vera-tiny; "
-                        "all for other models)")
+    p.add_argument("--frames", default=None,
+                   help="frames to read, or 'all' (default: the model's clip length, e.g. 17 for "
+                        "vera-tiny; all for other models); a shot longer than the model's window "
+                        "is edited in context windows (--window)")
     p.add_argument("--start", type=int, default=0, help="first frame to read")
     p.add_argument("--frame-policy", choices=FRAME_POLICIES, default="pad")
     p.add_argument("--size", default="model",
