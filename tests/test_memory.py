@@ -148,3 +148,27 @@ def test_preview_map_fitted_by_least_squares_inverts_a_linear_codec():
 def test_readme_shows_the_planners_current_table():
     readme = (ROOT / "README.md").read_text()
     assert plan.fits_table(49, 480, 832) in readme, "run python -m vera plan --table, update README"
+
+
+def test_planner_gives_a_long_shot_one_windows_memory_and_every_windows_flops():
+    config = PRESETS["wan2.1-1.3B"]
+    one = plan.make_plan(config, 81, 480, 832, "bf16")
+    shot = plan.make_plan(config, 481, 480, 832, "bf16", window=81, overlap=24)
+    # 481 frames = 121 latent frames; windows of 21 sharing 6 start every 15: 0, 15, ..., 100
+    assert shot.windows == 8 and shot.window_frames == 81
+    assert shot.tokens == one.tokens and shot.sampling_need(True) == one.sampling_need(True)
+    assert shot.flops == 8 * one.flops
+    assert plan.seconds(shot, 50, 400) == 8 * plan.seconds(one, 50, 400)
+    whole = plan.make_plan(config, 121, 480, 832, "bf16", window=0)
+    assert whole.windows == 1 and whole.tokens > one.tokens
+
+
+def test_plan_command_says_how_a_shot_is_windowed(capsys):
+    from vera.__main__ import main
+
+    assert main(["plan", "--frames", "481", "--window", "81", "--overlap", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "481 frames in 8 windows of 81; memory below is one window's" in out
+    assert "s of sampling for 481 frames at 50 steps" in out
+    assert main(["plan", "--frames", "481", "--window", "80"]) == 2
+    assert "window = 80" in capsys.readouterr().err

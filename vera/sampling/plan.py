@@ -1,6 +1,10 @@
 """Memory and time of an edit before it runs: weights, activation peak, VAE decode peak, FLOPs.
 
     python -m vera plan --model 1.3B --frames 49 --size 832x480 --weight-dtype fp8 --batch-cfg auto
+    python -m vera plan --model 14B --frames 481 --window 81 --overlap 24   # a 20 s shot
+
+A shot longer than the window is sampled in context windows (`vera.sampling.windows`): memory is
+one window's, FLOPs and time grow with the number of windows.
 
 The activation figures are linear fits to peaks measured on this project's CPU machine
 (`bench/activation_peak.py`, BENCHMARKS.md): per-token bytes at two widths (Wan2.1-1.3B and 14B),
@@ -17,7 +21,8 @@ import torch
 from ..frames.geometry import FRAME_STEP, frame_count_problem, size_problem
 from ..model.config import PRESETS, VeraConfig
 from ..model.precision import COMPUTE_DTYPES, STORED_DTYPES
-from .settings import BATCH_CFG
+from .settings import BATCH_CFG, WAN_DEFAULTS
+from .windows import latent_frames, plan_windows
 
 GB = 1024**3
 VRAM_SIZES_GB = (8, 12, 16, 24, 48, 80)
@@ -32,6 +37,9 @@ ACTIVATION_FIT = {2: dict(base=43_164_672, dim=23.0828, ffn=6.5586),
 VAE_DECODE_FIT = dict(base=220_857_685, pixel=20_491.8)
 VAE_WEIGHTS_BYTES = 126_900_000 * 4
 TEXT_ENCODER_BYTES = {"umt5 fp8": 6.7e9, "umt5 fp16": 11.4e9}
+# The time estimate's default throughput: an H100's dense bf16 peak (989 TFLOP/s) at 40% use, an
+# assumption (no Vera run on a GPU has been timed here); --effective-tflops gives your own.
+EFFECTIVE_TFLOPS = 400.0
 
 
 def model_config(name: str) -> VeraConfig:
@@ -115,6 +123,9 @@ class Plan:
     vae_decode: float
     flops: float
     layer_bytes: int
+    frames: int = 0
+    window_frames: int = 0
+    windows: int = 1
 
     def sampling_need(self, batched: bool, swap_layers: int = 0) -> float:
         """Device memory the sampler needs: resident weights (two swapped layers in flight with
@@ -144,23 +155,42 @@ class Plan:
 
 
 def make_plan(config: VeraConfig, frames: int, height: int, width: int, weight_dtype: str = "bf16",
-              element: int = 2) -> Plan:
+              element: int = 2, window: int = WAN_DEFAULTS.window,
+              overlap: int = WAN_DEFAULTS.window_overlap) -> Plan:
+    """The plan of a `frames` x `height` x `width` edit; with `window` (0: none) a longer shot is
+    sampled in windows of that many frames sharing `overlap`: memory is one window's and the
+    FLOPs per step are every window's."""
     problems = [p for p in (frame_count_problem(frames), size_problem(height, width)) if p]
     if problems:
         raise ValueError("; ".join(problems))
-    tokens = branch_tokens(config, frames, height, width)
+    window_frames = frames if not window or frames <= window else window
+    windows = len(plan_windows(latent_frames(frames), latent_frames(window),
+                               latent_frames(overlap))) if window else 1
+    tokens = branch_tokens(config, window_frames, height, width)
     weights = weight_bytes(config, weight_dtype, element)
     per_layer = weight_bytes(config.replace(num_layers=1), weight_dtype, element) - weight_bytes(
         config.replace(num_layers=0), weight_dtype, element)
     return Plan(config, tokens, weights, activation_bytes(config, tokens, 2, element),
                 activation_bytes(config, tokens, 1, element), vae_decode_bytes(height, width),
-                flops_per_step(config, tokens), per_layer)
+                flops_per_step(config, tokens) * windows, per_layer, frames, window_frames,
+                windows)
 
 
-def describe(plan: Plan, weight_dtype: str, batch_cfg: str) -> str:
+def seconds(plan: Plan, steps: int, effective_tflops: float = EFFECTIVE_TFLOPS) -> float:
+    """Sampling time of the whole shot at `effective_tflops` (achieved, not peak)."""
+    return plan.flops * steps / (effective_tflops * 1e12)
+
+
+def describe(plan: Plan, weight_dtype: str, batch_cfg: str, steps: int = WAN_DEFAULTS.steps,
+             effective_tflops: float = EFFECTIVE_TFLOPS) -> str:
     gb = lambda b: f"{b / GB:.1f} GB"
+    shot = (f"{plan.frames} frames in {plan.windows} windows of {plan.window_frames}; memory "
+            "below is one window's" if plan.windows > 1 else
+            f"{plan.frames} frames in one piece")
+    took = seconds(plan, steps, effective_tflops)
     lines = [
         f"model       {plan.config.name}: {plan.config.num_layers} layers, width {plan.config.dim}",
+        f"shot        {shot}",
         f"tokens      {plan.tokens:,} per branch, {3 * plan.tokens:,} in the joint attention",
         f"weights     {gb(plan.weights)} ({weight_dtype}; one layer's three blocks "
         f"{gb(plan.layer_bytes)})",
@@ -169,8 +199,11 @@ def describe(plan: Plan, weight_dtype: str, batch_cfg: str) -> str:
         f"VAE decode  {gb(plan.vae_decode)} (one latent frame at a time, fp32, weights included)",
         f"text enc.   umT5 fp8 {TEXT_ENCODER_BYTES['umt5 fp8'] / 1e9:.1f} GB / fp16 "
         f"{TEXT_ENCODER_BYTES['umt5 fp16'] / 1e9:.1f} GB (its own stage; ComfyUI evicts it)",
-        f"FLOPs       {plan.flops / 1e15:.2f} PFLOP per step (cond + uncond), "
+        f"FLOPs       {plan.flops / 1e15:.2f} PFLOP per step (cond + uncond, every window), "
         f"attention {100 * (1 - _linear_share(plan)):.0f}%",
+        f"time        about {took:,.0f} s of sampling for {plan.frames} frames at {steps} steps "
+        f"({took / plan.frames:.2f} s per frame) at {effective_tflops:g} effective TFLOP/s "
+        "(an assumption: an H100 at 40%; give yours with --effective-tflops)",
         f"sampling    {gb(plan.sampling_need(True))} batched, {gb(plan.sampling_need(False))} "
         f"one pass at a time (batch_cfg {batch_cfg})",
         "fits on:",
@@ -181,7 +214,7 @@ def describe(plan: Plan, weight_dtype: str, batch_cfg: str) -> str:
 
 def _linear_share(plan: Plan) -> float:
     c, n = plan.config, 3 * plan.tokens
-    linear = 2 * c.num_layers * (8 * c.dim**2 + 2 * c.dim * c.ffn_dim) * n * 2
+    linear = 2 * c.num_layers * (8 * c.dim**2 + 2 * c.dim * c.ffn_dim) * n * 2 * plan.windows
     return linear / plan.flops
 
 
@@ -212,9 +245,11 @@ def cmd_plan(args) -> int:
         print(fits_table(args.frames, height, width))
         return 0
     config = model_config(args.model)
+    WAN_DEFAULTS.updated(window=args.window, window_overlap=args.overlap)  # same checks as edit
     element = 4 if args.dtype == "fp32" else 2
-    plan = make_plan(config, args.frames, height, width, args.weight_dtype, element)
-    print(describe(plan, args.weight_dtype, args.batch_cfg))
+    plan = make_plan(config, args.frames, height, width, args.weight_dtype, element, args.window,
+                     args.overlap)
+    print(describe(plan, args.weight_dtype, args.batch_cfg, args.steps, args.effective_tflops))
     return 0
 
 
@@ -227,6 +262,13 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=COMPUTE_DTYPES, default="bf16",
                    help="compute dtype (bf16 on GPUs that have it)")
     p.add_argument("--batch-cfg", choices=BATCH_CFG, default="auto")
+    p.add_argument("--window", type=int, default=WAN_DEFAULTS.window,
+                   help="context window in frames (0: the whole clip in one piece)")
+    p.add_argument("--overlap", type=int, default=WAN_DEFAULTS.window_overlap,
+                   help="frames neighbouring windows share")
+    p.add_argument("--steps", type=int, default=WAN_DEFAULTS.steps)
+    p.add_argument("--effective-tflops", type=float, default=EFFECTIVE_TFLOPS,
+                   help="achieved TFLOP/s of your GPU, for the time estimate")
     p.add_argument("--table", action="store_true",
                    help="what fits where, for 1.3B and 14B in bf16 and fp8, as a Markdown table")
     p.set_defaults(func=cmd_plan)
