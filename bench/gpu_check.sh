@@ -9,7 +9,9 @@
 #    not, and with block swap; time, peak VRAM and the planner's estimate beside it
 # 4. speed: eager vs compiled blocks vs a step-cache skip at that size, bf16 and fp8; ComfyUI's fp8
 #    fast matmul (`--fast`) against our FP8Linear where the GPU has fp8 compute
-# 5. the shipped Wan-1.3B workflows in a real ComfyUI on a card capped at VERA_VRAM_GB (default 12:
+# 5. long shots: vera-tiny streamed in context windows on CUDA at 129 and 513 frames (peak memory set
+#    by the window, untouched pixels bit-exact; bench/long_shot.py gpu)
+# 6. the shipped Wan-1.3B workflows in a real ComfyUI on a card capped at VERA_VRAM_GB (default 12:
 #    a consumer card; --reserve-vram plus an allocator cap, see scripts/wan_workflow_check.py),
 #    synthetic full-size files: umT5 fp16 + Wan VAE + Vera sharing the card through its manager,
 #    with Load Vera Model's compile on (compiled blocks under partial loading; a fallback would say
@@ -152,6 +154,8 @@ if [[ -n $COMFY ]]; then  # ComfyUI's fp8 fast matmul (--fast) where the GPU has
   check fp8_fast 90 env PYTHONPATH="$COMFY${PYTHONPATH:+:$PYTHONPATH}" \
     "$PY" bench/gpu_step.py fp8-fast "${DRY[@]}"
 fi
+
+check long_shot 120 "$PY" bench/long_shot.py gpu "${DRY[@]}"
 
 if [[ -z $COMFY ]]; then
   jline comfyui_capped_run skipped "no ComfyUI source: set COMFYUI_DIR or carry the tarball"

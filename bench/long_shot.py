@@ -14,6 +14,10 @@ window starts or stops contributing (the pair that enters a window's first frame
 that leaves its last); the others are "inside". Reported: mean change at seams / inside (per layer)
 and the seam IoU minus the inside IoU, plus the share of untouched pixels bit-exact.
 
+gpu (bench/gpu_check.sh): the same streamed edit on CUDA at 129 and 513 frames of carphone: peak
+CUDA memory (set by the window: equal within 10% expected), seconds per frame, untouched pixels
+bit-exact; one JSON line.
+
 memory: `python -m vera edit --frames all` in a subprocess per run (129 and 1,025 frames; at
 176x144 and 1280x720), its peak RSS (ru_maxrss) and its time per frame from report.json
 (total_s excludes loading the model).
@@ -187,10 +191,34 @@ def memory(args) -> dict:
     return dict(rows=rows)
 
 
+def gpu(args) -> dict:
+    import torch
+
+    from vera.edit.bundle import load_bundle
+    from vera.edit.shot import ShotInput, edit_shot
+
+    if args.dry_run:
+        return dict(check="long_shot", dry_run=True, lengths=[129, 513])
+    bundle = load_bundle("vera-tiny", device="cuda")
+    rows = []
+    for frames in (129, 513):
+        path = make_clip(args.work, "carphone", frames)
+        torch.cuda.reset_peak_memory_stats()
+        meter, t = SeamMeter(), time.perf_counter()
+        result = edit_shot(bundle, ShotInput(path, 0, frames), PROMPTS[0], bundle.defaults,
+                           meter.add, work_size=bundle.work_size)
+        rows.append(dict(frames=frames, windows=len(result.windows),
+                         peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                         seconds_per_frame=round((time.perf_counter() - t) / frames, 4),
+                         preserved_exact=meter.summary(result.windows)["preserved_exact"]))
+    return dict(check="long_shot", device=torch.cuda.get_device_name(), rows=rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("seams", "memory"))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("what", choices=("seams", "memory", "gpu"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="gpu: say what would run")
     parser.add_argument("--work", type=Path, default=Path("/tmp/vera_long_shot"))
     parser.add_argument("--clips", nargs="+", default=None, choices=list(CLIPS))
     parser.add_argument("--lengths", nargs="+", type=int, default=None)
@@ -198,6 +226,11 @@ def main() -> int:
     parser.add_argument("--overlaps", nargs="+", type=int, default=[4, 8, 12])
     parser.add_argument("--noise", nargs="+", default=["freenoise"])
     args = parser.parse_args()
+    if args.what == "gpu":
+        print(json.dumps(gpu(args)), flush=True)
+        return 0
+    if args.out is None:
+        parser.error("--out is needed for seams and memory")
     if args.what == "seams":
         args.clips = args.clips or ["carphone", "bikes"]
         args.lengths = args.lengths or [129, 257]

@@ -27,6 +27,7 @@ from ..frames.geometry import (
 from ..media.clip import SourceClip
 from ..sampling.sampler import StepInfo, sample
 from ..sampling.settings import SamplingSettings, check_prompt
+from ..sampling.windows import source_spans, windows_for
 from .bundle import Bundle
 
 
@@ -237,6 +238,8 @@ def edit(bundle: Bundle, source_frames: torch.Tensor, prompt: str,
     details = dict(prompt=prompt, frame_policy=frame_policy,
                    recover_semi_transparent=recover_semi_transparent, model_grid=geo.model,
                    source_size=(geo.original[0], *encoded.output_size), work_size=encoded.work_size,
-                   model_evaluations=evaluations)
+                   model_evaluations=evaluations,
+                   windows=source_spans(windows_for(settings, encoded.source_latent.shape[2]),
+                                        final.shape[0]))
     return EditResult(edit_rgb, alpha, model_comp, final, encoded.source_u8, latents, settings,
                       details, timings)
