@@ -296,7 +296,8 @@ def denormalise(vae, latent: torch.Tensor) -> torch.Tensor:
 
 
 def encode(vae, video: torch.Tensor) -> torch.Tensor:
-    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> normalised latent `(mu - latents_mean) / latents_std`."""
+    """RGB video `[B, 3, T, H, W]` in [-1, 1] -> normalised latent
+    `(mu - latents_mean) / latents_std`."""
     return normalise(vae, encode_raw(vae, video))
 
 
