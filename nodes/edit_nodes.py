@@ -5,12 +5,14 @@ CONDITIONING `[[tensor [1, L, text_dim], dict]]`. Our sockets: VERA_MODEL, VERA_
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..vera.edit.pipeline import decode_layers, encode_source
 from ..vera.frames import layers
 from ..vera.frames.geometry import FRAME_POLICIES
-from ..vera.media.clip import MAX_FRAMES, FrameSelection, read_clip, select_clip
+from ..vera.media.clip import MAX_FRAME_COUNT, MAX_FRAMES, FrameSelection, read_clip, select_clip
 from ..vera.media.video import DEFAULT_RATE
 from ..vera.model import lora
 from ..vera.sampling.plan import latent_activation_bytes
@@ -27,6 +29,7 @@ from ..vera.sampling.settings import (
     SamplingSettings,
     check_value,
 )
+from ..vera.sampling.windows import describe, source_spans, windows_for
 from . import host
 from .handles import (
     VERA_CACHE,
@@ -34,12 +37,15 @@ from .handles import (
     VERA_MODEL,
     VERA_SHOT,
     VERA_SOURCE,
+    VERA_WINDOWS,
     VeraLayers,
     VeraShot,
 )
 from .previews import layer_previews
 from .vae_bridge import ComfyVAECodec
+from .window_nodes import model_windows
 
+log = logging.getLogger(__name__)
 CATEGORY = "Vera/sampling"
 
 
@@ -75,10 +81,12 @@ class VeraEncode:
                     "Run the model at this height (multiple of 16); 0 = auto (see work_width).")}),
                 "start_frame": ("INT", {"default": 0, "min": 0, "max": 10 ** 7, "tooltip": (
                     "First frame of the video to edit (0 = its first).")}),
-                "frame_count": ("INT", {"default": 49, "min": 1, "max": MAX_FRAMES, "tooltip": (
-                    f"How many frames to edit (fewer when the video ends first); at most "
-                    f"{MAX_FRAMES}: "
-                    "edit a longer shot in parts. Wan2.1 works best at 81 or fewer, 1 + 4k.")}),
+                "frame_count": ("INT", {"default": 49, "min": 1, "max": MAX_FRAME_COUNT,
+                                        "tooltip": (
+                    "How many frames to edit (fewer when the video ends first), 1 + 4k. A shot "
+                    "longer than the model's context window (81 frames for Wan-based Vera, 17 "
+                    "for vera-tiny) is sampled in overlapping windows (Vera Context Windows); "
+                    f"with windows off, at most {MAX_FRAMES}. The frames are held in memory.")}),
                 "frame_stride": ("INT", {"default": 1, "min": 1, "max": 100, "tooltip": (
                     "Use every n-th frame (2 halves the frame rate and covers twice the time).")}),
             },
@@ -154,7 +162,9 @@ def conditioning_context(conditioning, name: str, text_dim: int) -> torch.Tensor
 
 class VeraSampler:
     DESCRIPTION = ("Generate the edit layer, alpha matte and composite jointly (three-branch flow matching with "
-                   "classifier-free guidance). Shows progress; Cancel stops it before the next step.")
+                   "classifier-free guidance). A shot longer than the model's context window is "
+                   "sampled in overlapping windows (see Vera Context Windows). Shows progress; "
+                   "Cancel stops it before the next step.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
     RETURN_TYPES = (VERA_LAYERS,)
@@ -202,22 +212,41 @@ class VeraSampler:
                     "tooltip": "From Vera Cache: skip model evaluations while the latents barely "
                                "change (faster, slightly different). Unconnected: every step runs "
                                "the model."}),
+                "context_windows": (VERA_WINDOWS, {
+                    "tooltip": "From Vera Context Windows: how a shot longer than one window is "
+                               "split and blended. Unconnected: the model's own windows "
+                               "(vera-tiny: 17 frames, 8 shared; Wan-based Vera: 81, 24 shared)."}),
             },
         }
 
     def sample(self, vera_model, positive, negative, vera_source, seed, steps, cfg, shift, sampler,
-               batch_cfg="auto", cache=None):
+               batch_cfg="auto", cache=None, context_windows=None):
         settings = SamplingSettings(steps=steps, cfg=cfg, shift=shift, seed=seed, sampler=sampler,
                                     batch_cfg=batch_cfg, **(cache or {}))
+        settings = settings.updated(**(context_windows or model_windows(vera_model)))
+        frames = vera_source.source_u8.shape[0]
+        if settings.window == 0 and frames > MAX_FRAMES:
+            raise ValueError(
+                f"vera_source has {frames} frames but context_windows is off (window 0): without "
+                f"windows Vera samples at most {MAX_FRAMES} frames at a time. Set Vera Context "
+                f"Windows' mode to windows, or lower Vera Encode's frame_count to {MAX_FRAMES} or "
+                "less")
         model = vera_model.model
         text_dim = model.config.text_dim
         context = conditioning_context(positive, "positive", text_dim)
         neg = conditioning_context(negative, "negative", text_dim) if settings.guided else None
         source = vera_source.source_latent
+        windows = windows_for(settings, source.shape[2])
+        spans = source_spans(windows, frames)
+        if len(spans) > 1:
+            log.info("Vera Sampler: %s", describe(spans))
+        # windows share one length and run one after another: the memory asked for is one's
+        one_window = source[:, :, : windows[0][1]]
         passes = 2 if settings.batch_cfg != "off" and settings.guided else 1
-        need = latent_activation_bytes(model, source, passes)
+        need = latent_activation_bytes(model, one_window, passes)
         # auto may fall back to one pass at a time, so it needs only that much at the least
-        least = latent_activation_bytes(model, source, 1) if settings.batch_cfg == "auto" else need
+        least = (latent_activation_bytes(model, one_window, 1) if settings.batch_cfg == "auto"
+                 else need)
         host.load_for_use(vera_model.manager, need, least)
         managed = vera_model.manager is not None
         device = host.device() if managed else next(model.parameters()).device
@@ -241,7 +270,7 @@ class VeraSampler:
             attached.remove()
         model_name = getattr(model, "source_name", None) or vera_model.name
         return (VeraLayers({k: v.float().cpu() for k, v in latents.items()}, vera_source, settings,
-                           model_name, evaluations, tuple(vera_model.loras)),)
+                           model_name, evaluations, tuple(vera_model.loras), spans),)
 
 
 def step_previews(bundle):
@@ -300,7 +329,8 @@ class VeraDecodeLayers:
         ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, preview_final)]}
         settings = vera_layers.settings
         shot = VeraShot(encoded.clip, settings and settings.updated(alpha_cutoff=alpha_cutoff),
-                        vera_layers.model_name, vera_layers.evaluations, vera_layers.loras)
+                        vera_layers.model_name, vera_layers.evaluations, vera_layers.loras,
+                        vera_layers.windows)
         rgba = torch.cat([edit_rgb, alpha], dim=-1)
         return {"ui": ui, "result": (edit_rgb, alpha[..., 0], model_comp, source, rgba,
                                      1 - alpha[..., 0], shot)}

@@ -6,6 +6,8 @@ VERA_SOURCE -> vera.edit.pipeline.EncodedSource: source (and mask) latents and h
                outputs back.
 VERA_LAYERS -> VeraLayers: the three sampled latents with the source they belong to.
 VERA_SHOT   -> VeraShot: the source clip's rate and sound, and how the shot was made.
+VERA_CACHE, VERA_WINDOWS -> dicts of `SamplingSettings` fields (step caching, context windows),
+               checked by the node that makes them.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ VERA_SOURCE = "VERA_SOURCE"
 VERA_LAYERS = "VERA_LAYERS"
 VERA_SHOT = "VERA_SHOT"
 VERA_CACHE = "VERA_CACHE"  # {"cache_method", "cache_threshold", "cache_start", "cache_end"}
+VERA_WINDOWS = "VERA_WINDOWS"  # {"window", "window_overlap", "window_fuse", "window_noise"}
 
 
 @dataclass
@@ -32,6 +35,7 @@ class VeraLayers:
     model_name: str = ""
     evaluations: dict | None = None  # model evaluations {"full": N, "cached": M}
     loras: tuple[str, ...] = ()  # what each LoRA on the model applied
+    windows: list[list[int]] | None = None  # context windows, [[first, last], ...] source frames
 
 
 @dataclass(frozen=True)
@@ -41,3 +45,4 @@ class VeraShot:
     model_name: str
     evaluations: dict | None = None  # model evaluations {"full": N, "cached": M}
     loras: tuple[str, ...] = ()  # what each LoRA on the model applied
+    windows: list[list[int]] | None = None  # context windows, [[first, last], ...] source frames

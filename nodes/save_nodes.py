@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import uuid
 
-from ..vera.edit.deliverables import RGBA_FORMATS, ExrOptions, run_settings, write_layer_files
+from ..vera.edit.deliverables import RGBA_FORMATS, ExrOptions, LayerFileWriter, run_settings
 from ..vera.frames import layers
 from ..vera.media.clip import SourceClip
 from ..vera.media.exr import ALPHA_MODES, TRANSFERS
@@ -16,6 +16,7 @@ from .layer_ops import as_alpha_frames
 from .previews import layer_previews
 
 EXR_CHOICES = ("off",) + TRANSFERS
+CHUNK_FRAMES = 16  # frames converted to 8 bits and written at a time (no whole-shot copies)
 
 
 def prompt_texts(graph: dict | None) -> tuple[str | None, str | None]:
@@ -34,14 +35,16 @@ def prompt_texts(graph: dict | None) -> tuple[str | None, str | None]:
 
 def run_record(shot, graph: dict | None, frames: int, size: tuple[int, int], fps,
                exr_options: ExrOptions | None) -> dict:
-    """settings.json for a saved run: what the Vera nodes recorded plus the prompt text."""
+    """settings.json for a saved run: what the Vera nodes recorded (with the context windows,
+    `[[first, last], ...]` source frames) plus the prompt text."""
     positive, negative = prompt_texts(graph)
     settings = shot.settings if shot is not None else None
     record = run_settings(settings, model=shot.model_name if shot else None, prompt=positive,
                           frames=frames, size=size, clip=shot.clip if shot else None,
                           extra=dict(saved_fps=str(fps), exr=exr_options and vars(exr_options),
                                      model_evaluations=shot and shot.evaluations,
-                                     loras=list(shot.loras) if shot else []))
+                                     loras=list(shot.loras) if shot else [],
+                                     windows=shot.windows if shot else None))
     if negative is not None and settings is not None:
         record["negative_prompt"] = negative
     return record
@@ -120,10 +123,13 @@ class VeraSaveLayers:
         parent.mkdir(parents=True, exist_ok=True)
         staging = parent / f".{name}.{uuid.uuid4().hex[:8]}.partial"
         try:
-            write_layer_files(edit_layer[..., :3].float(), alpha4.float(),
-                              layers.to_uint8(final[..., :3].float()), staging, rate, rgba_format,
-                              name=f"{name}_", audio=clip.audio, metadata=metadata,
-                              exr_options=exr_options, settings=record)
+            with LayerFileWriter(staging, rate, rgba_format, name=f"{name}_", audio=clip.audio,
+                                 metadata=metadata, exr_options=exr_options) as writer:
+                for first in range(0, frames, CHUNK_FRAMES):
+                    part = slice(first, first + CHUNK_FRAMES)
+                    writer.add(edit_layer[part, ..., :3].float(), alpha4[part].float(),
+                               layers.to_uint8(final[part, ..., :3].float()))
+                writer.close(settings=record)
             folder = publish_folder(staging, parent, name)
         finally:
             if staging.exists():

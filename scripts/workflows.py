@@ -218,15 +218,26 @@ def sampler_widgets(settings, seed: int = 1) -> dict:
             "sampler": settings.sampler, "batch_cfg": settings.batch_cfg}
 
 
+LONG_SHOT_FRAMES = 65  # vera-tiny's long-shot example: 5 of its 17-frame windows
+
+
+def window_widgets(settings, mode: str = "windows") -> dict:
+    """Vera Context Windows' widget values from a `SamplingSettings` (its window fields)."""
+    return {"mode": mode, "window": settings.window, "window_overlap": settings.window_overlap,
+            "window_fuse": settings.window_fuse, "window_noise": settings.window_noise}
+
+
 def tiny_workflow(task: str, pack) -> list[Node]:
     """vera-tiny on CPU: its bundled VAE and text encoder, model run at its training size, layers
-    scaled back; clip length and sampling settings from its recipe."""
+    scaled back; clip length and sampling settings from its recipe. long_shot: object addition
+    over LONG_SHOT_FRAMES frames, sampled in vera-tiny's own context windows."""
     recipe, defaults = pack.vera.edit.bundle.tiny_recipe(), pack.vera.edit.bundle.tiny_defaults()
     height, width = recipe["resolution"]
     nodes: list[Node] = []
     source = _source(nodes, "vera_example.mp4")
-    prompt = ("add a large red circle moving from left to right" if task == "object_addition"
-              else "replace the background with a blue and white stripes")
+    prompt = ("replace the background with a blue and white stripes"
+              if task == "background_change"
+              else "add a large red circle moving from left to right")
     nodes += [
         Node(4, "VeraLoadModel", "Load Vera Model", loader_widgets(pack, "vera-tiny")),
         Node(5, "VeraBundledVAE", "Vera Bundled VAE", links={"vera_model": (4, 0)}),
@@ -241,11 +252,18 @@ def tiny_workflow(task: str, pack) -> list[Node]:
                   Node(10, "MaskComposite", "Edit region (1 = may change)", {"x": 34, "y": 0, "operation": "multiply"},
                        {"destination": (8, 0), "source": (9, 0)})]
         encode_links["edit_region"] = (10, 0)
+    sampler_links = {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0),
+                     "vera_source": (11, 0)}
+    frames = recipe["frames"]
+    if task == "long_shot":
+        nodes.append(Node(14, "VeraContextWindows", "Vera Context Windows",
+                          window_widgets(defaults)))
+        sampler_links["context_windows"] = (14, 0)
+        frames = LONG_SHOT_FRAMES
     nodes += [
-        Node(11, "VeraEncode", "Vera Encode", encode_widgets(recipe["frames"], width, height),
+        Node(11, "VeraEncode", "Vera Encode", encode_widgets(frames, width, height),
              encode_links),
-        Node(12, "VeraSampler", "Vera Sampler", sampler_widgets(defaults),
-             {"vera_model": (4, 0), "positive": (6, 0), "negative": (7, 0), "vera_source": (11, 0)}),
+        Node(12, "VeraSampler", "Vera Sampler", sampler_widgets(defaults), sampler_links),
     ]
     _finish(nodes, (5, 0), defaults.alpha_cutoff, f"vera/tiny_{task}")
     return nodes
@@ -290,8 +308,8 @@ OUTPUTS_NOTE = """## What you get
 - `*_alpha/` matte PNGs and `.mp4` (white = edit layer opaque)
 - `*_final_composite/` lossless PNGs and `.mp4` with the source's sound: untouched pixels are the
   source's own, bit for bit
-- `settings.json` (model, prompt, seed, steps, cfg, frame rate, versions); the PNGs and the `.mov`
-  carry this workflow (drag a PNG onto ComfyUI to get it back)
+- `settings.json` (model, prompt, seed, steps, cfg, frame rate, context windows, versions); the
+  PNGs and the `.mov` carry this workflow (drag a PNG onto ComfyUI to get it back)
 
 Videos are written at the source's exact frame rate (24000/1001 stays 24000/1001), BT.709 and
 tagged so. Set `exr` on Save Layers for half-float OpenEXR sequences (linear or sRGB).
@@ -308,8 +326,9 @@ vera-tiny is the small model embedded in the pack (no download): it was trained 
 shapes at 64x64, so it adds simple coloured shapes or replaces the background with stripes. It
 shows the whole path in about a minute on a CPU; real edits need the Vera-1.3B workflows.
 
-**Vera Encode** takes the frames `start_frame`, `frame_count` (at most 161) and `frame_stride` of
-the video, decoding only those; the frame rate and sound travel to the outputs."""
+**Vera Encode** takes the frames `start_frame`, `frame_count` and `frame_stride` of the video,
+decoding only those; the frame rate and sound travel to the outputs. A shot longer than
+vera-tiny's 17-frame window is sampled in context windows (see the long-shot workflow)."""
 
 WAN_NOTE = """# Vera: layered video editing (Vera-1.3B on Wan2.1)
 **Model files** (ComfyUI offers to download the Wan2.1 ones when they are missing):
@@ -321,9 +340,18 @@ WAN_NOTE = """# Vera: layered video editing (Vera-1.3B on Wan2.1)
 1. Pick your clip in **Source video** (`ComfyUI/input/`).
 2. Write the instruction in **Positive prompt**; press **Queue**.
 
-**Vera Encode** edits `frame_count` frames (49 here, at most 161) from `start_frame`, decoding only
-those; work size 0 x 0 = auto (about 832x480 with your clip's aspect ratio). Memory: see the
-pack's README (`python -m vera plan`)."""
+**Vera Encode** edits `frame_count` frames (49 here) from `start_frame`, decoding only those; work
+size 0 x 0 = auto (about 832x480 with your clip's aspect ratio). A shot longer than 81 frames is
+sampled in context windows of 81 (connect **Vera Context Windows** to the sampler to change them).
+Memory: see the pack's README (`python -m vera plan`)."""
+
+LONG_SHOT_NOTE = f"""## Long shots: context windows
+**Vera Encode** reads {LONG_SHOT_FRAMES} frames here, more than vera-tiny's 17-frame clip. The
+**Vera Sampler** samples them as overlapping windows (**Vera Context Windows**: 17 frames, 8 shared
+by neighbours) blended at every step, so memory stays that of one window however long the shot.
+Each window sees only its own frames: expect the edit to drift a little along the shot, and raise
+`window_overlap` if you see where windows hand over. `settings.json` lists the windows used.
+`mode` off samples the clip in one piece (at most 161 frames)."""
 
 BACKGROUND_NOTE = """## Background change
 The **edit region** mask says where the edit may change the picture (white / 1 = may change, e.g.
@@ -337,6 +365,9 @@ WORKFLOWS = {
                                     [TINY_NOTE + "\n\n" + BACKGROUND_NOTE.replace("## ", "### ")
                                      + "\nThe box here is drawn for a 176x144 clip.",
                                      OUTPUTS_NOTE]),
+    "vera_tiny_long_shot": (lambda pack: tiny_workflow("long_shot", pack),
+                            [TINY_NOTE + "\n\n" + LONG_SHOT_NOTE.replace("## ", "### "),
+                             OUTPUTS_NOTE]),
     "vera_wan13b_object_addition": (lambda pack: wan_workflow("object_addition", pack),
                                     [WAN_NOTE, OUTPUTS_NOTE]),
     "vera_wan13b_background_change": (lambda pack: wan_workflow("background_change", pack),

@@ -395,9 +395,9 @@ NODE_CASES = [  # (id, node, inputs, exception type name, text)
     (
         "encode past the frame cap",
         "VeraEncode",
-        dict(frames=_frames(), frame_count=400),
+        dict(frames=_frames(), frame_count=100001),
         "ValueError",
-        "frame_count 400: Vera edits at most 161",
+        "frame_count 100001: at most 100000 frames",
     ),
     (
         "encode start past the end",

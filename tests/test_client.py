@@ -97,6 +97,28 @@ def test_refused_workflow_lists_each_node_error(stub, tmp_path):
     assert sent["prompt"]["12"]["inputs"]["steps"] == 500 and sent["client_id"]
 
 
+def test_set_reaches_the_context_windows_node_and_is_checked_as_the_library_checks_it(stub,
+                                                                                     tmp_path):
+    refusal = {"error": {"type": "prompt_outputs_failed_validation", "message": "refused",
+                         "details": ""}, "node_errors": {}}
+    server = stub({("POST", "/prompt"): (400, refusal)})
+    long_shot = ["--workflow", str(ROOT / "workflows" / "api" / "vera_tiny_long_shot_api.json")]
+    with pytest.raises(client.ClientError):
+        client.run(args(server.url, tmp_path, *long_shot,
+                        "--set", "Vera Context Windows.window=33",
+                        "--set", "Vera Context Windows.window_overlap=12",
+                        "--set", "Vera Context Windows.mode=off"), log=lambda *_: None)
+    sent = json.loads(next(body for method, path, body in server.requests if path == "/prompt"))
+    windows = next(n for n in sent["prompt"].values() if n["class_type"] == "VeraContextWindows")
+    assert windows["inputs"] == dict(mode="off", window=33, window_overlap=12,
+                                     window_fuse="linear", window_noise="freenoise")
+    with pytest.raises(client.ClientError, match=r"window = 18: a context window must be 1 \+ 4k") \
+            as error:
+        client.run(args(server.url, tmp_path, *long_shot,
+                        "--set", "Vera Context Windows.window=18"), log=lambda *_: None)
+    assert error.value.exit_code == 2
+
+
 def test_failed_run_names_the_node_and_the_exception(stub, tmp_path):
     history = {"p1": {"status": {"status_str": "error", "completed": False, "messages": [
         ["execution_start", {"prompt_id": "p1"}],

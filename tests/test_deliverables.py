@@ -165,8 +165,9 @@ def test_frame_selection_and_in_memory_clips():
     assert pick.indices(20) == [2, 5, 8, 11] and pick.indices(9) == [2, 5, 8]
     with pytest.raises(ValueError, match="start_frame 30 is past its last frame"):
         pick.__class__(start=30).indices(20)
-    with pytest.raises(ValueError, match="frame_count 500: Vera edits at most 161"):
-        clips.FrameSelection(count=500)
+    assert clips.FrameSelection(count=500).count == 500  # past MAX_FRAMES: sampled in windows
+    with pytest.raises(ValueError, match="frame_count 100001: at most 100000 frames"):
+        clips.FrameSelection(count=100_001)
     frames = torch.arange(20).view(20, 1, 1, 1).expand(20, 2, 2, 3)
     audio = {"waveform": torch.arange(20 * 100.).view(1, 1, -1), "sample_rate": 100 * 25}
     picked, clip = clips.select_clip(frames, pick, Fraction(25), audio)

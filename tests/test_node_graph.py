@@ -224,8 +224,11 @@ def test_encode_and_sampler_inputs_are_checked(pack, tiny, clip):
     torch.testing.assert_close(resized.mask_latent, with_mask.mask_latent, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="connect the source to video .* or to frames"):
         run(pack, "VeraEncode", vae=vae, work_width=64, work_height=64)
-    with pytest.raises(ValueError, match="frame_count 200: Vera edits at most 161"):
-        run(pack, "VeraEncode", vae=vae, frames=clip, frame_count=200)
+    (whole,), _ = run(pack, "VeraEncode", vae=vae, frames=clip, frame_count=200, work_width=64,
+                      work_height=64, frame_policy="crop")  # past the old cap of 161: the clip's 17
+    assert whole.source_u8.shape[0] == 17
+    with pytest.raises(ValueError, match="frame_count 100001: at most 100000 frames"):
+        run(pack, "VeraEncode", vae=vae, frames=clip, frame_count=100_001)
     wan_width = [[torch.zeros(1, 512, 4096), {}]]
     with pytest.raises(ValueError, match="4096-wide but this model expects 64.*Vera Text Encode"):
         run(pack, "VeraSampler", vera_model=handle, positive=wan_width, negative=wan_width, vera_source=with_mask,

@@ -12,10 +12,11 @@ UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
 API_FILES = sorted((ROOT / "workflows" / "api").glob("*_api.json"))
 
 
-def test_each_workflow_has_both_formats_and_all_four_exist():
+def test_each_workflow_has_both_formats_and_all_five_exist():
     names = {p.stem for p in UI_FILES}
     assert names == {p.stem[: -len("_api")] for p in API_FILES}
-    assert names == {"vera_tiny_object_addition", "vera_tiny_background_change", "vera_wan13b_object_addition",
+    assert names == {"vera_tiny_object_addition", "vera_tiny_background_change",
+                     "vera_tiny_long_shot", "vera_wan13b_object_addition",
                      "vera_wan13b_background_change"}
 
 

@@ -134,6 +134,49 @@ def test_vera_tiny_api_workflow_runs_and_keeps_untouched_pixels(server, name, tm
           "untouched pixels bit-identical to the source")
 
 
+def test_vera_tiny_long_shot_runs_in_context_windows_and_keeps_untouched_pixels(server, tmp_path):
+    """The long-shot workflow: 65 frames, five of vera-tiny's 17-frame windows fused every step;
+    every file has all 65 frames, untouched pixels are the source's, settings.json has the
+    windows."""
+    from vera.sampling.settings import SamplingSettings
+    from vera.sampling.windows import latent_frames, source_spans, windows_for
+
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    out = tmp_path / "out"
+    workflow = ROOT / "workflows" / "api" / "vera_tiny_long_shot_api.json"
+    args = client.build_parser().parse_args(["--server", server, "--workflow", str(workflow),
+                                             "--input", str(clip), "--seed", "5",
+                                             "--out", str(out), "--timeout", "900"])
+    lines = []
+    paths = client.run(args, log=lines.append)
+    print("\n".join(lines[-4:]))
+    frames = 65
+    pngs = {kind: sorted(p for p in paths if p.parent.name.endswith(kind) and p.suffix == ".png")
+            for kind in ("final_composite", "_alpha", "edit_layer_rgba")}
+    assert {kind: len(found) for kind, found in pngs.items()} == dict.fromkeys(pngs, frames)
+    for suffix in ("final_composite.mp4", "alpha.mp4"):
+        decoded, _ = video.read_video(next(p for p in paths if p.name.endswith(suffix)))
+        assert decoded.shape[0] == frames, suffix
+    rgba = video.read_rgba_video(next(p for p in paths if p.suffix == ".mov"))
+    assert rgba.shape[0] == frames
+    source, _ = video.read_frames(bundled_clip(), frames)
+    final = torch.stack([video.read_png(p) for p in pngs["final_composite"]])
+    alpha = torch.stack([video.read_png(p) for p in pngs["_alpha"]])[..., 0]
+    untouched = alpha == 0
+    assert untouched.any() and (~untouched).any()
+    assert torch.equal(final[untouched], source[untouched]), "pixels outside the matte changed"
+    assert (rgba[..., 3].int() - alpha.int()).abs().max() <= 1
+    saved = json.loads(next(p for p in paths if p.name.endswith("settings.json")).read_text())
+    settings = SamplingSettings(window=saved["window"], window_overlap=saved["window_overlap"])
+    expected = source_spans(windows_for(settings, latent_frames(frames)), frames)
+    assert saved["windows"] == expected == [[0, 16], [9, 28], [21, 40], [33, 52], [45, 64]]
+    assert saved["frames"] == frames
+    print(f"long shot: {frames} frames in {len(expected)} windows, "
+          f"{float((~untouched).float().mean()):.1%} of pixels edited, untouched pixels "
+          "bit-identical to the source")
+
+
 def test_cancel_stops_the_sampler_within_a_step(server, tmp_path):
     workflow = client.load_workflow(ROOT / "workflows" / "api" / "vera_tiny_object_addition_api.json")
     client.set_input(workflow, "Vera Sampler", "steps", 200)

@@ -14,7 +14,8 @@ from pathlib import Path
 from . import video
 from .video import DEFAULT_RATE, exact_rate
 
-MAX_FRAMES = 161  # Wan2.1 trains at up to 81; past 161 one clip's attention outgrows any GPU
+MAX_FRAMES = 161  # without context windows: past 161 one clip's attention outgrows any GPU
+MAX_FRAME_COUNT = 100_000  # a selection's sanity bound; context windows bound the sampling memory
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,10 @@ class FrameSelection:
                                  ("frame_stride", self.stride, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} {value!r}: must be a whole number of at least {low}")
-        if self.count > MAX_FRAMES:
-            raise ValueError(f"frame_count {self.count}: Vera edits at most {MAX_FRAMES} frames "
-                             "at a time (Wan2.1 was trained on up to 81); edit a long shot in "
-                             "parts with start_frame")
+        if self.count > MAX_FRAME_COUNT:
+            raise ValueError(f"frame_count {self.count}: at most {MAX_FRAME_COUNT} frames at a "
+                             "time (a longer shot is sampled in context windows, but its frames "
+                             "are held in memory); edit it in parts with start_frame")
 
     def indices(self, total: int, name: str = "video") -> list[int]:
         """The frame numbers used out of `total`; an error when none are left."""
