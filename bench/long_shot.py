@@ -14,6 +14,11 @@ window starts or stops contributing (the pair that enters a window's first frame
 that leaves its last); the others are "inside". Reported: mean change at seams / inside (per layer)
 and the seam IoU minus the inside IoU, plus the share of untouched pixels bit-exact.
 
+trajectory: where the matte is, frame by frame (x of its centre, share of the frame), for 65
+frames of carphone with the first prompt: windows with freenoise, with independent noise, and
+the clip in one piece (window 0, four times vera-tiny's training length); and the largest jump of
+the centre between two frames.
+
 gpu (bench/gpu_check.sh): the same streamed edit on CUDA at 129 and 513 frames of carphone: peak
 CUDA memory (set by the window: equal within 10% expected), seconds per frame, untouched pixels
 bit-exact; one JSON line.
@@ -191,6 +196,38 @@ def memory(args) -> dict:
     return dict(rows=rows)
 
 
+def trajectory(args) -> dict:
+    import torch
+
+    from vera.edit.bundle import load_bundle
+    from vera.edit.shot import ShotInput, edit_shot
+
+    bundle = load_bundle("vera-tiny")
+    path = make_clip(args.work, "carphone", 65)
+    rows = []
+    for label, changes in (("windows, freenoise", {}),
+                           ("windows, independent noise", dict(window_noise="independent")),
+                           ("one piece (window 0)", dict(window=0))):
+        centre, share = [], []
+
+        def measure(chunk):
+            for alpha in chunk.alpha[..., 0]:
+                inside = (alpha > 0.5).float()
+                count = float(inside.sum())
+                columns = torch.arange(alpha.shape[1], dtype=torch.float32)
+                centre.append(round(float((inside * columns).sum()) / count, 1) if count else None)
+                share.append(round(count / inside.numel(), 3))
+
+        result = edit_shot(bundle, ShotInput(path, 0, 65), PROMPTS[0],
+                           bundle.defaults.updated(**changes), measure,
+                           work_size=bundle.work_size)
+        steps = [abs(b - a) for a, b in zip(centre, centre[1:]) if a is not None and b is not None]
+        rows.append(dict(run=label, windows=result.windows, centre_x=centre, share=share,
+                         largest_jump_px=max(steps), frame_width=176))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "share"}), flush=True)
+    return dict(rows=rows)
+
+
 def gpu(args) -> dict:
     import torch
 
@@ -216,7 +253,7 @@ def gpu(args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("seams", "memory", "gpu"))
+    parser.add_argument("what", choices=("seams", "memory", "trajectory", "gpu"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--dry-run", action="store_true", help="gpu: say what would run")
     parser.add_argument("--work", type=Path, default=Path("/tmp/vera_long_shot"))
@@ -230,8 +267,10 @@ def main() -> int:
         print(json.dumps(gpu(args)), flush=True)
         return 0
     if args.out is None:
-        parser.error("--out is needed for seams and memory")
-    if args.what == "seams":
+        parser.error("--out is needed for seams, memory and trajectory")
+    if args.what == "trajectory":
+        result = trajectory(args)
+    elif args.what == "seams":
         args.clips = args.clips or ["carphone", "bikes"]
         args.lengths = args.lengths or [129, 257]
         result = seams(args)
