@@ -170,3 +170,13 @@ def test_step_cache_keeps_one_state_per_window():
 def test_bad_window_settings_are_refused_with_the_name(changes, words):
     with pytest.raises(SettingsError, match=words):
         _settings(**changes)
+
+
+def test_describe_lists_few_windows_and_abbreviates_many():
+    from vera.sampling.windows import describe
+
+    assert describe([[0, 16], [9, 28]]) == "2 windows: frames 0-16, 9-28"
+    spans = source_spans(plan_windows(257, 5, 2), 1025)
+    text = describe(spans)
+    assert text.startswith("85 windows: frames 0-16, 9-28") and text.endswith(", ..., 1005-1024")
+    assert text.count("-") == 7

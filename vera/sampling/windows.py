@@ -123,7 +123,11 @@ def freenoise(noise: torch.Tensor, windows: list[tuple[int, int]], seed: int) ->
     return out
 
 
-def describe(spans: list[list[int]]) -> str:
-    """'3 windows: frames 0-16, 9-28, 21-40' for the console."""
-    shown = ", ".join(f"{a}-{b}" for a, b in spans)
-    return f"{len(spans)} window{'s' if len(spans) != 1 else ''}: frames {shown}"
+def describe(spans: list[list[int]], most: int = 8) -> str:
+    """'3 windows: frames 0-16, 9-28, 21-40' for the console; past `most` windows the middle
+    ones are left out ('85 windows: frames 0-16, 9-28, 21-40, ..., 1005-1024'), as every one is
+    recorded in settings.json."""
+    text = [f"{a}-{b}" for a, b in spans]
+    if len(text) > most:
+        text = text[: most - 2] + ["..."] + text[-1:]
+    return f"{len(spans)} window{'s' if len(spans) != 1 else ''}: frames {', '.join(text)}"
