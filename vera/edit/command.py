@@ -99,9 +99,10 @@ def frame_count(text: str) -> int | None:
 
 def check_frames_and_windows(args) -> None:
     """Refuse, before anything loads, what windows make impossible: more than MAX_FRAMES frames
-    with windows turned off."""
+    asked for with windows turned off (without --frames the model's default is checked once the
+    shot is read)."""
     frames = frame_count(args.frames) if args.frames is not None else None
-    if args.window == 0 and (frames is None or frames > MAX_FRAMES):
+    if args.window == 0 and args.frames is not None and (frames is None or frames > MAX_FRAMES):
         asked = "all frames" if frames is None else f"{frames} frames"
         raise ValueError(f"--window 0 with --frames {args.frames}: without context windows Vera "
                          f"edits at most {MAX_FRAMES} frames at a time ({asked} asked); give "
@@ -174,7 +175,7 @@ class _ShotOutput:
                  exr_options):
         self.args, self.bundle, self.settings = args, bundle, settings
         self.source_path, self.rate, self.staging = source_path, rate, staging
-        self.exr_options, self.writer, self.spans = exr_options, None, None
+        self.exr_options, self.writer = exr_options, None
 
     def start(self, spans: list[list[int]], windows_text: str) -> None:
         from .deliverables import run_settings
@@ -190,7 +191,6 @@ class _ShotOutput:
             raise ValueError(f"--window {args.window}: the clip has only {frames} frames, shorter "
                              "than one window; leave --window out (a clip that fits one window "
                              f"is edited in one piece) or give at most {frames}")
-        self.spans = spans
         audio = None
         if not self.source_path.is_dir():
             audio = video.read_audio(self.source_path, args.start / self.rate, frames / self.rate)
@@ -202,7 +202,6 @@ class _ShotOutput:
                                    frames=frames, size=(0, 0), clip=self.clip,
                                    extra=dict(loras=self.bundle.loras, windows=spans))
         self.frames = frames
-        self.writer = None
 
     def write(self, chunk) -> None:
         from .deliverables import LayerFileWriter
