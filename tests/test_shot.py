@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import half_broken_clip
 
 from vera.__main__ import main as cli
 from vera.data.clips import bundled_clip
@@ -101,8 +102,8 @@ def _edit_in_subprocess(clip: Path, out: Path, frames: str = "all") -> subproces
 
 def test_a_long_shot_runs_in_memory_set_by_the_window(tmp_path):
     """Peak memory of a 257-frame edit stays within 1.2x that of a 33-frame edit of the same
-    320x240 clip: nothing holds the whole shot (held whole, 257 frames of float layers alone
-    would add about 600 MB)."""
+    320x240 clip: nothing holds the whole shot (held whole, the 257 frames' float32 edit layer,
+    alpha and model composite alone come to 257 x 320 x 240 x 7 x 4 bytes, about 550 MB)."""
     clip = _clip(tmp_path / "long.mp4", 257, 320, 240)
     peaks = {}
     for frames in ("33", "all"):
@@ -144,23 +145,6 @@ def test_ctrl_c_half_way_through_a_long_shot_leaves_nothing_finished(tmp_path):
     assert _snapshot(user) == before
 
 
-def _half_broken_clip(path: Path) -> Path:
-    import av
-
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=16)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(60):
-            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
 LONG_CASES = [
     ("window not 1 + 4k", ["--window", "20"], "window = 20: a context window must be 1 + 4k"),
     ("window below one latent step", ["--window", "3"], "window = 3"),
@@ -187,7 +171,7 @@ def long_user(tmp_path):
     for i in range(9):
         write_png(torch.full((144, 176, 1), 255, dtype=torch.uint8),
                   tmp_path / "short_mask" / f"m_{i:03d}.png")
-    _half_broken_clip(tmp_path / "broken.mp4")
+    half_broken_clip(tmp_path / "broken.mp4", 60)
     return tmp_path
 
 
@@ -224,3 +208,13 @@ def test_whole_file_keeps_its_rate_and_sound(tmp_path):
     assert abs(seconds - 45 * 1001 / 30000) < 0.05
     png = read_png(tmp_path / "o" / "final_composite" / "final_00044.png")
     assert png.shape == (64, 96, 3)
+
+
+def test_window_0_without_frames_edits_the_models_clip_in_one_piece(tmp_path):
+    """--window 0 alone keeps vera-tiny's default 17 frames (it is refused only with --frames
+    past 161 or all)."""
+    assert cli(["edit", "--prompt", PROMPT, "--out", str(tmp_path / "o"), "--window", "0",
+                "--steps", "1"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["frames"] == 17 and report["windows"] == [[0, 16]]
+    assert report["settings"]["window"] == 0
