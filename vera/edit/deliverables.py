@@ -12,7 +12,7 @@ import torch
 from ..frames import layers, metrics
 from ..media import exr, video
 from ..media.clip import SourceClip
-from ..media.files import save_json
+from ..media.files import ClosedOnExit, save_json
 from ..sampling.settings import SamplingSettings
 from .pipeline import EditResult
 
@@ -80,7 +80,7 @@ def run_settings(settings: SamplingSettings | None, *, model: str | None, prompt
                 date=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-class LayerFileWriter:
+class LayerFileWriter(ClosedOnExit):
     """Write the layers an artist composites with into `out`, chunk by chunk, so a long shot is
     never held whole: `add` each chunk of frames in order, then `close` (or use it as a context
     manager: an exception inside the block aborts).
@@ -126,15 +126,6 @@ class LayerFileWriter:
                            if side_by_side else None)
         self._exr = None if exr_options is None else exr.LayerExrWriter(
             self.out, name, exr_options.transfer, exr_options.alpha)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is not None:
-            self.abort()
-        elif not self._closed:
-            self.close()
 
     def _videos(self) -> list[video.VideoWriter]:
         found = [*self._rgba.values(), self._alpha_mp4, self._final_mp4, self._panel_mp4]

@@ -103,6 +103,17 @@ def _mask_frames(mask_frames: torch.Tensor, frames: int, size: tuple[int, int],
     return mask.expand(frames, -1, -1, -1) if mask.shape[0] == 1 else mask
 
 
+def fit_mask(mask_frames: torch.Tensor, frames: int, size: tuple[int, int],
+             work_size: tuple[int, int] | None, geo: Geometry, name: str) -> torch.Tensor:
+    """A mask (see `_mask_frames`) for `frames` source frames of `size` (h, w) -> `[T, h, w, 1]`
+    in [0, 1] on the model's grid: resized to the work size, then padded or cropped as `geo`
+    plans for the source."""
+    mask = _mask_frames(mask_frames, frames, size, name)
+    if work_size is not None:
+        mask = resize_mask(mask, work_size, name, keep_aspect=False)
+    return fit_frames(mask, geo).clamp(0, 1)
+
+
 def resolve_work_size(work_size, height: int, width: int) -> tuple[int, int] | None:
     """None: the source's own size; "auto": about 832x480 pixels with the source's aspect (see
     `geometry.auto_work_size`), None when that is the source's size; else (h, w), checked."""
@@ -146,10 +157,7 @@ def encode_source(codec, source_frames: torch.Tensor, mask_frames: torch.Tensor 
     del model_in
     mask_latent = None
     if mask_frames is not None:
-        mask = _mask_frames(mask_frames, frames, tuple(full_size), names[1])
-        if work_size is not None:
-            mask = resize_mask(mask, work_size, names[1], keep_aspect=False)
-        mask = fit_frames(mask, geo).clamp(0, 1)
+        mask = fit_mask(mask_frames, frames, tuple(full_size), work_size, geo, names[1])
         mask_latent = vae_ops.encode_matte(codec, mask).float().cpu()
     if work_size is not None:  # the grid is a multiple of 16 already: only frames can have been cropped
         out_u8 = source_u8[: min(geo.model[0], geo.original[0])]

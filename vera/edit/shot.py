@@ -28,7 +28,6 @@ from ..frames.geometry import (
     fit_frames,
     plan_geometry,
     resize_frames,
-    resize_mask,
     resize_uint8_frames,
     unfit_frames,
 )
@@ -37,7 +36,7 @@ from ..sampling.sampler import StepInfo, sample
 from ..sampling.settings import SamplingSettings, check_prompt
 from ..sampling.windows import source_spans, windows_for
 from .bundle import Bundle
-from .pipeline import _mask_frames, _text, resolve_work_size
+from .pipeline import _text, fit_mask, resolve_work_size
 
 PIECE = 2 * FRAME_STEP  # frames encoded per piece after the first frame
 
@@ -136,11 +135,8 @@ class _ShotEncoder:
         fitted = fit_frames(model_in, _spatial(self.spatial, count))
         self.latents.append(self.source.encode(vae_ops.frames_to_video(fitted)))
         if mask is not None:
-            matte = _mask_frames(mask.float().mean(-1, keepdim=True) / 255, count, self.size,
-                                 "--mask")
-            if self.work_size:
-                matte = resize_mask(matte, self.work_size, "--mask", keep_aspect=False)
-            matte = fit_frames(matte, _spatial(self.spatial, count)).clamp(0, 1)
+            matte = fit_mask(mask.float().mean(-1, keepdim=True) / 255, count, self.size,
+                             self.work_size, _spatial(self.spatial, count), "--mask")
             self.mask_latents.append(self.mask.encode(vae_ops.frames_to_video(
                 matte.expand(*matte.shape[:3], 3))))
 
@@ -157,11 +153,10 @@ class _ShotEncoder:
 
 @torch.no_grad()
 def encode_shot(vae, source: ShotInput, mask: ShotInput | None = None,
-                frame_policy: str = "pad", work_size=None,
-                progress: Callable[[int], None] | None = None) -> EncodedShot:
+                frame_policy: str = "pad", work_size=None) -> EncodedShot:
     """Read the source (and mask) once, piece by piece, and VAE-encode it: frame 0 alone, then
     `PIECE` frames at a time; at the end the frames short of 1 + 4k are padded (repeats of the
-    last frame) or dropped, by `frame_policy`. progress(frames read so far) after each piece."""
+    last frame) or dropped, by `frame_policy`."""
     frames = source.frames()
     first = next(frames, None)
     if first is None:
@@ -178,8 +173,6 @@ def encode_shot(vae, source: ShotInput, mask: ShotInput | None = None,
         if len(pending) == PIECE:
             encoder.encode(torch.stack(pending), masks.take(PIECE))
             read, pending = read + PIECE, []
-            if progress is not None:
-                progress(read)
     read += len(pending)
     whole = len(pending) - len(pending) % FRAME_STEP
     if whole:
@@ -194,8 +187,6 @@ def encode_shot(vae, source: ShotInput, mask: ShotInput | None = None,
                 mask_part = torch.cat([mask_part, mask_part[-1:].expand(
                     FRAME_STEP - len(rest), *mask_part.shape[1:])])
             encoder.encode(torch.stack(padded), mask_part)
-    if progress is not None:
-        progress(read)
     return encoder.result(read)
 
 
@@ -223,7 +214,6 @@ def decode_shot(vae, latents: dict[str, torch.Tensor], encoded: EncodedShot, sou
     raw = {name: vae_ops.denormalise(vae, z) for name, z in latents.items()}
     frames = source.frames(encoded.output_frames)
     total, done = encoded.output_frames, 0
-    spatial = _spatial(geo, 1)
     for index in range(raw["edit"].shape[2]):
         decoded = {name: vae_ops.video_to_frames(decoders[name].decode(z[:, :, index:index + 1]))
                    for name, z in raw.items()}
@@ -232,7 +222,7 @@ def decode_shot(vae, latents: dict[str, torch.Tensor], encoded: EncodedShot, sou
             break
         out = {}
         for name, x in decoded.items():
-            x = unfit_frames(x, _spatial(spatial, x.shape[0]))[:count]
+            x = unfit_frames(x, _spatial(geo, x.shape[0]))[:count]
             if name == "alpha":
                 x = x.mean(dim=-1, keepdim=True).clamp(0, 1)
             if encoded.work_size is not None:  # the work size is on the grid: nothing was cropped
@@ -282,11 +272,10 @@ def edit_shot(bundle: Bundle, source: ShotInput, prompt: str, settings: Sampling
               write: Callable[[LayerChunk], None], *, mask: ShotInput | None = None,
               frame_policy: str = "pad", work_size=None, recover_semi_transparent: bool = False,
               allow_empty_prompt: bool = False, on_windows: Callable[[list], None] | None = None,
-              callback: Callable[[StepInfo], None] | None = None,
-              progress: Callable[[str, int], None] | None = None) -> ShotResult:
+              callback: Callable[[StepInfo], None] | None = None) -> ShotResult:
     """Edit a shot read from disk, streaming: encode -> sample in windows -> decode, composite and
     `write(chunk)` a few frames at a time. on_windows(spans) is called once the windows are known
-    (before sampling); progress(stage, frames) reports "read" and "written" frames."""
+    (before sampling)."""
     check_prompt(prompt, allow_empty_prompt)
     if bundle.vae is None:
         raise ValueError(f"{bundle.name} has no VAE; load one with the model (--vae FILE)")
@@ -296,8 +285,7 @@ def edit_shot(bundle: Bundle, source: ShotInput, prompt: str, settings: Sampling
     negative = (_text(bundle, settings.negative_prompt, "negative_prompt").to(device)
                 if settings.guided else None)
     t = time.perf_counter()
-    report = (lambda frames: progress("read", frames)) if progress else None
-    encoded = encode_shot(bundle.vae, source, mask, frame_policy, work_size, report)
+    encoded = encode_shot(bundle.vae, source, mask, frame_policy, work_size)
     timings["encode_s"] = time.perf_counter() - t
     spans = source_spans(windows_for(settings, encoded.source_latent.shape[2]),
                          encoded.output_frames)
@@ -315,8 +303,6 @@ def edit_shot(bundle: Bundle, source: ShotInput, prompt: str, settings: Sampling
                              recover_semi_transparent):
         write(chunk)
         written += chunk.final.shape[0]
-        if progress is not None:
-            progress("written", written)
     timings["decode_write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
     return ShotResult(written, tuple(chunk.final.shape[1:3]), spans, encoded.geometry.model,

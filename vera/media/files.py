@@ -120,3 +120,19 @@ def staged_folder(target: str | Path, replace: bool = False, name: str = "--out"
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class ClosedOnExit:
+    """For writers with `close()` (publish what was written) and `abort()` (discard it) that keep
+    `_closed`: a `with` block closes them when it ends normally and aborts them on an error."""
+
+    _closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()

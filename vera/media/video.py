@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_path
+from .files import ClosedOnExit, atomic_path
 
 DEFAULT_RATE = Fraction(16)  # Wan2.1's rate: what frames that carry no rate of their own play at
 
@@ -284,7 +284,7 @@ class _Staged:
         self._context.__exit__(type(error), error, None)
 
 
-class VideoWriter:
+class VideoWriter(ClosedOnExit):
     """One video file written chunk by chunk: `write(frames)` any number of times, then
     `close()` (or use it as a context manager; an exception inside the block leaves neither the
     file nor a temporary one).
@@ -307,15 +307,6 @@ class VideoWriter:
         self.frames_written = 0
         self._staged = self._container = self._stream = self._track = self._size = None
         self._closed = self._published = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is not None:
-            self.abort()
-        elif not self._closed:
-            self.close()
 
     def _open(self, height: int, width: int) -> None:
         import av

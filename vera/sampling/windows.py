@@ -6,8 +6,8 @@ mask latents sliced with it, and CFG per window), and the velocities are average
 with per-window weights, so all three layers (edit, alpha, composite) share one fused velocity and
 one scheduler step. Overlapping frames therefore always share their noise and their state; with
 "freenoise" the noise of frames past the first window also repeats the first window's noise
-(shuffled within each stride), as FreeNoise does, so every window starts from statistically the
-same noise and content drifts less over a long shot.
+(shuffled within each stride), as FreeNoise does, so every window starts from the same noise
+values. (On vera-tiny the matte wandered as much with independent noise: BENCHMARKS.md.)
 
 Lengths come in source frames (what a user counts) and are converted to latent frames as the
 anchors convert them: `latent = (frames - 1) // 4 + 1`, so 81 frames are 21 latent frames and an
@@ -70,7 +70,7 @@ def window_weights(windows: list[tuple[int, int]], method: str = "linear") -> li
         size = end - start
         if method == "pyramid":
             j = torch.arange(size, dtype=torch.float32)
-            out.append(torch.minimum(j + 1, size - j) / ((size + 1) // 2))
+            out.append(torch.minimum(j + 1, size - j))  # its scale goes in the normalisation
             continue
         w = torch.ones(size)
         if k > 0:
