@@ -55,3 +55,23 @@ def tiny_lora(path, seed=0):
         tensors[f"diffusion_model.{name}.lora_A.weight"] = torch.randn(8, in_f, generator=g) * 0.2
         tensors[f"diffusion_model.{name}.lora_B.weight"] = torch.randn(out_f, 8, generator=g) * 0.2
     return atomic_save(tensors, path)
+
+
+def half_broken_clip(path: Path, frames: int = 40) -> Path:
+    """A 64x48 H.264 mp4 of random frames, its index first (faststart), cut in half: it opens,
+    its first frames decode, and decoding breaks on a frame further on."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path

@@ -83,25 +83,12 @@ def test_a_failed_video_write_leaves_no_file(tmp_path):
 
 
 def test_a_damaged_video_names_the_frame_it_cannot_decode(tmp_path):
-    import av
-    import numpy as np
     import pytest
+    from helpers import half_broken_clip
 
     from vera.media.video import iter_video_frames, read_video
 
-    path = tmp_path / "x.mp4"
-    rng = np.random.default_rng(0)
-    # index first (faststart), so cutting the file keeps it openable and breaks a frame later on
-    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=16)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(40):
-            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    path = half_broken_clip(tmp_path / "x.mp4")
     frames = iter_video_frames(path, name="--input")
     first = next(frames)  # the start of the file is whole
     assert first.shape == (48, 64, 3) and first.dtype == torch.uint8

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers import run_node as run
+from test_node_graph import text, tiny  # noqa: F401  (tiny is a fixture)
 
 from vera.data.clips import bundled_clip
 from vera.edit import pipeline
@@ -85,19 +86,6 @@ def test_sampler_without_windows_refuses_more_than_161_frames_before_any_work(pa
 def long_clip():
     frames, _ = video.read_frames(bundled_clip(), 33)
     return frames.float() / 255  # IMAGE [33, 144, 176, 3]: 9 latent frames, vera-tiny's 5 each
-
-
-@pytest.fixture(scope="module")
-def tiny(pack):
-    (handle,), _ = run(pack, "VeraLoadModel", model_name="vera-tiny", weight_dtype="auto",
-                       attention="auto")
-    (vae,), _ = run(pack, "VeraBundledVAE", vera_model=handle)
-    return handle, vae
-
-
-def text(pack, handle, prompt):
-    (cond,), _ = run(pack, "VeraTextEncode", vera_model=handle, text=prompt)
-    return cond
 
 
 @needs_tiny
