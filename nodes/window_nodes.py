@@ -28,10 +28,10 @@ def model_windows(bundle) -> dict:
 class VeraContextWindows:
     DESCRIPTION = ("Context windows for the Vera Sampler: a shot longer than one window is sampled "
                    "as overlapping windows blended at every step, so any length needs the memory "
-                   "of one window. Each window sees only its own frames: over a long shot the "
-                   "edit can drift (an added object slowly changes shade or shape), and a short "
-                   "overlap can show where one window hands over to the next. The windows used "
-                   "are written to settings.json.")
+                   "of one window. Each window sees only its own frames: over a long shot an "
+                   "edit that names a motion can restart or wander back and forth from window to "
+                   "window instead of running once across the shot; edits that hold still suit "
+                   "windows best. The windows used are written to settings.json.")
     CATEGORY = CATEGORY
     FUNCTION = "options"
     RETURN_TYPES = (VERA_WINDOWS,)
@@ -52,13 +52,14 @@ class VeraContextWindows:
                                "memory grows with the square of its length."}),
                 "window": ("INT", {
                     "default": WAN_DEFAULTS.window, "min": 5, "max": MAX_WINDOW, "step": 4,
-                    "tooltip": "Frames per window, 1 + 4k. 81 is Wan2.1's training length "
-                               "(vera-tiny's is 17). Longer windows keep the edit more "
-                               "consistent but need more memory."}),
+                    "tooltip": "Frames per window, 1 + 4k. Keep the model's training length "
+                               "(81 for Wan2.1, 17 for vera-tiny): a longer window is a longer "
+                               "clip than the model knows, and needs more memory."}),
                 "window_overlap": ("INT", {
                     "default": WAN_DEFAULTS.window_overlap, "min": 0, "max": MAX_WINDOW - 4,
                     "tooltip": "Frames neighbouring windows share and blend. More overlap: "
-                               "smoother hand-overs and less drift, but more windows (slower). "
+                               "more windows (slower); on vera-tiny a third of the window gave "
+                               "the smallest changes at seams (README, Long shots). "
                                "A quarter to a third of the window is usual; at most window - 4."}),
                 "window_fuse": (list(WINDOW_FUSE), {
                     "default": WAN_DEFAULTS.window_fuse,
@@ -68,8 +69,8 @@ class VeraContextWindows:
                 "window_noise": (list(WINDOW_NOISE), {
                     "default": WAN_DEFAULTS.window_noise,
                     "tooltip": "freenoise: later windows start from the first window's noise, "
-                               "shuffled (FreeNoise), so the content drifts less over the shot. "
-                               "independent: fresh noise for every frame."}),
+                               "shuffled (FreeNoise). independent: fresh noise for every frame. "
+                               "On vera-tiny the two wandered alike (README, Long shots)."}),
             },
         }
 
