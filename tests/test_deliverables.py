@@ -210,11 +210,16 @@ def test_auto_work_size_and_mask_resizing():
 
 
 def _layers(count=7, size=(20, 30)):
-    g = torch.Generator().manual_seed(5)
-    edit = torch.rand(count, *size, 3, generator=g)
+    """Smooth moving ramps (so lossy encodes of them are stable) under a box of graded alpha."""
+    t = torch.arange(count).view(count, 1, 1, 1).float()
+    y = torch.linspace(0, 1, size[0]).view(1, -1, 1, 1)
+    x = torch.linspace(0, 1, size[1]).view(1, 1, -1, 1)
+    tint = torch.tensor([0.9, 0.6, 0.3])
+    edit = ((x * 0.7 + y * 0.2 + t * 0.02) * tint).clamp(0, 1)
     alpha = torch.zeros(count, *size, 1)
-    alpha[:, 4:14, 6:20] = torch.rand(count, 10, 14, 1, generator=g).mul(255).round().div(255)
-    source = torch.randint(0, 256, (count, *size, 3), generator=g, dtype=torch.uint8)
+    ramp = torch.linspace(0.05, 1, 14).view(1, 1, 14, 1) * (0.8 + 0.02 * t)
+    alpha[:, 4:14, 6:20] = ramp.expand(count, 10, 14, 1).mul(255).round().div(255)
+    source = ((1 - x) * 150 + y * 80 + t * 3).expand(count, *size, 3).round().to(torch.uint8)
     final = torch.where(alpha > 0, (edit * 255).round().to(torch.uint8), source)
     return edit, alpha, final, source
 
@@ -223,10 +228,14 @@ def _files_under(root):
     return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
 
 
-def _close_encodes(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Two lossy H.264 encodes of the same frames: same frames, within a level on average (x264
-    need not give the same bytes twice when the machine is busy; the stills are compared exactly)."""
-    return a.shape == b.shape and float((a.int() - b.int()).abs().float().mean()) < 1.0
+def _close_encodes(a: torch.Tensor, b: torch.Tensor, frames: torch.Tensor) -> bool:
+    """Two lossy H.264 encodes of the same `frames` [T, H, W, 3] uint8: each near the frames and
+    the two within a level of each other on average (x264 need not give the same bytes twice on
+    every machine; the stills are compared exactly)."""
+    def mean_diff(p, q):
+        return float((p.int() - q.int()).abs().float().mean())
+    return (a.shape == b.shape == frames.shape and mean_diff(a, frames) < 4
+            and mean_diff(b, frames) < 4 and mean_diff(a, b) < 1.0)
 
 
 def test_layer_files_written_in_chunks_equal_one_write(tmp_path):
@@ -251,8 +260,10 @@ def test_layer_files_written_in_chunks_equal_one_write(tmp_path):
     assert len(stills) == 3 * 7 * 2 + 1
     for key in stills:
         assert ours[key].read_bytes() == theirs[key].read_bytes(), key
-    for key in ("s_alpha.mp4", "s_final_composite.mp4"):  # two H.264 encodes of the same frames
-        assert _close_encodes(video.read_video(ours[key])[0], video.read_video(theirs[key])[0]), key
+    grey = (alpha * 255).round().to(torch.uint8).expand(-1, -1, -1, 3)
+    for key, frames in (("s_alpha.mp4", grey), ("s_final_composite.mp4", final)):
+        assert _close_encodes(video.read_video(ours[key])[0], video.read_video(theirs[key])[0],
+                              frames), key
     for key in ("s_edit_layer_rgba.mov", "s_edit_layer_rgba.webm"):
         assert torch.equal(video.read_rgba_video(ours[key]), video.read_rgba_video(theirs[key]))
     assert stream_info(ours["s_final_composite.mp4"])["audio"] == 1
@@ -261,7 +272,7 @@ def test_layer_files_written_in_chunks_equal_one_write(tmp_path):
     assert ours["side_by_side.png"].read_bytes() == (tmp_path / "panel.png").read_bytes()
     video.write_mp4(panel, tmp_path / "panel.mp4", rate)
     assert _close_encodes(video.read_video(ours["side_by_side.mp4"])[0],
-                          video.read_video(tmp_path / "panel.mp4")[0])
+                          video.read_video(tmp_path / "panel.mp4")[0], panel)
     from vera.frames import metrics
 
     expected = metrics.edit_metrics(final, source, alpha)
