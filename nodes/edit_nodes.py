@@ -324,6 +324,7 @@ class VeraDecodeLayers:
         encoded = vera_layers.source
         edit_rgb, alpha, model_comp = decode_layers(ComfyVAECodec(vae), vera_layers.latents, encoded)
         alpha = layers.quantize_alpha(alpha, alpha_cutoff)
+        edit_rgb = layers.on_8bit_grid(edit_rgb)
         source = encoded.source_u8.float() / 255
         preview_final = layers.final_composite(source, edit_rgb, alpha)  # what Vera Composite gives
         ui = {"vera_layers": [layer_previews(source, edit_rgb, alpha, preview_final)]}

@@ -1,4 +1,4 @@
-"""Command line: `python -m vera {edit, eval, data, train, info, convert}` (`--help` on each)."""
+"""Command line: `python -m vera {edit, stack, eval, data, train, info, convert}` (`--help` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -154,6 +154,7 @@ def main(argv=None) -> int:
                    help="the input is a plain Wan2.1 T2V file: write an untrained Vera from it")
     p.set_defaults(func=cmd_convert)
     edit_command.add_parser(sub)
+    edit_command.add_stack_parser(sub)
     plan.add_parser(sub)
 
     p = sub.add_parser("data", help="layered datasets: build synthetic data, or validate a dataset")

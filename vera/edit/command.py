@@ -21,6 +21,7 @@ from ..sampling.settings import (
     check_prompt,
 )
 from .deliverables import RGBA_FORMATS, ExrOptions
+from .stack import SOURCE_MODES
 
 SIZE_WORDS = ("model", "auto", "source")
 
@@ -129,6 +130,7 @@ def run_edit(args) -> dict:
     for flag in ("input", "mask"):
         if getattr(args, flag):
             video.check_readable(getattr(args, flag), f"--{flag}")
+    below = check_over(args) if args.over else None
     exr_options = ExrOptions(args.exr, args.exr_alpha) if args.exr != "off" else None
     t0 = time.perf_counter()
     with staged_folder(args.out, args.overwrite) as staging:
@@ -137,14 +139,17 @@ def run_edit(args) -> dict:
         settings = settings_from_args(args, bundle.defaults)
         source_path = Path(args.input) if args.input else bundled_clip()
         frames = frame_count(args.frames) if args.frames is not None else bundle.frames
+        if below is not None:  # the edit is made on the earlier run's composite
+            source_path, frames = Path(args.over) / below.final, below.source.count
         if settings.window == 0 and frames is None:
             frames = MAX_FRAMES + 1  # read one more than allowed, to say so below
         source = ShotInput(source_path, args.start, frames, "--input")
         mask = ShotInput(Path(args.mask), args.start, frames, "--mask") if args.mask else None
-        rate = video.frame_rate(source_path, "--input")
+        rate = below.source.rate if below else video.frame_rate(source_path, "--input")
         if size == "model":
             size = bundle.work_size or "auto"
-        shot = _ShotOutput(args, bundle, settings, source_path, rate, staging, exr_options)
+        shot = _ShotOutput(args, bundle, settings, source_path, rate, staging, exr_options,
+                           below)
         bar = tqdm(total=settings.steps, desc="sampling", dynamic_ncols=True, delay=1)
         result = edit_shot(bundle, source, args.prompt, settings, shot.write, mask=mask,
                            frame_policy=args.frame_policy,
@@ -166,16 +171,54 @@ def run_edit(args) -> dict:
     return files
 
 
+def check_over(args):
+    """--over: the earlier run's stack, checked (a finished run with its composited frames), and
+    --input, when also given, checked to be the shot that run edited (rate, size, frames)."""
+    from .stack import StackError, read_stack
+
+    if args.start or args.frames is not None:
+        raise ValueError(f"--over {args.over}: the new edit covers the frames of the earlier run; "
+                         "leave out --start and --frames")
+    below = read_stack(args.over)
+    if below.final is None or not (Path(args.over) / below.final).is_dir():
+        raise StackError(f"--over {args.over}: {below.final or 'final_composite/'} is missing; "
+                         "it is not a finished Vera run")
+    if args.input:
+        _check_same_shot(args.input, below.source, args.over)
+    return below
+
+
+def _check_same_shot(path: str, source, over: str) -> None:
+    """--input must be the shot the --over run edited: its rate, its frames' size (before any
+    crop) and enough frames."""
+    from .stack import StackError
+
+    info = video.probe_video(path, "--input")
+    width, height = source.size if source.crop is None else (None, None)
+    wrong = []
+    if info["rate"] != source.rate * source.stride:
+        wrong.append(f"rate {info['rate']} (the run's source: {source.rate * source.stride})")
+    if width is not None and (info["width"], info["height"]) != (width, height):
+        wrong.append(f"size {info['width']}x{info['height']} (the run's: {width}x{height})")
+    last = source.start + (source.count - 1) * source.stride
+    if info["frames"] and info["frames"] <= last:
+        wrong.append(f"{info['frames']} frames (the run used frames {source.start} to {last})")
+    if wrong:
+        raise StackError(f"--input {path} does not match the source of --over {over}: "
+                         f"{'; '.join(wrong)}; give the shot that run edited, or leave --input "
+                         "out")
+
+
 class _ShotOutput:
     """The CLI's side of a streamed edit: checks the frames read, prints the plan, opens the files
     once the shot's length is known, writes each chunk and finishes settings.json and
     report.json."""
 
     def __init__(self, args, bundle, settings, source_path: Path, rate, staging: Path,
-                 exr_options):
+                 exr_options, below=None):
         self.args, self.bundle, self.settings = args, bundle, settings
         self.source_path, self.rate, self.staging = source_path, rate, staging
-        self.exr_options, self.writer = exr_options, None
+        self.exr_options, self.writer, self.below = exr_options, None, below
 
     def start(self, spans: list[list[int]], windows_text: str) -> None:
         from .deliverables import run_settings
@@ -192,15 +235,19 @@ class _ShotOutput:
                              "than one window; leave --window out (a clip that fits one window "
                              f"is edited in one piece) or give at most {frames}")
         audio = None
-        if not self.source_path.is_dir():
+        if self.below is not None:  # the sound under the earlier run's composite
+            sound = Path(args.over) / "final_composite.mp4"
+            audio = video.read_audio(sound, 0, frames / self.rate) if sound.is_file() else None
+        elif not self.source_path.is_dir():
             audio = video.read_audio(self.source_path, args.start / self.rate, frames / self.rate)
         self.clip = SourceClip(video.exact_rate(self.rate), args.start, 1, audio,
                                self.source_path.name)
         print(f"vera edit: {self.source_path} ({frames} frames) with {self.bundle.name}, "
               f"{settings.steps} steps, cfg {settings.cfg:g}; {windows_text}", flush=True)
+        over = None if self.below is None else str(Path(args.over).resolve())
         self.record = run_settings(settings, model=self.bundle.name, prompt=args.prompt,
                                    frames=frames, size=(0, 0), clip=self.clip,
-                                   extra=dict(loras=self.bundle.loras, windows=spans))
+                                   extra=dict(loras=self.bundle.loras, windows=spans, over=over))
         self.frames = frames
 
     def write(self, chunk) -> None:
@@ -212,16 +259,44 @@ class _ShotOutput:
             self.writer = LayerFileWriter(self.staging, self.clip.rate, self.args.rgba,
                                           audio=self.clip.audio, metadata=metadata,
                                           exr_options=self.exr_options, side_by_side=True,
-                                          middle_frame=self.frames // 2)
+                                          middle_frame=self.frames // 2,
+                                          source_copy=self._copies_source)
         self.writer.add(chunk.edit, chunk.alpha, chunk.final, chunk.source,
                         chunk.model_composite)
 
+    @property
+    def _copies_source(self) -> bool:
+        return self.below is None and self.args.source_frames == "copy"
+
+    def _stack_source(self, result):
+        """Where the frames under the layers are, for settings.json and stack.json."""
+        from .stack import SOURCE_FOLDER, StackSource
+
+        if self.below is not None:
+            return self.below.source
+        size = (result.size[1], result.size[0])
+        if self._copies_source:
+            return StackSource(result.frames, self.clip.rate, size, folder=f"{SOURCE_FOLDER}/")
+        return StackSource(result.frames, self.clip.rate, size, path=str(
+            self.source_path.resolve()), start=self.args.start, crop=result.crop)
+
     def finish(self, result, load_s: float) -> tuple[dict, dict]:
+        from . import comp_scripts
         from .deliverables import shot_report
+        from .stack import Stack, StackLayer, stack_over, write_stack
 
         args, bundle = self.args, self.bundle
         self.record["work_size"] = result.work_size
+        source = self._stack_source(result)
+        self.record["source_frames"] = source.to_dict()
         files = self.writer.close(settings=self.record)
+        stack = stack_over(args.over, self.staging) if self.below is not None else Stack(source)
+        stack.layers.append(StackLayer(files["edit_layer_png"], result.frames, args.prompt,
+                                       files["settings"], 0, f"edit {len(stack.layers) + 1}"))
+        stack.final = files["final_png"]
+        files.update(comp_scripts.write_comp_scripts(self.staging, stack))
+        write_stack(self.staging, stack)
+        files["stack"] = "stack.json"
         timings = {"load_s": load_s, **result.timings}
         extra = dict(input=str(self.source_path), model=bundle.name,
                      weight_dtype=args.weight_dtype,
@@ -348,4 +423,32 @@ def add_parser(sub) -> None:
                         "light) or srgb (the PNG values)")
     p.add_argument("--exr-alpha", choices=ALPHA_MODES, default="premultiplied",
                    help="the EXR edit layer's alpha: premultiplied (Nuke's default) or straight")
+    p.add_argument("--source-frames", choices=SOURCE_MODES, default="copy",
+                   help="copy: the source frames the layers line up with go into the run as "
+                        "lossless PNGs (source/), so the folder rebuilds the composite alone; "
+                        "reference: only the file's path, start, count and rate in stack.json")
+    p.add_argument("--over", default=None, metavar="RUN",
+                   help="edit on top of an earlier run: its composite is the new edit's input, "
+                        "its layers are kept beneath the new one (stack.json); --input, if "
+                        "given, must be the shot that run edited")
     p.set_defaults(func=cmd_edit)
+
+
+def cmd_stack_render(args) -> int:
+    from .stack import render_stack
+
+    written = render_stack(args.stack, args.out, args.overwrite)
+    print(f"rendered {written['frames']} frames of {args.stack} into {args.out}: "
+          f"{written['final_png']}, {written['final_mp4']}")
+    return 0
+
+
+def add_stack_parser(sub) -> None:
+    p = sub.add_parser("stack", help="layer stacks of edit runs (see README, Hand-off)")
+    stack_sub = p.add_subparsers(dest="stack_command", required=True)
+    q = stack_sub.add_parser("render", help="composite a run's stack.json again (after dropping, "
+                                            "reordering or re-timing layers), without the model")
+    q.add_argument("stack", help="a run folder holding stack.json")
+    q.add_argument("--out", required=True, help="a new or empty folder for the frames")
+    q.add_argument("--overwrite", action="store_true", help="replace --out if it holds files")
+    q.set_defaults(func=cmd_stack_render)

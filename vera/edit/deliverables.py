@@ -87,11 +87,13 @@ class LayerFileWriter(ClosedOnExit):
 
     fps: exact rate (a Fraction such as 24000/1001, or a number). audio: ComfyUI AUDIO for the
     final composite's (and the side by side's) mp4. metadata: text (prompt, workflow) embedded in
-    every PNG and the .mov. Files: {name}edit_layer_rgba/ (PNG, straight alpha) and
+    every file, with `vera:compositing` (how the final is made, `layers.COMPOSITING`). Files:
+    {name}edit_layer_rgba/ (PNG, straight alpha) and
     {name}edit_layer_rgba.mov (ProRes 4444) and/or .webm (VP9), {name}alpha/ (8-bit grey PNG)
     and .mp4, {name}final_composite/ (PNG, lossless) and .mp4 (H.264, for viewing), with
     `exr_options` the EXR sequences (see `exr.LayerExrWriter`), with `side_by_side`
-    side_by_side.mp4 and side_by_side.png (the panel of frame `middle_frame`, default 0). When
+    side_by_side.mp4 and side_by_side.png (the panel of frame `middle_frame`, default 0), with
+    `source_copy` {name}source/ (the source frames the layers line up with, lossless PNG). When
     chunks come with their source, `tally` gathers the preservation metrics.
 
     Every file is written atomically: PNGs and EXRs as each frame comes, videos renamed into
@@ -101,10 +103,11 @@ class LayerFileWriter(ClosedOnExit):
     def __init__(self, out: str | Path, fps, rgba_format: str = "mov", name: str = "", *,
                  audio: dict | None = None, metadata: dict | None = None,
                  exr_options: ExrOptions | None = None, side_by_side: bool = False,
-                 middle_frame: int | None = None):
+                 middle_frame: int | None = None, source_copy: bool = False):
         if rgba_format not in RGBA_FORMATS:
             raise ValueError(f"rgba_format {rgba_format!r} is not one of {RGBA_FORMATS}")
         self.out, self.name, self.side_by_side = Path(out), name, side_by_side
+        metadata = {"vera:compositing": layers.COMPOSITING, **(metadata or {})}
         self.middle_frame = middle_frame or 0
         self.out.mkdir(parents=True, exist_ok=True)
         self.frames_written, self.size = 0, None  # size: (H, W) of the first chunk
@@ -116,16 +119,21 @@ class LayerFileWriter(ClosedOnExit):
                                                       metadata)
                       for prefix, folder in (("edit", "edit_layer_rgba"), ("alpha", "alpha"),
                                              ("final", "final_composite"))}
+        if source_copy:
+            self._pngs["source"] = video.PngSequenceWriter(self.out / f"{name}source", "source",
+                                                           metadata)
         self._rgba = {suffix: video.VideoWriter(self.out / f"{name}edit_layer_rgba.{suffix}",
                                                 fps, alpha=True, metadata=metadata)
                       for suffix in suffixes}
-        self._alpha_mp4 = video.VideoWriter(self.out / f"{name}alpha.mp4", fps)
+        self._alpha_mp4 = video.VideoWriter(self.out / f"{name}alpha.mp4", fps,
+                                            metadata=metadata)
         self._final_mp4 = video.VideoWriter(self.out / f"{name}final_composite.mp4", fps,
-                                            audio=audio)
-        self._panel_mp4 = (video.VideoWriter(self.out / "side_by_side.mp4", fps, audio=audio)
-                           if side_by_side else None)
+                                            audio=audio, metadata=metadata)
+        self._panel_mp4 = (video.VideoWriter(self.out / "side_by_side.mp4", fps, audio=audio,
+                                             metadata=metadata) if side_by_side else None)
         self._exr = None if exr_options is None else exr.LayerExrWriter(
-            self.out, name, exr_options.transfer, exr_options.alpha)
+            self.out, name, exr_options.transfer, exr_options.alpha,
+            {"vera:compositing": layers.COMPOSITING})
 
     def _videos(self) -> list[video.VideoWriter]:
         found = [*self._rgba.values(), self._alpha_mp4, self._final_mp4, self._panel_mp4]
@@ -140,9 +148,10 @@ class LayerFileWriter(ClosedOnExit):
         composite float `[t, H, W, 3]` (for the tally)."""
         if self._closed:
             raise ValueError(f"{self.out}: the layer files are already closed")
-        if source is None and (self.side_by_side or self.tally is not None):
-            raise ValueError("the side by side and the preservation tally need every chunk's "
-                             "source frames")
+        if source is None and (self.side_by_side or self.tally is not None
+                               or "source" in self._pngs):
+            raise ValueError("the side by side, the source copy and the preservation tally need "
+                             "every chunk's source frames")
         if source is not None and self.tally is None:
             if self.frames_written:
                 raise ValueError("source frames must come with every chunk or with none")
@@ -157,6 +166,8 @@ class LayerFileWriter(ClosedOnExit):
         self._alpha_mp4.write(alpha_u8.expand(-1, -1, -1, 3))
         self._pngs["final"].write(final)
         self._final_mp4.write(final)
+        if "source" in self._pngs:
+            self._pngs["source"].write(source)
         if self._exr is not None:
             self._exr.write(edit_u8.float() / 255, alpha_u8.float() / 255, final)
         if self.side_by_side:
@@ -198,6 +209,8 @@ class LayerFileWriter(ClosedOnExit):
                      final_png=f"{name}final_composite/", final_mp4=f"{name}final_composite.mp4")
         if self._exr is not None:
             files.update(self._exr.folders())
+        if "source" in self._pngs:
+            files["source_png"] = f"{name}source/"
         if settings is not None:
             save_json(self.out / f"{name}settings.json", settings)
             files["settings"] = f"{name}settings.json"

@@ -239,6 +239,7 @@ def edit(bundle: Bundle, source_frames: torch.Tensor, prompt: str,
     timings["decode_s"] = time.perf_counter() - t
 
     alpha = layers.quantize_alpha(alpha, settings.alpha_cutoff)
+    edit_rgb = layers.on_8bit_grid(edit_rgb)
     final = layers.final_composite(encoded.source_u8, edit_rgb, alpha, model_comp,
                                    recover_semi_transparent)
     timings["total_s"] = time.perf_counter() - start

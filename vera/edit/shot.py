@@ -192,7 +192,7 @@ def encode_shot(vae, source: ShotInput, mask: ShotInput | None = None,
 
 @dataclass
 class LayerChunk:
-    """A few consecutive frames of an edit, at the source's size: edit `[t, H, W, 3]` float,
+    """A few consecutive frames of an edit, at the source's size: edit `[t, H, W, 3]` and
     alpha `[t, H, W, 1]` float on the 8-bit grid, model_composite float, final and source
     uint8."""
 
@@ -233,11 +233,12 @@ def decode_shot(vae, latents: dict[str, torch.Tensor], encoded: EncodedShot, sou
             raise ValueError(f"{source.name} {source.path}: frame {source.start + done + len(src)}"
                              " could not be read again for the final composite (the file changed "
                              "or ended while the edit ran)")
-        src = _crop_source(torch.stack(src), geo, encoded)
+        src = _crop_source(torch.stack(src), encoded)
         alpha = layers.quantize_alpha(out["alpha"], alpha_cutoff)
-        final = layers.final_composite(src, out["edit"], alpha, out["composite"],
+        edit = layers.on_8bit_grid(out["edit"])
+        final = layers.final_composite(src, edit, alpha, out["composite"],
                                        recover_semi_transparent)
-        yield LayerChunk(out["edit"], alpha, out["composite"], final, src)
+        yield LayerChunk(edit, alpha, out["composite"], final, src)
         done += count
 
 
@@ -245,18 +246,28 @@ def _is_padded(geo: Geometry) -> bool:
     return geo.model[1] >= geo.original[1] and geo.model[2] >= geo.original[2]
 
 
-def _crop_source(frames: torch.Tensor, geo: Geometry, encoded: EncodedShot) -> torch.Tensor:
-    """The source frames the layers line up with: as read, or centre-cropped (crop policy at the
-    source's own size)."""
+def source_crop(encoded: EncodedShot) -> tuple[int, int, int, int] | None:
+    """The part of each source frame the layers line up with, [top, left, height, width]: None
+    for whole frames, a centre crop under the crop policy at the source's own size."""
+    geo = encoded.geometry
     if encoded.work_size is not None or _is_padded(geo):
+        return None
+    return (*geo.crop_offset, geo.model[1], geo.model[2])
+
+
+def _crop_source(frames: torch.Tensor, encoded: EncodedShot) -> torch.Tensor:
+    """The source frames the layers line up with (see `source_crop`)."""
+    crop = source_crop(encoded)
+    if crop is None:
         return frames
-    top, left = geo.crop_offset
-    return frames[:, top:top + geo.model[1], left:left + geo.model[2]]
+    top, left, height, width = crop
+    return frames[:, top:top + height, left:left + width]
 
 
 @dataclass
 class ShotResult:
-    """What `edit_shot` did: frames written, the windows (source frames), timings, the files."""
+    """What `edit_shot` did: frames written, their size (H, W), the windows (source frames),
+    timings and the part of the source frames used."""
 
     frames: int
     size: tuple[int, int]
@@ -265,6 +276,7 @@ class ShotResult:
     work_size: tuple[int, int] | None
     evaluations: dict
     timings: dict = field(default_factory=dict)
+    crop: tuple[int, int, int, int] | None = None  # see `source_crop`
 
 
 @torch.no_grad()
@@ -306,4 +318,4 @@ def edit_shot(bundle: Bundle, source: ShotInput, prompt: str, settings: Sampling
     timings["decode_write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
     return ShotResult(written, tuple(chunk.final.shape[1:3]), spans, encoded.geometry.model,
-                      encoded.work_size, evaluations, timings)
+                      encoded.work_size, evaluations, timings, source_crop(encoded))

@@ -24,14 +24,29 @@ def composite(source: torch.Tensor, edit: torch.Tensor, alpha: torch.Tensor) -> 
     return torch.where(alpha > 0, (1 - alpha) * source + alpha * edit, source)
 
 
+COMPOSITING = (
+    "final = (1 - alpha) * source + alpha * edit_layer (Vera eq. 2) on sRGB-encoded values (the "
+    "code values of the PNGs and videos, as the model was trained), straight alpha, edit layer "
+    "and alpha on the 8-bit grid of their files, rounded to 8 bits; exactly the source where "
+    "alpha is 0. To reproduce it in a linear-light compositor, read source and layers as raw "
+    "(no colour conversion) or use the srgb EXRs; comping the linear EXRs in linear light "
+    "differs at soft edges.")
+
+
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def on_8bit_grid(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames rounded to the 8-bit values their files hold (k / 255), so the composite
+    made from them is the one any tool rebuilds from the files."""
+    return (frames.clamp(0, 1) * 255).round() / 255
 
 
 def quantize_alpha(alpha: torch.Tensor, cutoff: float = 0.0) -> torch.Tensor:
     """Alpha on the 8-bit grid it is saved with, values below `cutoff` set to 0, so the composite
     and the written matte agree: where the saved alpha is 0 the output is the source, bit for bit."""
-    alpha = (alpha.clamp(0, 1) * 255).round() / 255
+    alpha = on_8bit_grid(alpha)
     return torch.where(alpha < cutoff, torch.zeros_like(alpha), alpha)
 
 

@@ -74,14 +74,15 @@ def read_exr(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
 class LayerExrWriter:
     """Three EXR sequences in `out`, written chunk by chunk: {name}edit_layer_exr/edit_00000.exr
     (RGBA), {name}alpha_exr/ (the matte as one grey channel `Y`) and {name}final_composite_exr/
-    (RGB). Each `write` continues the frame numbers (`count`: frames written so far)."""
+    (RGB). Each `write` continues the frame numbers (`count`: frames written so far). Every
+    header also carries the text `attributes` given."""
 
     def __init__(self, out: str | Path, name: str = "", transfer: str = "linear",
-                 alpha_mode: str = "premultiplied"):
+                 alpha_mode: str = "premultiplied", attributes: dict[str, str] | None = None):
         self.transfer = check_choice("exr_transfer", transfer, TRANSFERS)
         self.alpha_mode = check_choice("exr_alpha", alpha_mode, ALPHA_MODES)
         _openexr()
-        self.out, self.count = Path(out), 0
+        self.out, self.count, self.attributes = Path(out), 0, dict(attributes or {})
         self._folders = {"edit_layer_exr": f"{name}edit_layer_exr",
                          "alpha_exr": f"{name}alpha_exr",
                          "final_exr": f"{name}final_composite_exr"}
@@ -94,7 +95,8 @@ class LayerExrWriter:
         """edit_layer `[t, H, W, 3]` and alpha `[t, H, W, 1]` float in [0, 1] (the values the PNGs
         hold, straight alpha); final uint8 `[t, H, W, 3]`."""
         encode = srgb_to_linear if self.transfer == "linear" else (lambda x: x)
-        attributes = {"vera:transfer": self.transfer, "chromaticities": REC709_CHROMATICITIES}
+        attributes = {**self.attributes, "vera:transfer": self.transfer,
+                      "chromaticities": REC709_CHROMATICITIES}
         edit = encode(edit_layer.float().clamp(0, 1))
         matte = alpha.float().clamp(0, 1)
         if self.alpha_mode == "premultiplied":
@@ -107,7 +109,7 @@ class LayerExrWriter:
             write_exr(folder["edit_layer_exr"] / f"edit_{number}.exr", {"RGBA": rgba[t]},
                       {**attributes, "vera:alpha": self.alpha_mode})
             write_exr(folder["alpha_exr"] / f"alpha_{number}.exr", {"Y": rgba[t, ..., 3]},
-                      {"vera:transfer": "linear (coverage)"})
+                      {**self.attributes, "vera:transfer": "linear (coverage)"})
             write_exr(folder["final_exr"] / f"final_{number}.exr", {"RGB": final_values[t]},
                       attributes)
             self.count += 1
