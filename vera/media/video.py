@@ -56,11 +56,35 @@ def _to_yuv(frame, pix_fmt: str):
 
 
 def _video_stream(container, codec: str, fps, width: int, height: int, pix_fmt: str,
-                  options: dict | None = None):
-    stream = container.add_stream(codec, rate=exact_rate(fps))
+                  options: dict | None = None, time_base: Fraction | None = None):
+    """A video stream at the exact rate `fps`; its encoder counts time in `time_base` (None:
+    1/fps, one tick a frame)."""
+    timing = {} if time_base is None else {"time_base": time_base}
+    stream = container.add_stream(codec, rate=exact_rate(fps), **timing)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     stream.options = {**BT709_TAGS, **(options or {})}
     return stream
+
+
+# container -> the time base its frames are timed in, where 1/rate is not kept: Matroska stores
+# whole milliseconds, so frames are timed in them here (see `frame_pts`) rather than left to the
+# muxer's rounding to the nearest, which puts about half the frames of a rate like 30000/1001
+# after their exact time (a player then shows the previous frame there)
+TIME_BASES = {"webm": Fraction(1, 1000)}
+
+
+def frame_pts(index: int, rate: Fraction, time_base: Fraction) -> int:
+    """Time of frame `index` at `rate` in `time_base` ticks: the last tick at or before its exact
+    time `index / rate` (never after it, less than one tick before; exact integer arithmetic).
+    With `time_base` 1/rate this is `index`."""
+    return (index * time_base.denominator * rate.denominator) // (
+        time_base.numerator * rate.numerator)
+
+
+def frame_index(pts: int, rate: Fraction, time_base: Fraction) -> int:
+    """The frame `frame_pts` puts at `pts` (for a tick no longer than a frame)."""
+    return -((-pts * time_base.numerator * rate.numerator) // (
+        time_base.denominator * rate.denominator))
 
 
 def _metadata_options(metadata: dict | None) -> dict:
@@ -293,7 +317,8 @@ class VideoWriter(ClosedOnExit):
     written; alpha True: straight RGBA as ProRes 4444 `.mov` or VP9-with-alpha `.webm`, by
     suffix. BT.709 in limited range and tagged so, at the exact `fps`; odd sizes are padded by one
     pixel; free-form `metadata` (prompt, workflow) goes into the container (webm: as tags). The
-    file is opened at the first `write` and renamed into place at `close`."""
+    file is opened at the first `write` and renamed into place at `close`. Webm times are whole
+    milliseconds: each frame sits at the last one at or before its exact time (`frame_pts`)."""
 
     def __init__(self, path: str | Path, fps=16, *, alpha: bool = False,
                  audio: dict | None = None, metadata: dict | None = None):
@@ -306,6 +331,7 @@ class VideoWriter(ClosedOnExit):
         self.audio, self.metadata = audio, metadata
         self.frames_written = 0
         self._staged = self._container = self._stream = self._track = self._size = None
+        self._time_base = None  # the encoder's, where not 1/rate (see TIME_BASES)
         self._closed = self._published = False
 
     def _open(self, height: int, width: int) -> None:
@@ -320,13 +346,14 @@ class VideoWriter(ClosedOnExit):
             codec, pix_fmt, options = "libx264", "yuv420p", {"crf": "16"}
             container_format, container_options = "mp4", _metadata_options(self.metadata)
         self._size = (height, width)
+        self._time_base = TIME_BASES.get(container_format)
         self._staged = _Staged(self.path)
         try:
             self._container = av.open(str(self._staged.tmp), mode="w", format=container_format,
                                       options=container_options)
             _set_metadata(self._container, self.metadata)
             self._stream = _video_stream(self._container, codec, self.rate, width + width % 2,
-                                         height + height % 2, pix_fmt, options)
+                                         height + height % 2, pix_fmt, options, self._time_base)
             if self.audio is not None:
                 self._track = _AudioTrack(self._container, self.audio)
         except BaseException:
@@ -356,10 +383,30 @@ class VideoWriter(ClosedOnExit):
                          mode="edge")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img),
                                                format="rgba" if self.alpha else "rgb24")
-            self._container.mux(self._stream.encode(_to_yuv(frame, pix_fmt)))
-        self.frames_written += frames.shape[0]
+            packets = self._stream.encode(self._timed(_to_yuv(frame, pix_fmt)))
+            self._container.mux(self._durations(packets))
+            self.frames_written += 1
         if self._track is not None:
             self._track.encode_until(self.frames_written / self.rate)
+
+    def _timed(self, frame):
+        """The next frame (`frames_written` of them so far), timed in the encoder's time base
+        where that is not 1/rate (untimed frames are numbered 0, 1, ... in 1/rate)."""
+        if self._time_base is not None:
+            index, tb = self.frames_written, self._time_base
+            frame.pts, frame.time_base = frame_pts(index, self.rate, tb), tb
+        return frame
+
+    def _durations(self, packets: list) -> list:
+        """Encoded video packets, each given its frame's span in the encoder's time base where
+        that is not 1/rate (libvpx leaves it 0 and the muxer would use the rounded frame
+        period), so the file ends at the last tick at or before the last frame's exact end."""
+        if self._time_base is not None:
+            for packet in packets:
+                if packet.pts is not None:
+                    index = frame_index(packet.pts, self.rate, self._time_base)
+                    packet.duration = frame_pts(index + 1, self.rate, self._time_base) - packet.pts
+        return packets
 
     def close(self) -> Path:
         """Flush the encoders, finish the audio at the video's length and rename the file into
@@ -372,7 +419,7 @@ class VideoWriter(ClosedOnExit):
             self._closed = True
             raise ValueError(f"{self.path}: no frames were written")
         try:
-            self._container.mux(self._stream.encode())
+            self._container.mux(self._durations(self._stream.encode()))
             if self._track is not None:
                 self._track.finish(self.frames_written / self.rate)
             self._container.close()
