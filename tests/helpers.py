@@ -75,3 +75,23 @@ def half_broken_clip(path: Path, frames: int = 40) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def pink_noise(samples: int, channels: int = 2, seed: int = 0) -> torch.Tensor:
+    """float32 `[C, N]`: 1/f noise (broadband: a shift of one sample shows in the correlation)."""
+    noise = torch.randn(channels, samples, generator=torch.Generator().manual_seed(seed))
+    spectrum = torch.fft.rfft(noise)
+    frequency = torch.arange(spectrum.shape[-1]).clamp(min=1).float()
+    wave = torch.fft.irfft(spectrum / frequency.sqrt(), n=samples)
+    return (0.3 * wave / wave.abs().max()).float()
+
+
+def lag_of(reference: torch.Tensor, other: torch.Tensor, most: int = 4096) -> tuple[int, float]:
+    """(the shift in samples at which `other` best matches `reference`, that correlation)."""
+    n = min(reference.shape[-1], other.shape[-1]) - 2 * most
+    a = reference[most:most + n]
+    scores = {lag: float(torch.dot(a, other[most + lag:most + lag + n])
+                         / (a.norm() * other[most + lag:most + lag + n].norm()))
+              for lag in range(-most, most + 1)}
+    best = max(scores, key=scores.get)
+    return best, scores[best]

@@ -106,35 +106,17 @@ def test_eval_reports_vera_and_the_baseline_per_task(tmp_path):
     assert "baseline" in table(report) and report["settings"]["alpha_cutoff"] == 0.1
 
 
-def _pink_noise(samples: int, channels: int = 2, seed: int = 0) -> torch.Tensor:
-    """float32 `[C, N]`: 1/f noise (broadband: a shift of one sample shows in the correlation)."""
-    noise = torch.randn(channels, samples, generator=torch.Generator().manual_seed(seed))
-    spectrum = torch.fft.rfft(noise)
-    frequency = torch.arange(spectrum.shape[-1]).clamp(min=1).float()
-    wave = torch.fft.irfft(spectrum / frequency.sqrt(), n=samples)
-    return (0.3 * wave / wave.abs().max()).float()
-
-
-def _lag(reference: torch.Tensor, other: torch.Tensor, most: int = 4096) -> tuple[int, float]:
-    """(the shift in samples at which `other` best matches `reference`, that correlation)."""
-    n = min(reference.shape[-1], other.shape[-1]) - 2 * most
-    a = reference[most:most + n]
-    scores = {lag: float(torch.dot(a, other[most + lag:most + lag + n])
-                         / (a.norm() * other[most + lag:most + lag + n].norm()))
-              for lag in range(-most, most + 1)}
-    best = max(scores, key=scores.get)
-    return best, scores[best]
-
-
 def test_the_source_is_named_and_its_sound_stays_in_sync_to_the_sample(tmp_path):
     from fractions import Fraction
+
+    from helpers import lag_of, pink_noise
 
     from vera.data.clips import bundled_clip
     from vera.media.video import read_audio, read_video, write_mp4
 
     rate, sample_rate, start = Fraction(30000, 1001), 48000, 4
     frames, _ = read_video(bundled_clip(), max_frames=40)
-    wave = _pink_noise(int(40 / rate * sample_rate))[None]
+    wave = pink_noise(int(40 / rate * sample_rate))[None]
     sound = {"waveform": wave, "sample_rate": sample_rate}
     source = write_mp4(frames, tmp_path / "shot with sound.mp4", rate, audio=sound)
     out = tmp_path / "out"
@@ -147,7 +129,7 @@ def test_the_source_is_named_and_its_sound_stays_in_sync_to_the_sample(tmp_path)
     # the source's own track under the frames used vs the composite's: no shift, same sound
     theirs = read_audio(source, start / rate, 17 / rate)["waveform"][0, 0]
     ours = read_audio(out / "final_composite.mp4")["waveform"][0, 0]
-    lag, correlation = _lag(theirs, ours, most=2048)
+    lag, correlation = lag_of(theirs, ours, most=2048)
     assert lag == 0 and correlation > 0.9, (lag, correlation)
 
 
