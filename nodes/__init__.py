@@ -10,13 +10,14 @@ from . import (
     model_nodes,
     save_nodes,
     speed_nodes,
+    stack_nodes,
     window_nodes,
 )
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 for _module in (model_nodes, lora_nodes, edit_nodes, speed_nodes, window_nodes, layer_ops,
-                save_nodes):
+                stack_nodes, save_nodes):
     for _id, (_name, _cls) in _module.NODES.items():
         NODE_CLASS_MAPPINGS[_id] = _cls
         NODE_DISPLAY_NAME_MAPPINGS[_id] = _name

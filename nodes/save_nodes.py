@@ -4,14 +4,18 @@ from __future__ import annotations
 import shutil
 import uuid
 
+import torch
+
 from ..vera.edit.deliverables import RGBA_FORMATS, ExrOptions, LayerFileWriter, run_settings
+from ..vera.edit.comp_scripts import finish_stack
+from ..vera.edit.stack import StackLayer, write_stack_folder
 from ..vera.frames import layers
 from ..vera.media.clip import SourceClip
 from ..vera.media.exr import ALPHA_MODES, TRANSFERS
 from ..vera.media.naming import expand_tokens, publish_folder, safe_prefix
 from ..vera.media.video import exact_rate
 from . import host
-from .handles import VERA_SHOT
+from .handles import VERA_SHOT, VERA_STACK
 from .layer_ops import as_alpha_frames
 from .previews import layer_previews
 
@@ -83,7 +87,10 @@ class VeraSaveLayers:
                     "(browsers), both.")}),
             },
             "optional": {
-                "source": ("IMAGE", {"tooltip": "The source frames, for the layer viewer's compare view only."}),
+                "source": ("IMAGE", {"tooltip": (
+                    "The source frames the layers line up with: copied losslessly into the run "
+                    "(source/) with stack.json and the comp scripts, so the folder rebuilds the "
+                    "final alone; also the layer viewer's compare view.")}),
                 "vera_shot": (VERA_SHOT, {"tooltip": (
                     "From Vera Decode Layers: the source's frame rate and sound, and the settings "
                     "written to settings.json.")}),
@@ -94,13 +101,18 @@ class VeraSaveLayers:
                 "exr_alpha": (list(ALPHA_MODES), {"default": "premultiplied", "tooltip": (
                     "The EXR edit layer's colour: premultiplied by alpha (Nuke's convention) or "
                     "straight. The PNGs and videos are always straight.")}),
+                "stack": (VERA_STACK, {"tooltip": (
+                    "From Vera Layer Stack (its top layer is the edit saved here): also write "
+                    "the layers below, the shot's source frames, stack.json and the comp "
+                    "scripts; the rate and sound are the shot's. Without it, a connected source "
+                    "makes a stack of one.")}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     def save(self, edit_layer, alpha, final, filename_prefix="vera/edit", fps=0.0,
              rgba_format="mov", source=None, vera_shot=None, exr="off",
-             exr_alpha="premultiplied", prompt=None, extra_pnginfo=None):
+             exr_alpha="premultiplied", stack=None, prompt=None, extra_pnginfo=None):
         if edit_layer.shape[:3] != final.shape[:3]:
             raise ValueError(f"edit_layer {tuple(edit_layer.shape)} and final {tuple(final.shape)} must have the same "
                              "frames and size")
@@ -108,8 +120,14 @@ class VeraSaveLayers:
             raise ValueError(f"exr {exr!r}: choose one of {EXR_CHOICES}")
         exr_options = ExrOptions(exr, exr_alpha) if exr != "off" else None
         clip = vera_shot.clip if vera_shot is not None else SourceClip()
+        if stack is not None:
+            clip = stack.clip
         rate = exact_rate(fps) if fps else clip.rate
         alpha4 = as_alpha_frames(alpha, edit_layer)
+        if stack is not None and not torch.equal(stack.layers[-1][0][..., 3:],
+                                                 layers.to_uint8(alpha4.float())):
+            raise ValueError("stack: its top layer is not the edit saved here; connect the "
+                             "edit_layer and alpha that went into that Vera Layer Stack")
         frames, height, width = final.shape[:3]
         prefix = expand_tokens(filename_prefix, size=(height, width), graph=prompt)
         subfolder, name = safe_prefix(prefix)
@@ -129,7 +147,15 @@ class VeraSaveLayers:
                     part = slice(first, first + CHUNK_FRAMES)
                     writer.add(edit_layer[part, ..., :3].float(), alpha4[part].float(),
                                layers.to_uint8(final[part, ..., :3].float()))
-                writer.close(settings=record)
+                files = writer.close(settings=record)
+            if stack is not None or source is not None:
+                below = stack.layers[:-1] if stack is not None else ()
+                base = stack.source if stack is not None else layers.to_uint8(
+                    source[..., :3].float())
+                top = StackLayer(files["edit_layer_png"], frames, record.get("prompt"),
+                                 files["settings"])
+                finish_stack(staging, write_stack_folder(staging, base, rate, list(below), top,
+                                                         files["final_png"], f"{name}_"))
             folder = publish_folder(staging, parent, name)
         finally:
             if staging.exists():

@@ -5,12 +5,12 @@ from helpers import run_node as run
 
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "CONDITIONING", "VAE", "CLIP", "INT", "FLOAT", "BOOLEAN", "STRING",
                "VIDEO"}
-OUR_TYPES = {"VERA_MODEL", "VERA_SOURCE", "VERA_LAYERS", "VERA_SHOT", "VERA_CACHE", "VERA_WINDOWS"}
+OUR_TYPES = {"VERA_MODEL", "VERA_SOURCE", "VERA_LAYERS", "VERA_SHOT", "VERA_CACHE", "VERA_WINDOWS", "VERA_STACK"}
 
 
 EXPECTED_NODES = {"VeraLoadModel", "VeraFromWan", "VeraTextEncode", "VeraBundledVAE", "VeraEncode",
                   "VeraSampler", "VeraDecodeLayers", "VeraComposite", "VeraSaveLayers", "VeraAlphaRefine",
-                  "VeraDifferenceHeatmap", "VeraCache", "VeraLoRA", "VeraContextWindows"}
+                  "VeraDifferenceHeatmap", "VeraCache", "VeraLoRA", "VeraContextWindows", "VeraLayerStack"}
 
 
 def test_every_node_is_well_formed_for_comfyui(pack):

@@ -283,7 +283,7 @@ class _ShotOutput:
     def finish(self, result, load_s: float) -> tuple[dict, dict]:
         from . import comp_scripts
         from .deliverables import shot_report
-        from .stack import Stack, StackLayer, stack_over, write_stack
+        from .stack import Stack, StackLayer, stack_over
 
         args, bundle = self.args, self.bundle
         self.record["work_size"] = result.work_size
@@ -294,9 +294,7 @@ class _ShotOutput:
         stack.layers.append(StackLayer(files["edit_layer_png"], result.frames, args.prompt,
                                        files["settings"], 0, f"edit {len(stack.layers) + 1}"))
         stack.final = files["final_png"]
-        files.update(comp_scripts.write_comp_scripts(self.staging, stack))
-        write_stack(self.staging, stack)
-        files["stack"] = "stack.json"
+        files.update(comp_scripts.finish_stack(self.staging, stack))
         timings = {"load_s": load_s, **result.timings}
         extra = dict(input=str(self.source_path), model=bundle.name,
                      weight_dtype=args.weight_dtype,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..frames import layers
 from ..media.files import atomic_path
-from .stack import Stack
+from .stack import Stack, write_stack
 
 NUKE_SCRIPT = "comp.nk"
 BLENDER_SCRIPT = "comp_blender.py"
@@ -27,6 +27,14 @@ def write_comp_scripts(root: Path, stack: Stack) -> dict[str, str]:
         with atomic_path(root / name) as tmp:
             tmp.write_text(text)
     return {"nuke_script": NUKE_SCRIPT, "blender_script": BLENDER_SCRIPT}
+
+
+def finish_stack(root: Path, stack: Stack) -> dict[str, str]:
+    """Write the comp scripts, then stack.json (last: its presence marks a finished run);
+    {kind: file}."""
+    files = write_comp_scripts(root, stack)
+    write_stack(root, stack)
+    return {**files, "stack": "stack.json"}
 
 
 def _first_png(root: Path, folder: str) -> str:

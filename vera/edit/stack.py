@@ -324,3 +324,32 @@ def stack_over(earlier: str | Path, into: Path) -> Stack:
         shutil.copytree(earlier / source.folder, into / SOURCE_FOLDER)
         source = replace(source, folder=f"{SOURCE_FOLDER}/")
     return Stack(source, copied)
+
+
+def write_stack_folder(root: Path, source: torch.Tensor, rate, lower: list, top: StackLayer,
+                       final: str, name: str = "") -> Stack:
+    """A run's stack from frames in memory (ComfyUI): the source uint8 `[T, H, W, 3]` copied to
+    {name}source/, each lower layer (straight RGBA uint8 `[T, H, W, 4]`, its settings.json
+    record or None) to {LAYERS_FOLDER}/N/, `top` (already written) last. Returns the stack
+    (`comp_scripts.finish_stack` writes its scripts and stack.json)."""
+    root = Path(root)
+    pngs = video.PngSequenceWriter(root / f"{name}{SOURCE_FOLDER}", SOURCE_PREFIX,
+                                   {"vera:compositing": layers.COMPOSITING})
+    for first in range(0, source.shape[0], 16):
+        pngs.write(source[first:first + 16])
+    stacked = []
+    for number, (rgba, record) in enumerate(lower, start=1):
+        home = root / LAYERS_FOLDER / str(number)
+        video.PngSequenceWriter(home / "edit_layer_rgba", "edit").write(rgba)
+        settings = None
+        if record is not None:
+            save_json(home / "settings.json", record)
+            settings = f"{LAYERS_FOLDER}/{number}/settings.json"
+        stacked.append(StackLayer(f"{LAYERS_FOLDER}/{number}/edit_layer_rgba/", rgba.shape[0],
+                                  (record or {}).get("prompt"), settings, 0, f"edit {number}"))
+    size = (int(source.shape[2]), int(source.shape[1]))
+    stack = Stack(StackSource(int(source.shape[0]), video.exact_rate(rate), size,
+                              folder=f"{name}{SOURCE_FOLDER}/"),
+                  [*stacked, replace(top, name=f"edit {len(stacked) + 1}")], final)
+    return stack
+
