@@ -265,8 +265,40 @@ def tiny_workflow(task: str, pack) -> list[Node]:
              encode_links),
         Node(12, "VeraSampler", "Vera Sampler", sampler_widgets(defaults), sampler_links),
     ]
+    if task == "layer_stack":
+        _second_edit(nodes, defaults, width, height)
+        return nodes
     _finish(nodes, (5, 0), defaults.alpha_cutoff, f"vera/tiny_{task}")
     return nodes
+
+
+def _second_edit(nodes, defaults, width: int, height: int) -> None:
+    """The first edit decoded and stacked, a second edit made on its final and stacked over it,
+    the stack saved."""
+    nodes += [
+        Node(20, "VeraDecodeLayers", "Vera Decode Layers", {"alpha_cutoff": defaults.alpha_cutoff},
+             {"vae": (5, 0), "vera_layers": (12, 0)}),
+        Node(30, "VeraLayerStack", "Vera Layer Stack (edit 1)", links={
+            "source": (20, 3), "edit_layer": (20, 0), "alpha": (20, 1), "vera_shot": (20, 6)}),
+        Node(31, "VeraTextEncode", "Second prompt",
+             {"text": "add a small green square moving from top to bottom"},
+             {"vera_model": (4, 0)}),
+        Node(32, "VeraEncode", "Vera Encode (edit 2)", encode_widgets(17, width, height),
+             {"vae": (5, 0), "frames": (30, 1)}),
+        Node(33, "VeraSampler", "Vera Sampler (edit 2)", sampler_widgets(defaults, seed=2),
+             {"vera_model": (4, 0), "positive": (31, 0), "negative": (7, 0),
+              "vera_source": (32, 0)}),
+        Node(34, "VeraDecodeLayers", "Vera Decode Layers (edit 2)",
+             {"alpha_cutoff": defaults.alpha_cutoff}, {"vae": (5, 0), "vera_layers": (33, 0)}),
+        Node(35, "VeraLayerStack", "Vera Layer Stack (edit 2)", links={
+            "source": (34, 3), "edit_layer": (34, 0), "alpha": (34, 1), "below": (30, 0),
+            "vera_shot": (34, 6)}),
+        Node(36, "VeraSaveLayers", "Vera Save Layers (the stack)",
+             {"filename_prefix": "vera/tiny_layer_stack", "fps": 0.0, "rgba_format": "mov",
+              "exr": "off", "exr_alpha": "premultiplied"},
+             {"edit_layer": (34, 0), "alpha": (34, 1), "final": (35, 1), "source": (34, 3),
+              "vera_shot": (34, 6), "stack": (35, 0)}),
+    ]
 
 
 def wan_workflow(task: str, pack) -> list[Node]:
@@ -353,6 +385,14 @@ Each window sees only its own frames: expect the edit to drift a little along th
 `window_overlap` if you see where windows hand over. `settings.json` lists the windows used.
 `mode` off samples the clip in one piece (at most 161 frames)."""
 
+LAYER_STACK_NOTE = """## Layer stacks: an edit on top of an edit
+The first edit's **Vera Layer Stack** composites its layer over the shot; its `final` is the
+second **Vera Encode**'s frames, and the second **Vera Layer Stack** puts the new layer on top
+(`below`). **Vera Save Layers** writes every layer with its matte and settings, the shot's
+frames, `stack.json` and comp scripts for Nuke and Blender. Drop, reorder or re-time layers in
+`stack.json` and run `python -m vera stack render FOLDER --out NEW` to composite again without
+the model."""
+
 BACKGROUND_NOTE = """## Background change
 The **edit region** mask says where the edit may change the picture (white / 1 = may change, e.g.
 the background; the subject stays). One frame is used for every frame; a mask of another size with
@@ -368,6 +408,9 @@ WORKFLOWS = {
     "vera_tiny_long_shot": (lambda pack: tiny_workflow("long_shot", pack),
                             [TINY_NOTE + "\n\n" + LONG_SHOT_NOTE.replace("## ", "### "),
                              OUTPUTS_NOTE]),
+    "vera_tiny_layer_stack": (lambda pack: tiny_workflow("layer_stack", pack),
+                              [TINY_NOTE + "\n\n" + LAYER_STACK_NOTE.replace("## ", "### "),
+                               OUTPUTS_NOTE]),
     "vera_wan13b_object_addition": (lambda pack: wan_workflow("object_addition", pack),
                                     [WAN_NOTE, OUTPUTS_NOTE]),
     "vera_wan13b_background_change": (lambda pack: wan_workflow("background_change", pack),

@@ -12,11 +12,11 @@ UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
 API_FILES = sorted((ROOT / "workflows" / "api").glob("*_api.json"))
 
 
-def test_each_workflow_has_both_formats_and_all_five_exist():
+def test_each_workflow_has_both_formats_and_all_six_exist():
     names = {p.stem for p in UI_FILES}
     assert names == {p.stem[: -len("_api")] for p in API_FILES}
     assert names == {"vera_tiny_object_addition", "vera_tiny_background_change",
-                     "vera_tiny_long_shot", "vera_wan13b_object_addition",
+                     "vera_tiny_long_shot", "vera_tiny_layer_stack", "vera_wan13b_object_addition",
                      "vera_wan13b_background_change"}
 
 
@@ -91,12 +91,15 @@ def test_workflows_explain_themselves_and_wire_the_source_rate(path, pack):
     api = wf.ui_to_api(ui, pack)
     assert all(n["class_type"] not in wf.NOTE_TYPES for n in api.values())
     by_type = {n["class_type"]: n for n in api.values()}
-    encode = by_type["VeraEncode"]["inputs"]
-    assert api[encode["video"][0]]["class_type"] == "LoadVideo"
+    first_encode = next(n for n in api.values() if n["class_type"] == "VeraEncode")["inputs"]
+    assert api[first_encode["video"][0]]["class_type"] == "LoadVideo"
     save = by_type["VeraSaveLayers"]["inputs"]
     assert save["fps"] == 0.0 and api[save["vera_shot"][0]]["class_type"] == "VeraDecodeLayers"
-    video = by_type["SaveVideo"]["inputs"]["video"]
-    assert api[video[0]]["class_type"] == "VeraComposite" and video[1] == 2
+    if "stack" in save:  # a layer stack: the shot's rate travels in the stack
+        assert api[save["stack"][0]]["class_type"] == "VeraLayerStack"
+    else:
+        video = by_type["SaveVideo"]["inputs"]["video"]
+        assert api[video[0]]["class_type"] == "VeraComposite" and video[1] == 2
     for node in ui["nodes"]:
         for model in node["properties"].get("models", []):
             assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith(model["name"])

@@ -134,6 +134,44 @@ def test_vera_tiny_api_workflow_runs_and_keeps_untouched_pixels(server, name, tm
           "untouched pixels bit-identical to the source")
 
 
+def test_a_two_edit_layer_stack_in_a_real_comfyui_renders_from_its_folder(server, tmp_path):
+    """The layer-stack workflow: two edits, the second on the first's final; the saved folder
+    (downloaded as the client lays it out) re-renders to its final bit for bit, and Blender's
+    compositor reproduces it from the generated script where Blender is installed."""
+    import shutil
+    import subprocess
+
+    from vera.__main__ import main
+
+    clip = tmp_path / "vera_example.mp4"
+    clip.write_bytes(bundled_clip().read_bytes())
+    out = tmp_path / "out"
+    workflow = ROOT / "workflows" / "api" / "vera_tiny_layer_stack_api.json"
+    args = client.build_parser().parse_args(["--server", server, "--workflow", str(workflow),
+                                             "--input", str(clip), "--out", str(out),
+                                             "--timeout", "900"])
+    paths = client.run(args, log=lambda line: None)
+    folder = next(p for p in paths if p.name == "stack.json").parent
+    stack = json.loads((folder / "stack.json").read_text())
+    assert len(stack["layers"]) == 2 and stack["source"]["count"] == 17
+    assert main(["stack", "render", str(folder), "--out", str(tmp_path / "render")]) == 0
+    final_folder = folder / stack["final"]
+    saved = sorted(final_folder.glob("*.png"))
+    rendered = sorted((tmp_path / "render" / "final_composite").glob("*.png"))
+    assert len(saved) == len(rendered) == 17
+    assert all(torch.equal(video.read_png(a), video.read_png(b)) for a, b in zip(saved, rendered))
+    if shutil.which("blender"):
+        done = subprocess.run(["blender", "-b", "--factory-startup", "-P",
+                               str(folder / "comp_blender.py"), "--", "--render",
+                               str(tmp_path / "blender")], capture_output=True, timeout=300)
+        assert done.returncode == 0
+        blender = sorted((tmp_path / "blender").glob("*.png"))
+        worst = max(int((video.read_png(a)[..., :3].int() - video.read_png(b).int()).abs().max())
+                    for a, b in zip(blender, saved))
+        assert len(blender) == 17 and worst <= 2, worst
+        print(f"layer stack from ComfyUI: blender comp within {worst} level(s) of the final")
+
+
 def test_vera_tiny_long_shot_runs_in_context_windows_and_keeps_untouched_pixels(server, tmp_path):
     """The long-shot workflow: 65 frames, five of vera-tiny's 17-frame windows fused every step;
     every file has all 65 frames, untouched pixels are the source's, settings.json has the
