@@ -23,11 +23,16 @@ EXR_CHOICES = ("off",) + TRANSFERS
 CHUNK_FRAMES = 16  # frames converted to 8 bits and written at a time (no whole-shot copies)
 
 
-def prompt_texts(graph: dict | None) -> tuple[str | None, str | None]:
-    """(positive, negative) prompt text of the Vera Sampler in an API-format prompt graph: the
-    `text` input of the nodes feeding its positive and negative inputs, when they are text."""
+def prompt_texts(graph: dict | None, node_id=None, input_name: str = "edit_layer"
+                 ) -> tuple[str | None, str | None]:
+    """(positive, negative) prompt text of a Vera Sampler in an API-format prompt graph: the
+    nearest one upstream of node `node_id`'s `input_name` (so each edit of a layer stack gets its
+    own), else the first in the graph; the `text` input of the nodes feeding its positive and
+    negative inputs, when they are text."""
     graph = graph or {}
-    sampler = next((n for n in graph.values() if n.get("class_type") == "VeraSampler"), None)
+    sampler = _upstream_sampler(graph, node_id, input_name) if node_id is not None else None
+    if sampler is None:
+        sampler = next((n for n in graph.values() if n.get("class_type") == "VeraSampler"), None)
     texts = []
     for name in ("positive", "negative"):
         link = ((sampler or {}).get("inputs") or {}).get(name)
@@ -37,11 +42,29 @@ def prompt_texts(graph: dict | None) -> tuple[str | None, str | None]:
     return texts[0], texts[1]
 
 
+def _upstream_sampler(graph: dict, node_id, input_name: str) -> dict | None:
+    """The VeraSampler nearest upstream of `input_name` of node `node_id` (breadth first)."""
+    link = ((graph.get(str(node_id)) or {}).get("inputs") or {}).get(input_name)
+    queue, seen = ([str(link[0])] if isinstance(link, list) and link else []), set()
+    while queue:
+        current = queue.pop(0)
+        node = graph.get(current)
+        if current in seen or node is None:
+            continue
+        seen.add(current)
+        if node.get("class_type") == "VeraSampler":
+            return node
+        queue += [str(v[0]) for v in (node.get("inputs") or {}).values()
+                  if isinstance(v, list) and v]
+    return None
+
+
 def run_record(shot, graph: dict | None, frames: int, size: tuple[int, int], fps,
-               exr_options: ExrOptions | None) -> dict:
+               exr_options: ExrOptions | None, node_id=None) -> dict:
     """settings.json for a saved run: what the Vera nodes recorded (with the context windows,
-    `[[first, last], ...]` source frames) plus the prompt text."""
-    positive, negative = prompt_texts(graph)
+    `[[first, last], ...]` source frames) plus the prompt text (of the sampler upstream of node
+    `node_id`'s edit_layer, see `prompt_texts`)."""
+    positive, negative = prompt_texts(graph, node_id)
     settings = shot.settings if shot is not None else None
     record = run_settings(settings, model=shot.model_name if shot else None, prompt=positive,
                           frames=frames, size=size, clip=shot.clip if shot else None,
@@ -107,12 +130,14 @@ class VeraSaveLayers:
                     "scripts; the rate and sound are the shot's. Without it, a connected source "
                     "makes a stack of one.")}),
             },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO",
+                       "unique_id": "UNIQUE_ID"},
         }
 
     def save(self, edit_layer, alpha, final, filename_prefix="vera/edit", fps=0.0,
              rgba_format="mov", source=None, vera_shot=None, exr="off",
-             exr_alpha="premultiplied", stack=None, prompt=None, extra_pnginfo=None):
+             exr_alpha="premultiplied", stack=None, prompt=None, extra_pnginfo=None,
+             unique_id=None):
         if edit_layer.shape[:3] != final.shape[:3]:
             raise ValueError(f"edit_layer {tuple(edit_layer.shape)} and final {tuple(final.shape)} must have the same "
                              "frames and size")
@@ -135,7 +160,8 @@ class VeraSaveLayers:
         if host.metadata_enabled():
             metadata = {**({"prompt": prompt} if prompt is not None else {}),
                         **(extra_pnginfo or {})}
-        record = run_record(vera_shot, prompt, frames, (height, width), rate, exr_options)
+        record = run_record(vera_shot, prompt, frames, (height, width), rate, exr_options,
+                            unique_id)
         root = host.output_dir()
         parent = root / subfolder
         parent.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,11 @@ class VeraLayerStack:
                     "From Vera Decode Layers: this edit's settings (kept with its layer) and, "
                     "for the first edit, the shot's rate and sound.")}),
             },
+            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
 
-    def stack(self, source, edit_layer, alpha, below=None, vera_shot=None):
+    def stack(self, source, edit_layer, alpha, below=None, vera_shot=None, prompt=None,
+              unique_id=None):
         if edit_layer.shape[:3] != source.shape[:3]:
             raise ValueError(f"edit_layer {tuple(edit_layer.shape)} and source "
                              f"{tuple(source.shape)} must have the same frames and size")
@@ -60,8 +62,8 @@ class VeraLayerStack:
         alpha_u8 = layers.to_uint8(as_alpha_frames(alpha, edit_layer).float())
         final = layers.final_composite(source_u8, edit_u8.float() / 255, alpha_u8.float() / 255)
         frames, height, width = final.shape[:3]
-        record = (run_record(vera_shot, None, frames, (height, width), vera_shot.clip.rate, None)
-                  if vera_shot is not None else None)
+        record = (run_record(vera_shot, prompt, frames, (height, width), vera_shot.clip.rate,
+                             None, unique_id) if vera_shot is not None else None)
         layer = (torch.cat([edit_u8, alpha_u8], dim=-1), record)
         if below is None:
             clip = vera_shot.clip if vera_shot is not None else SourceClip()

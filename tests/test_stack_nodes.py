@@ -30,29 +30,48 @@ def _edit(pack, tiny, frames, prompt, seed):
     return edit, alpha, src, shot
 
 
+def _graph() -> dict:
+    """An API-format prompt of two chained edits: each sampler's prompt text is its own."""
+    def chain(base: int, words: str) -> dict:
+        return {f"{base}": {"class_type": "VeraTextEncode", "inputs": {"text": words}},
+                f"{base + 1}": {"class_type": "VeraSampler",
+                                "inputs": {"positive": [f"{base}", 0], "vera_source": ["0", 0]}},
+                f"{base + 2}": {"class_type": "VeraDecodeLayers",
+                                "inputs": {"vera_layers": [f"{base + 1}", 0]}}}
+    return {**chain(10, "first words"), **chain(20, "second words"),
+            "30": {"class_type": "VeraLayerStack", "inputs": {"edit_layer": ["12", 0]}},
+            "31": {"class_type": "VeraLayerStack",
+                   "inputs": {"edit_layer": ["22", 0], "below": ["30", 0]}},
+            "40": {"class_type": "VeraSaveLayers",
+                   "inputs": {"edit_layer": ["22", 0], "stack": ["31", 0]}}}
+
+
 def test_two_stacked_edits_save_as_a_stack_that_renders_bit_exactly(pack, tiny, clip, tmp_path,
                                                                      monkeypatch):
     monkeypatch.setenv("VERA_OUTPUT_DIR", str(tmp_path / "output"))
     edit1, alpha1, src1, shot1 = _edit(pack, tiny, clip, "add a large red circle", 1)
     (stack1, final1), _ = run(pack, "VeraLayerStack", source=src1, edit_layer=edit1,
-                              alpha=alpha1, vera_shot=shot1)
+                              alpha=alpha1, vera_shot=shot1, prompt=_graph(), unique_id="30")
     edit2, alpha2, src2, shot2 = _edit(pack, tiny, final1, "add a small green square", 2)
     with pytest.raises(ValueError, match="source: these are not the frames of the stack"):
         run(pack, "VeraLayerStack", source=src1, edit_layer=edit2, alpha=alpha2, below=stack1)
     (stack2, final2), _ = run(pack, "VeraLayerStack", source=src2, edit_layer=edit2,
-                              alpha=alpha2, below=stack1, vera_shot=shot2)
+                              alpha=alpha2, below=stack1, vera_shot=shot2, prompt=_graph(),
+                              unique_id="31")
     assert len(stack2.layers) == 2 and torch.equal(stack2.source, stack1.source)
     with pytest.raises(ValueError, match="stack: its top layer is not the edit saved here"):
         run(pack, "VeraSaveLayers", edit_layer=edit1, alpha=alpha1, final=final2,
             filename_prefix="stack/shot", stack=stack2)
     _, ui = run(pack, "VeraSaveLayers", edit_layer=edit2, alpha=alpha2, final=final2,
-                filename_prefix="stack/shot", vera_shot=shot2, stack=stack2)
+                filename_prefix="stack/shot", vera_shot=shot2, stack=stack2, prompt=_graph(),
+                unique_id="40")
     folder = tmp_path / "output" / ui["vera_layers"][0]["folder"]
     stack = json.loads((folder / "stack.json").read_text())
     assert [x["rgba"] for x in stack["layers"]] == ["layers/1/edit_layer_rgba/",
                                                     "shot_edit_layer_rgba/"]
     assert stack["source"]["folder"] == "shot_source/" and stack["source"]["fps"] == "30000/1001"
     assert json.loads((folder / "layers/1/settings.json").read_text())["seed"] == 1
+    assert [x["prompt"] for x in stack["layers"]] == ["first words", "second words"]
     out = tmp_path / "render"
     assert main(["stack", "render", str(folder), "--out", str(out)]) == 0
     rendered = sorted((out / "final_composite").glob("*.png"))

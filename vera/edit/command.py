@@ -236,8 +236,10 @@ class _ShotOutput:
                              f"is edited in one piece) or give at most {frames}")
         audio = None
         if self.below is not None:  # the sound under the earlier run's composite
-            sound = Path(args.over) / "final_composite.mp4"
-            audio = video.read_audio(sound, 0, frames / self.rate) if sound.is_file() else None
+            from .stack import final_video
+
+            sound = final_video(Path(args.over), self.below)
+            audio = None if sound is None else video.read_audio(sound, 0, frames / self.rate)
         elif not self.source_path.is_dir():
             audio = video.read_audio(self.source_path, args.start / self.rate, frames / self.rate)
         self.clip = SourceClip(video.exact_rate(self.rate), args.start, 1, audio,

@@ -136,7 +136,7 @@ def blender_script(stack: Stack, files: dict) -> str:
         "@COMPOSITING@", layers.COMPOSITING)
 
 
-_BLENDER_TEMPLATE = '''"""Vera layer stack as a Blender compositor node tree (written by ComfyUI-Vera).
+_BLENDER_TEMPLATE = '''"""Vera layer stack as a Blender compositor node tree (by ComfyUI-Vera).
 
 @COMPOSITING@
 

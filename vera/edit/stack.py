@@ -29,7 +29,6 @@ SOURCE_FOLDER = "source"
 SOURCE_PREFIX = "source"
 LAYERS_FOLDER = "layers"
 SOURCE_MODES = ("copy", "reference")
-LAYER_FILES = ("edit_layer_rgba", "alpha", "settings.json", "report.json")
 
 
 class StackError(ValueError):
@@ -115,7 +114,8 @@ def read_stack(root: str | Path) -> Stack:
     path = root / STACK_FILE
     if not path.is_file():
         raise StackError(f"{root}: no {STACK_FILE}; it is not a finished Vera run (a run writes "
-                         f"{STACK_FILE} last, so an interrupted one has none)")
+                         f"{STACK_FILE} last, so an interrupted one has none; runs made before "
+                         "layer stacks have none either: edit the shot again)")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -271,7 +271,7 @@ def render_stack(root: str | Path, out: str | Path, overwrite: bool = False,
                  name: str = "DIR") -> dict:
     """Composite the stack in `root` into `out` (a new or empty folder; `overwrite` replaces
     one): final_composite/final_NNNNN.png and final_composite.mp4 at the source's exact rate with
-    the sound of the stack's own final_composite.mp4 (when it has one). Built beside `out` and
+    the sound of the run's own final composite mp4 (when it has one). Built beside `out` and
     renamed into place when complete. Returns what was written."""
     from ..media.files import staged_folder
 
@@ -279,9 +279,8 @@ def render_stack(root: str | Path, out: str | Path, overwrite: bool = False,
     stack = read_stack(root)
     if out.resolve() == root.resolve():
         raise StackError(f"--out {out} is the stack {name} itself; render into another folder")
-    audio = None
-    sound = root / "final_composite.mp4"
-    if sound.is_file():
+    audio, sound = None, final_video(root, stack)
+    if sound is not None:
         audio = video.read_audio(sound, 0.0, stack.source.count / stack.source.rate)
     with staged_folder(out, overwrite) as staging:
         pngs = video.PngSequenceWriter(staging / "final_composite", "final",
@@ -298,26 +297,38 @@ def render_stack(root: str | Path, out: str | Path, overwrite: bool = False,
             "final_mp4": "final_composite.mp4"}
 
 
+def final_video(root: Path, stack: Stack) -> Path | None:
+    """The run's final composite mp4 beside its final PNG folder (it carries the shot's sound),
+    or None."""
+    if stack.final is None:
+        return None
+    path = Path(root) / (stack.final.rstrip("/") + ".mp4")
+    return path if path.is_file() else None
+
+
 def stack_over(earlier: str | Path, into: Path) -> Stack:
-    """Copy the layers of the finished run `earlier` into `into/layers/N/` (and its source frames
-    when it holds a copy) and return its stack re-pointed at the copies, for a new edit on top."""
+    """Copy the layers of the finished run `earlier` into `into/layers/N/` (each layer's PNGs,
+    its settings.json, and its matte and report.json where they sit beside them) and its source
+    frames when it holds a copy, and return its stack re-pointed at the copies, for a new edit on
+    top."""
     earlier = Path(earlier)
     stack = read_stack(earlier)
     copied = []
     for number, layer in enumerate(stack.layers, start=1):
-        home = (earlier / layer.rgba).parent
         target = into / LAYERS_FOLDER / str(number)
         target.mkdir(parents=True)
-        for item in LAYER_FILES:
-            if (home / item).is_dir():
-                shutil.copytree(home / item, target / item)
-            elif (home / item).is_file():
-                shutil.copy2(home / item, target / item)
         rgba = f"{LAYERS_FOLDER}/{number}/{Path(layer.rgba).name}/"
-        if not (into / rgba).is_dir():  # a layer whose PNGs sit under another name
-            shutil.copytree(earlier / layer.rgba, into / rgba)
-        settings = (f"{LAYERS_FOLDER}/{number}/settings.json"
-                    if (target / "settings.json").is_file() else None)
+        shutil.copytree(earlier / layer.rgba, into / rgba)
+        home = (earlier / layer.rgba).parent
+        for extra in ("alpha", "report.json"):
+            if (home / extra).is_dir():
+                shutil.copytree(home / extra, target / extra)
+            elif (home / extra).is_file():
+                shutil.copy2(home / extra, target / extra)
+        settings = None
+        if layer.settings is not None and (earlier / layer.settings).is_file():
+            shutil.copy2(earlier / layer.settings, target / "settings.json")
+            settings = f"{LAYERS_FOLDER}/{number}/settings.json"
         copied.append(replace(layer, rgba=rgba, settings=settings))
     source = stack.source
     if source.folder is not None:
