@@ -144,6 +144,12 @@ def test_a_referenced_source_renders_like_the_edit(shot, tmp_path):
     assert main(["stack", "render", str(run), "--out", str(tmp_path / "render")]) == 0
     assert torch.equal(_pngs(tmp_path / "render" / "final_composite"),
                        _pngs(run / "final_composite"))
+    if shutil.which("blender"):  # the comp reads frames 2.. of the movie itself
+        done = subprocess.run(["blender", "-b", "--factory-startup", "-P",
+                               str(run / "comp_blender.py"), "--", "--render",
+                               str(tmp_path / "blender")], capture_output=True, timeout=300)
+        assert done.returncode == 0
+        _matches_final(_pngs(tmp_path / "blender")[..., :3], run)
 
 
 def _ffmpeg_frames(arguments: list[str], size: tuple[int, int]) -> torch.Tensor:

@@ -89,3 +89,16 @@ def test_two_stacked_edits_save_as_a_stack_that_renders_bit_exactly(pack, tiny, 
         worst = max(int((video.read_png(a)[..., :3].int() - video.read_png(b).int()).abs().max())
                     for a, b in zip(blender, saved))
         assert len(blender) == 17 and worst <= 2
+    # the CLI stacks a third edit on the folder ComfyUI saved (its files carry a name prefix)
+    third = tmp_path / "third"
+    assert main(["edit", "--over", str(folder), "--prompt", "add a small blue triangle moving from "
+                 "top to bottom", "--steps", "2", "--out", str(third)]) == 0
+    layers = json.loads((third / "stack.json").read_text())["layers"]
+    assert [x["prompt"] for x in layers] == ["first words", "second words",
+                                             "add a small blue triangle moving from top to bottom"]
+    assert all((third / x["settings"]).is_file() for x in layers)
+    assert main(["stack", "render", str(third), "--out", str(tmp_path / "third_render")]) == 0
+    for ours, theirs in zip(sorted((tmp_path / "third_render/final_composite").glob("*.png")),
+                            sorted((third / "final_composite").glob("*.png"))):
+        assert torch.equal(video.read_png(ours), video.read_png(theirs))
+
