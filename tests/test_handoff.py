@@ -241,12 +241,12 @@ def test_blenders_compositor_renders_the_generated_comp_to_the_final(shot, tmp_p
     _matches_final(_pngs(tmp_path)[..., :3], second)
 
 
-def test_the_nuke_script_reads_raw_and_merges_each_layer_over_the_one_below(shot):
-    """Nuke is not installable here: its script is checked by replaying Nuke's node stack (a node
-    takes its inputs from the top of the stack, input 0 first; `set`/`push` name and reuse)."""
-    second = shot["second"]
+def nuke_graph(script: Path) -> dict:
+    """{name: (kind, knobs, input names)} of a Nuke script, replaying Nuke's node stack: a node
+    takes its inputs from the top of the stack, input 0 first; `set` names the top, `push` puts
+    a named node back."""
     nodes, stack, named = {}, [], {}
-    lines = iter((second / "comp.nk").read_text().splitlines())
+    lines = iter(script.read_text().splitlines())
     for line in lines:
         if line.startswith("set "):
             named[line.split()[1]] = stack[-1]
@@ -259,23 +259,60 @@ def test_the_nuke_script_reads_raw_and_merges_each_layer_over_the_one_below(shot
                     break
                 key, _, value = knob.strip().partition(" ")
                 knobs[key] = value
-            count = int(knobs.get("inputs", 1))
-            inputs = [stack.pop() for _ in range(count)]
+            inputs = [stack.pop() for _ in range(int(knobs.get("inputs", 1)))]
             nodes[knobs["name"]] = (kind, knobs, inputs)
             stack.append(knobs["name"])
+    return nodes
+
+
+def check_nuke_script(run: Path) -> None:
+    """The run's comp.nk reads raw and merges each layer of stack.json, premultiplied, over the
+    one below, in order, into the Write."""
+    nodes = nuke_graph(run / "comp.nk")
     assert all(knobs["raw"] == "true" for kind, knobs, _ in nodes.values()
                if kind in ("Read", "Write"))
-    layers = json.loads((second / "stack.json").read_text())["layers"]
+    stack = json.loads((run / "stack.json").read_text())
+    if stack["source"]["folder"]:
+        assert nodes["Source"][1]["file"].endswith(stack["source"]["folder"] + 'source_%05d.png"')
     below = "Source"
-    for number, layer in enumerate(layers, start=1):
+    for number, layer in enumerate(stack["layers"], start=1):
         kind, knobs, (b, a) = nodes[f"Over{number}"]
         assert kind == "Merge2" and knobs["operation"] == "over" and b == below
         assert a == f"Layer{number}Premult" and nodes[a][2] == [f"Layer{number}Time"]
+        assert nodes[f"Layer{number}Time"][1]["time_offset"] == str(layer["offset"])
         read = nodes[f"Layer{number}"][1]
         assert read["file"].endswith(layer["rgba"] + 'edit_%05d.png"')
         assert read["last"] == str(layer["frames"] - 1)
         below = f"Over{number}"
     assert nodes["WriteFinal"][2] == [below]
+
+
+def test_the_nuke_script_reads_raw_and_merges_each_layer_over_the_one_below(shot):
+    """Nuke is not installable here: its script is checked by replaying its node graph."""
+    check_nuke_script(shot["second"])
+
+
+def test_every_file_states_how_the_final_is_made(shot):
+    import av
+    from PIL import Image
+
+    from vera.frames.layers import COMPOSITING
+    from vera.media.exr import read_exr
+
+    first = shot["first"]
+    assert json.loads((first / "stack.json").read_text())["compositing"] == COMPOSITING
+    for folder in ("edit_layer_rgba", "alpha", "final_composite", "source"):
+        with Image.open(next((first / folder).glob("*.png"))) as image:
+            assert image.text["vera:compositing"] == COMPOSITING, folder
+    for name in ("edit_layer_rgba.mov", "edit_layer_rgba.webm", "alpha.mp4",
+                 "final_composite.mp4"):
+        with av.open(str(first / name)) as container:
+            tags = {key.lower(): value for key, value in  # Matroska writes tag names upper-case
+                    {**container.metadata, **container.streams.video[0].metadata}.items()}
+            assert tags.get("vera:compositing") == COMPOSITING, (name, sorted(tags))
+    for folder in ("edit_layer_exr", "alpha_exr", "final_composite_exr"):
+        _, header = read_exr(next((first / folder).glob("*.exr")))
+        assert header["vera:compositing"] == COMPOSITING, folder
 
 
 def test_the_composites_sound_is_in_sync_as_ffmpeg_decodes_it(shot):
@@ -308,6 +345,8 @@ def test_over_a_folder_that_is_not_a_finished_run_is_refused(shot, tmp_path, cap
              str(half), "not a finished Vera run")
     _refused(["edit", "--over", str(shot["first"]), "--start", "2", "--prompt", "x", "--out",
               str(out)], capsys, "leave out --start and --frames")
+    _refused(["edit", "--over", str(shot["first"]), "--source-frames", "reference", "--prompt",
+              "x", "--out", str(out)], capsys, "--source-frames", "earlier run's source")
     assert not out.exists()
 
 

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import torch
 from helpers import run_node as run
+from test_handoff import check_nuke_script
 from test_node_graph import clip, text, tiny  # noqa: F401  (fixtures)
 
 from vera.__main__ import main
@@ -72,6 +73,7 @@ def test_two_stacked_edits_save_as_a_stack_that_renders_bit_exactly(pack, tiny, 
     assert stack["source"]["folder"] == "shot_source/" and stack["source"]["fps"] == "30000/1001"
     assert json.loads((folder / "layers/1/settings.json").read_text())["seed"] == 1
     assert [x["prompt"] for x in stack["layers"]] == ["first words", "second words"]
+    check_nuke_script(folder)
     out = tmp_path / "render"
     assert main(["stack", "render", str(folder), "--out", str(out)]) == 0
     rendered = sorted((out / "final_composite").glob("*.png"))

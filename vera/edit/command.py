@@ -179,6 +179,10 @@ def check_over(args):
     if args.start or args.frames is not None:
         raise ValueError(f"--over {args.over}: the new edit covers the frames of the earlier run; "
                          "leave out --start and --frames")
+    if args.source_frames is not None:
+        raise ValueError(f"--over {args.over} with --source-frames {args.source_frames}: a stack "
+                         "keeps the earlier run's source frames as that run stored them; leave "
+                         "--source-frames out")
     below = read_stack(args.over)
     if below.final is None or not (Path(args.over) / below.final).is_dir():
         raise StackError(f"--over {args.over}: {below.final or 'final_composite/'} is missing; "
@@ -268,7 +272,7 @@ class _ShotOutput:
 
     @property
     def _copies_source(self) -> bool:
-        return self.below is None and self.args.source_frames == "copy"
+        return self.below is None and self.args.source_frames in (None, "copy")
 
     def _stack_source(self, result):
         """Where the frames under the layers are, for settings.json and stack.json."""
@@ -423,8 +427,8 @@ def add_parser(sub) -> None:
                         "light) or srgb (the PNG values)")
     p.add_argument("--exr-alpha", choices=ALPHA_MODES, default="premultiplied",
                    help="the EXR edit layer's alpha: premultiplied (Nuke's default) or straight")
-    p.add_argument("--source-frames", choices=SOURCE_MODES, default="copy",
-                   help="copy: the source frames the layers line up with go into the run as "
+    p.add_argument("--source-frames", choices=SOURCE_MODES, default=None,
+                   help="copy (default): the source frames the layers line up with go into the run as "
                         "lossless PNGs (source/), so the folder rebuilds the composite alone; "
                         "reference: only the file's path, start, count and rate in stack.json")
     p.add_argument("--over", default=None, metavar="RUN",
