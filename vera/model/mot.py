@@ -13,6 +13,7 @@ Token flow of one forward, for latents `[B, C, T, H, W]` and `L = T/pt * H/ph * 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -224,6 +225,20 @@ def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: tuple[in
     return x.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
+@dataclass
+class Prepared:
+    """The streams of a forward before its layers (see `VeraModel.embed`), by branch name: tokens
+    `[B, L_i, D]`, RoPE cos/sin `[L_i, Dh/2]`, time (e `[B, D]`, e0 `[B, 6, D]`) and text
+    `[B, Lt, D]`; the token grid and tokens per stream (before appended condition tokens)."""
+
+    streams: dict[str, torch.Tensor]
+    ropes: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    time: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    text: dict[str, torch.Tensor]
+    grid: tuple[int, int, int]
+    tokens: int
+
+
 class VeraModel(nn.Module):
     """Three Wan branches (edit, alpha, composite) plus Vera's conditioning embeddings.
 
@@ -294,6 +309,15 @@ class VeraModel(nn.Module):
         mask_keep: optional `[B]` 0/1 weights on the mask tokens (training's per-sample mask dropout).
         Returns velocities (edit, alpha, composite), each `[B, C_out, T, H, W]` in float32.
         """
+        prepared = self.embed(edit, alpha, composite, timestep, context, source, mask, mask_keep)
+        streams = self.run_layers(BRANCHES, prepared, joint=cross_branch_attention)
+        return tuple(self.velocities(BRANCHES, streams, prepared))
+
+    def embed(self, edit, alpha, composite, timestep, context, source, mask=None, mask_keep=None,
+              names: tuple[str, ...] = BRANCHES) -> "Prepared":
+        """Check the latents (see `forward`) and embed the streams of the branches `names` (their
+        tokens with the conditioning, RoPE, time and text embeddings); only those branches'
+        weights are used."""
         cfg = self.config
         if not (edit.shape == alpha.shape == composite.shape == source.shape):
             raise ValueError(
@@ -309,60 +333,76 @@ class VeraModel(nn.Module):
         grid = (frames // pt, height // ph, width // pw)
         timestep = timestep.reshape(-1).expand(batch).to(edit.device)
         rope = rope_frequencies(cfg, grid, edit.device)
-
-        edit_b, alpha_b, comp_b = (self.branches[n] for n in BRANCHES)
-        x_edit = edit_b.embed_tokens(edit)
-        x_alpha = alpha_b.embed_tokens(alpha) + on(self.layer_embedding_alpha, x_edit, x_edit.dtype)
-        x_comp = comp_b.embed_tokens(composite) + on(self.layer_embedding_composite, x_edit,
-                                                     x_edit.dtype)
-        src_tokens = self._embed_condition(self.source_embedding, source)
-        mask_tokens = None if mask is None else self._embed_condition(self.mask_embedding, mask)
-        if mask_tokens is not None and mask_keep is not None:
-            mask_tokens = mask_tokens * mask_keep.reshape(-1, 1, 1).to(mask_tokens.dtype)
         tokens = grid[0] * grid[1] * grid[2]
-        if cfg.conditioning == "add":
-            x_comp = x_comp + src_tokens
-            if mask_tokens is not None:
-                x_alpha = x_alpha + mask_tokens
-        else:
-            # Appended condition tokens share RoPE positions with the layer tokens; they carry no layer
-            # embedding, which is what lets the model tell them apart once the embeddings are trained.
-            x_comp = torch.cat([x_comp, src_tokens], dim=1)
-            if mask_tokens is not None:
-                x_alpha = torch.cat([x_alpha, mask_tokens], dim=1)
+        latents = {"edit": edit, "alpha": alpha, "composite": composite}
+        streams = {}
+        for name in names:
+            x = self.branches[name].embed_tokens(latents[name])
+            if name == "alpha":
+                x = x + on(self.layer_embedding_alpha, x, x.dtype)
+                extra = None if mask is None else self._embed_condition(self.mask_embedding, mask)
+                if extra is not None and mask_keep is not None:
+                    extra = extra * mask_keep.reshape(-1, 1, 1).to(extra.dtype)
+            elif name == "composite":
+                x = x + on(self.layer_embedding_composite, x, x.dtype)
+                extra = self._embed_condition(self.source_embedding, source)
+            else:
+                extra = None
+            if extra is not None:
+                # Appended condition tokens (sequence conditioning) share RoPE positions with the
+                # layer tokens; they carry no layer embedding, which is what lets the model tell
+                # them apart once the embeddings are trained.
+                x = x + extra if cfg.conditioning == "add" else torch.cat([x, extra], dim=1)
+            streams[name] = x
+        ropes = {n: tuple(r.repeat(x.shape[1] // tokens, 1) for r in rope)
+                 for n, x in streams.items()}
+        time = {n: self.branches[n].embed_time(timestep) for n in names}
+        text = {n: self.branches[n].embed_text(context) for n in names}
+        return Prepared(streams, ropes, time, text, grid, tokens)
 
-        streams = [x_edit, x_alpha, x_comp]
-        ropes = [tuple(r.repeat(x.shape[1] // tokens, 1) for r in rope) for x in streams]
-        time = [b.embed_time(timestep) for b in (edit_b, alpha_b, comp_b)]
-        text = [b.embed_text(context) for b in (edit_b, alpha_b, comp_b)]
-
+    def run_layers(self, names: tuple[str, ...], prepared: "Prepared", joint: bool = True,
+                   attend=None) -> list[torch.Tensor]:
+        """Every layer over the streams of `names` -> their tokens `[B, L_i, D]`. attend(qkv
+        list) -> attention outputs: by default the joint attention over these streams (parallel
+        runs pass one that also sees the other processes' tokens)."""
+        streams = [prepared.streams[n] for n in names]
+        args = ([prepared.time[n][1] for n in names], [prepared.text[n] for n in names],
+                [prepared.ropes[n] for n in names], joint, attend)
         hook = self.layer_hook
-        for layer in range(cfg.num_layers):
+        for layer in range(self.config.num_layers):
             if hook is not None:
                 hook.before(layer)
-            blocks = [b.blocks[layer] for b in (edit_b, alpha_b, comp_b)]
-            args = (blocks, [t[1] for t in time], text, ropes, cross_branch_attention)
+            blocks = [self.branches[n].blocks[layer] for n in names]
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                streams = torch.utils.checkpoint.checkpoint(self._layer, streams, *args,
+                streams = torch.utils.checkpoint.checkpoint(self._layer, streams, blocks, *args,
                                                             use_reentrant=False)
             else:
-                streams = self._layer(streams, *args)
+                streams = self._layer(streams, blocks, *args)
             if hook is not None:
                 hook.after(layer)
+        return streams
 
+    def velocities(self, names: tuple[str, ...], streams: list[torch.Tensor],
+                   prepared: "Prepared") -> list[torch.Tensor]:
+        """Each branch's head over its layer tokens -> velocities `[B, C_out, T, H, W]`,
+        float32."""
         outputs = []
-        for branch, x, (e, _) in zip((edit_b, alpha_b, comp_b), streams, time):
-            outputs.append(unpatchify(branch.head(x[:, :tokens], e).float(), grid, cfg.patch_size))
-        return tuple(outputs)
+        for name, x in zip(names, streams):
+            branch, e = self.branches[name], prepared.time[name][0]
+            outputs.append(unpatchify(branch.head(x[:, :prepared.tokens], e).float(),
+                                      prepared.grid, self.config.patch_size))
+        return outputs
 
     def _embed_condition(self, embedding: nn.Conv3d, latent: torch.Tensor) -> torch.Tensor:
         return embedding(latent.to(embedding.weight.dtype)).flatten(2).transpose(1, 2)
 
-    def _layer(self, streams, blocks, e0s, texts, ropes, joint: bool):
+    def _layer(self, streams, blocks, e0s, texts, ropes, joint: bool, attend=None):
         before, after = self.block_functions
         prepared = [before(blk, x, e0, rope)
                     for blk, x, e0, rope in zip(blocks, streams, e0s, ropes)]
-        attended = joint_attention([p[0] for p in prepared], self.attention_backend, joint=joint)
+        qkv = [p[0] for p in prepared]
+        attended = (joint_attention(qkv, self.attention_backend, joint=joint) if attend is None
+                    else attend(qkv))
         return [
             after(blk, x, attn, mod, ctx, self.attention_backend)
             for blk, x, attn, (_, mod), ctx in zip(blocks, streams, attended, prepared, texts)

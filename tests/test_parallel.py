@@ -1,0 +1,92 @@
+"""Vera over several processes on this CPU (gloo): each parallel mode's velocities equal the
+single-process model's, a branch-parallel process holds one branch, and layouts that cannot work
+are named."""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from vera.model.config import BRANCHES, VeraConfig
+from vera.model.mot import VeraModel
+from vera.model.parallel import ParallelError, branch_for, layout, parallel_model
+
+
+def small_model(conditioning: str = "add") -> VeraModel:
+    """A random model (4 heads, 2 layers) with its conditioning embeddings made non-zero."""
+    torch.manual_seed(0)
+    config = VeraConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, text_dim=32,
+                        freq_dim=32, conditioning=conditioning)
+    model = VeraModel(config).eval()
+    with torch.no_grad():
+        for p in (*model.source_embedding.parameters(), *model.mask_embedding.parameters(),
+                  model.layer_embedding_alpha, model.layer_embedding_composite):
+            p.normal_(0, 0.05)
+    return model
+
+
+def inputs(batch: int, frames: int = 3, size: int = 6):
+    """Latents `[batch, 16, frames, size, size]` (edit, alpha, composite), timesteps, text,
+    source and mask."""
+    g = torch.Generator().manual_seed(1)
+    latent = lambda: torch.randn(batch, 16, frames, size, size, generator=g)
+    return (latent(), latent(), latent(), torch.tensor([700.0, 300.0][:batch] * (batch // 2 or 1)),
+            torch.randn(batch, 7, 32, generator=g), latent(), latent())
+
+
+def _worker(rank: int, world: int, mode: str, conditioning: str, store: str, results: str):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        model = small_model(conditioning)
+        args = inputs(2)
+        with torch.no_grad():
+            expected = model(*args)
+        chosen = layout(mode, world, model.config.num_heads)
+        keep = branch_for(chosen, rank)
+        if keep is not None:  # this process holds only its branch
+            model.branches = torch.nn.ModuleDict({keep: model.branches[keep]})
+        weights = sum(p.numel() for p in model.parameters())
+        got = parallel_model(model, chosen)(*args)
+        # relative to each velocity's scale: a batch of 1 and of 2 already differ by ~1e-7 of it
+        worst = max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected))
+        with open(os.path.join(results, f"{rank}.txt"), "w") as f:
+            f.write(f"{worst} {weights} {chosen.describe()}")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_parallel(tmp_path, mode: str, world: int, conditioning: str = "add") -> list[list[str]]:
+    results = tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_worker, args=(world, mode, conditioning, str(tmp_path / "store"), str(results)),
+             nprocs=world, join=True)
+    return [(results / f"{rank}.txt").read_text().split(" ", 2) for rank in range(world)]
+
+
+@pytest.mark.parametrize("mode, world, conditioning", [
+    ("branch", 3, "add"), ("branch", 3, "sequence"), ("cfg", 2, "add"), ("sequence", 2, "add"),
+    ("sequence", 4, "sequence"), ("branch", 6, "add")])
+def test_each_parallel_mode_gives_the_single_process_velocities(tmp_path, mode, world,
+                                                                conditioning):
+    single = sum(p.numel() for p in small_model(conditioning).parameters())
+    found = run_parallel(tmp_path, mode, world, conditioning)
+    for worst, weights, described in found:
+        assert float(worst) < 1e-5, (mode, world, worst)
+        assert described.startswith(f"--parallel {mode}: {world} processes")
+        if mode == "branch":  # one branch and the small conditioning embeddings
+            assert int(weights) < 0.4 * single, (weights, single)
+
+
+def test_layouts_that_cannot_work_are_named():
+    assert layout("auto", 3, 12).branch and layout("auto", 2, 12).cfg == 2
+    assert layout("auto", 4, 12).sequence == 4 and layout("auto", 6, 40).cfg == 2
+    with pytest.raises(ParallelError, match="branch on 4 processes: it needs 3 .* or 6"):
+        layout("branch", 4, 12)
+    with pytest.raises(ParallelError, match="12 heads do not divide by 5; launch one of 2, 3, 4"):
+        layout("sequence", 5, 12)
+    with pytest.raises(ParallelError, match="cfg on 3 processes"):
+        layout("cfg", 3, 12)
+    with pytest.raises(ParallelError, match="auto on 7 processes: none of the modes fits"):
+        layout("auto", 7, 12)
+    assert [branch_for(layout("branch", 6, 12), r) for r in range(6)] == [*BRANCHES, *BRANCHES]
