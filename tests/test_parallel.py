@@ -1,16 +1,22 @@
 """Vera over several processes on this CPU (gloo): each parallel mode's velocities equal the
 single-process model's, a branch-parallel process holds one branch, and layouts that cannot work
 are named."""
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from vera.edit.bundle import tiny_available
 from vera.model.config import BRANCHES, VeraConfig
 from vera.model.mot import VeraModel
 from vera.model.parallel import ParallelError, branch_for, layout, parallel_model
+
+needs_tiny = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in this "
+                                                             "checkout")
 
 
 def small_model(conditioning: str = "add") -> VeraModel:
@@ -90,3 +96,62 @@ def test_layouts_that_cannot_work_are_named():
     with pytest.raises(ParallelError, match="auto on 7 processes: none of the modes fits"):
         layout("auto", 7, 12)
     assert [branch_for(layout("branch", 6, 12), r) for r in range(6)] == [*BRANCHES, *BRANCHES]
+
+
+PROMPT = "add a large red circle moving from left to right"
+
+
+def _torchrun(tmp_path, world: int, *arguments: str):
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    return subprocess.run([torchrun, "--standalone", "--nproc_per_node", str(world), "-m", "vera",
+                           "edit", *arguments], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    from vera.__main__ import main
+
+    out = tmp_path_factory.mktemp("single") / "out"
+    assert main(["edit", "--prompt", PROMPT, "--steps", "3", "--out", str(out)]) == 0
+    return out
+
+
+@needs_tiny
+@pytest.mark.parametrize("mode, world", [("branch", 3), ("cfg", 2), ("sequence", 2)])
+def test_a_parallel_edit_under_torchrun_writes_the_single_process_result(
+        tmp_path, single_run, mode, world):
+    from vera.media.video import read_png
+
+    out = tmp_path / "out"
+    done = _torchrun(tmp_path, world, "--parallel", mode, "--prompt", PROMPT, "--steps", "3",
+                     "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"--parallel {mode}: {world} processes" in done.stdout
+    for folder in ("final_composite", "edit_layer_rgba", "alpha"):
+        ours = sorted((out / folder).glob("*.png"))
+        theirs = sorted((single_run / folder).glob("*.png"))
+        assert len(ours) == len(theirs) == 17
+        worst = max(int((read_png(a).int() - read_png(b).int()).abs().max())
+                    for a, b in zip(ours, theirs))
+        assert worst <= 1, (folder, worst)
+    report = json.loads((out / "report.json").read_text())
+    assert report["preservation"]["preserved_exact"] == 1.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@needs_tiny
+def test_parallel_modes_that_cannot_run_are_refused(tmp_path, capsys):
+    from vera.__main__ import main
+
+    assert main(["edit", "--parallel", "branch", "--prompt", PROMPT, "--out",
+                 str(tmp_path / "a")]) == 2
+    assert "needs several processes: launch with torchrun" in capsys.readouterr().err
+    done = _torchrun(tmp_path, 2, "--parallel", "branch", "--prompt", PROMPT, "--out",
+                     str(tmp_path / "b"))
+    assert done.returncode != 0 and "it needs 3 (one per branch) or 6" in done.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

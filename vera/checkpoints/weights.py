@@ -272,14 +272,26 @@ def _empty_model(config: VeraConfig, fp8: bool, dtype: torch.dtype, operations=N
 CONDITIONING = ("source_embedding.", "mask_embedding.", "layer_embedding_")
 
 
+def _keep_branches(model: VeraModel, branches: tuple[str, ...] | None) -> VeraModel:
+    """The (meta) model with only `branches` (None: all)."""
+    if branches is not None:
+        unknown = [b for b in branches if b not in model.branches]
+        if unknown:
+            raise ValueError(f"branches {unknown}: not among {list(model.branches)}")
+        model.branches = torch.nn.ModuleDict({b: model.branches[b] for b in branches})
+    return model
+
+
 def _fill(model: VeraModel, targets: dict[str, list[str]], reader: _Reader, path: Path,
           dtype: torch.dtype) -> None:
     """targets: file tensor name -> the model keys it fills. Each is read once and converted once:
     fp8 block weights to fp8 (with their scale), all else to `dtype`; conditioning the file does
-    not have starts at zero (the paper's initialisation)."""
+    not have starts at zero (the paper's initialisation). Keys the model does not have (branches
+    left out, see `load_model`) are not read."""
     want = model.state_dict()
     state = {}
-    for name, keys in targets.items():
+    targets = {name: [k for k in keys if k in want] for name, keys in targets.items()}
+    for name, keys in ((n, k) for n, k in targets.items() if k):
         like = want[keys[0]]
         if like.dtype == FP8 and keys[0].endswith(".weight"):
             weight, scale = reader.quantized(name)
@@ -324,6 +336,7 @@ def load_model(
     on_tensor: Callable | None = None,
     operations=None,
     compute_device=None,
+    branches: tuple[str, ...] | None = None,
 ) -> VeraModel:
     """Load a Vera checkpoint (or `vera-tiny`), or, with `from_wan`, start an untrained Vera model
     from a Wan2.1 T2V file (all three branches from its weights, conditioning zeroed: the paper's
@@ -335,6 +348,8 @@ def load_model(
     on_tensor: see `_Reader` (benchmarks). operations: the layer classes (`vera.model.mot.TorchOps`,
     or ComfyUI's `comfy.ops`). compute_device: the device the model will run on, when the
     weights are placed elsewhere (`device`, e.g. ComfyUI's offload device): it picks the dtype.
+    branches: load only these branches (a branch-parallel process; `vera.model.parallel`): the
+    others are never read, and the model holds just these and the conditioning embeddings.
     """
     from ..model.attention import resolve_backend
     from ..model.precision import compute_dtype, resolve_device, weight_dtype_name
@@ -355,7 +370,7 @@ def load_model(
                 "--untrained-from-wan, or the node 'Untrained Vera from Wan2.1')"
             )
         config = info.config.replace(conditioning=conditioning)
-        model = _empty_model(config, policy == "fp8", dtype, operations)
+        model = _keep_branches(_empty_model(config, policy == "fp8", dtype, operations), branches)
         _fill(model, _wan_targets(info.plan.sources, conditioning), reader, info.path, dtype)
     else:
         if from_wan:
@@ -363,7 +378,8 @@ def load_model(
                 f"{info.path}: Vera weights, not a plain Wan2.1 T2V file; load it "
                 "without --untrained-from-wan"
             )
-        model = _empty_model(info.config, policy == "fp8", dtype, operations)
+        model = _keep_branches(_empty_model(info.config, policy == "fp8", dtype, operations),
+                               branches)
         targets = {name: [key] for key, name in info.plan.sources.items()}
         _fill(model, targets, reader, info.path, dtype)
     model.attention_backend = attention_backend

@@ -21,6 +21,7 @@ from ..sampling.settings import (
     check_prompt,
 )
 from .deliverables import RGBA_FORMATS, ExrOptions
+from ..model.parallel import MODES as PARALLEL_MODES
 from .stack import SOURCE_MODES
 
 SIZE_WORDS = ("model", "auto", "source")
@@ -38,18 +39,20 @@ def parse_size(text: str | None) -> tuple[int, int] | str | None:
     return check_work_size((h, w), "--size")
 
 
-def bundle_from_args(args):
-    """The bundle named by --model (with --vae / --text-encoder for a model file)."""
+def bundle_from_args(args, branches: tuple[str, ...] | None = None, device=None):
+    """The bundle named by --model (with --vae / --text-encoder for a model file); only
+    `branches` of the model when given (branch parallel), on `device` instead of --device."""
     from ..checkpoints.weights import TINY_NAME
     from .bundle import load_bundle
 
     if args.model != TINY_NAME and (args.vae is None or args.text_encoder is None):
         raise ValueError(f"--model {args.model}: a checkpoint other than {TINY_NAME} also needs "
                          "--vae FILE and --text-encoder FOLDER")
-    bundle = load_bundle(args.model, args.weight_dtype, args.device, args.attention, args.vae,
-                         args.text_encoder, keymap=args.keymap, from_wan=args.untrained_from_wan,
-                         swap_layers=args.swap_layers, compiled=args.compile,
-                         loras=lora_specs(args), merge_loras=args.merge_loras)
+    bundle = load_bundle(args.model, args.weight_dtype, device or args.device, args.attention,
+                         args.vae, args.text_encoder, keymap=args.keymap,
+                         from_wan=args.untrained_from_wan, swap_layers=args.swap_layers,
+                         compiled=args.compile, loras=lora_specs(args),
+                         merge_loras=args.merge_loras, branches=branches)
     for line in bundle.loras:
         print(line)
     return bundle
@@ -114,14 +117,8 @@ def check_frames_and_windows(args) -> None:
 
 def run_edit(args) -> dict:
     """Check every input, then load and edit the shot as a stream (`shot.edit_shot`), writing the
-    run into a staging folder that becomes --out only when it is complete."""
-    from tqdm.auto import tqdm
-
-    from ..data.clips import bundled_clip
-    from ..media.files import staged_folder
-    from ..sampling.windows import describe
-    from .shot import ShotInput, edit_shot
-
+    run into a staging folder that becomes --out only when it is complete (under torchrun with
+    --parallel, the processes share the model's work and process 0 writes)."""
     check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")
     settings_from_args(args, WAN_DEFAULTS)  # every given value checked before anything is loaded
     lora_specs(args)
@@ -132,11 +129,61 @@ def run_edit(args) -> dict:
             video.check_readable(getattr(args, flag), f"--{flag}")
     below = check_over(args) if args.over else None
     exr_options = ExrOptions(args.exr, args.exr_alpha) if args.exr != "off" else None
+    processes = start_processes(args)
+    try:
+        return _edit(args, processes, below, size, exr_options)
+    finally:
+        processes.close()
+
+
+def start_processes(args):
+    """This process's place in a parallel run (`--parallel`, under torchrun), or a plain run."""
+    import os
+
+    from .processes import Processes, start
+
+    if args.parallel is None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from ..model.parallel import Layout
+
+        return Processes(Layout("single", 1))
+    from ..checkpoints.weights import detect, resolve_model_path
+
+    config = detect(resolve_model_path(args.model), require_config=False).config
+    processes = start(args.parallel, config.num_heads if config else 1, args.device)
+    if processes.layout.cfg > 1 and args.batch_cfg == "off":
+        raise ValueError(f"--parallel {processes.layout.mode} with --batch-cfg off: cfg parallel "
+                         "runs cond and uncond as one batch split over processes; leave "
+                         "--batch-cfg out")
+    if processes.writer and processes.parallel:
+        print(processes.layout.describe(), flush=True)
+    return processes
+
+
+def _edit(args, processes, below, size, exr_options) -> dict:
+    """run_edit after the checks: load (this process's share of) the model, edit the shot and,
+    on the writing process, write the run into a staging folder that becomes --out when it is
+    complete."""
+    import contextlib
+
+    from tqdm.auto import tqdm
+
+    from ..data.clips import bundled_clip
+    from ..media.files import staged_folder
+    from ..model.parallel import branch_for, parallel_model
+    from ..sampling.windows import describe
+    from .shot import ShotInput, edit_shot
+
     t0 = time.perf_counter()
-    with staged_folder(args.out, args.overwrite) as staging:
-        bundle = bundle_from_args(args)
+    writer = processes.writer
+    staged = staged_folder(args.out, args.overwrite) if writer else contextlib.nullcontext()
+    with staged as staging:
+        branch = branch_for(processes.layout, processes.rank)
+        bundle = bundle_from_args(args, None if branch is None else (branch,), processes.device)
+        bundle.model = parallel_model(bundle.model, processes.layout)
         load_s = time.perf_counter() - t0
         settings = settings_from_args(args, bundle.defaults)
+        if processes.layout.cfg > 1:
+            settings = settings.updated(batch_cfg="on")
         source_path = Path(args.input) if args.input else bundled_clip()
         frames = frame_count(args.frames) if args.frames is not None else bundle.frames
         if below is not None:  # the edit is made on the earlier run's composite
@@ -145,6 +192,10 @@ def run_edit(args) -> dict:
             frames = MAX_FRAMES + 1  # read one more than allowed, to say so below
         source = ShotInput(source_path, args.start, frames, "--input")
         mask = ShotInput(Path(args.mask), args.start, frames, "--mask") if args.mask else None
+        if not writer:
+            edit_shot(bundle, source, args.prompt, settings, None, processes=processes,
+                      allow_empty_prompt=args.allow_empty_prompt)
+            return {}
         rate = below.source.rate if below else video.frame_rate(source_path, "--input")
         if size == "model":
             size = bundle.work_size or "auto"
@@ -156,7 +207,7 @@ def run_edit(args) -> dict:
                            work_size=None if size == "source" else size,
                            allow_empty_prompt=args.allow_empty_prompt,
                            on_windows=lambda spans: shot.start(spans, describe(spans)),
-                           callback=lambda info: bar.update(1))
+                           callback=lambda info: bar.update(1), processes=processes)
         bar.close()
         files, report = shot.finish(result, load_s)
     print(f"wrote {args.out}: " + ", ".join(files.values()))
@@ -431,6 +482,10 @@ def add_parser(sub) -> None:
                    help="copy (default): the source frames the layers line up with go into the run as "
                         "lossless PNGs (source/), so the folder rebuilds the composite alone; "
                         "reference: only the file's path, start, count and rate in stack.json")
+    p.add_argument("--parallel", choices=PARALLEL_MODES, default=None,
+                   help="under torchrun --nproc_per_node N: share each model evaluation over the "
+                        "processes: branch (3, or 6 with cfg), cfg (2), sequence (a count that "
+                        "divides the heads) or auto (README, Several GPUs and machines)")
     p.add_argument("--over", default=None, metavar="RUN",
                    help="edit on top of an earlier run: its composite is the new edit's input, "
                         "its layers are kept beneath the new one (stack.json); --input, if "

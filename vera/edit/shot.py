@@ -284,32 +284,45 @@ def edit_shot(bundle: Bundle, source: ShotInput, prompt: str, settings: Sampling
               write: Callable[[LayerChunk], None], *, mask: ShotInput | None = None,
               frame_policy: str = "pad", work_size=None, recover_semi_transparent: bool = False,
               allow_empty_prompt: bool = False, on_windows: Callable[[list], None] | None = None,
-              callback: Callable[[StepInfo], None] | None = None) -> ShotResult:
+              callback: Callable[[StepInfo], None] | None = None,
+              processes=None) -> ShotResult | None:
     """Edit a shot read from disk, streaming: encode -> sample in windows -> decode, composite and
     `write(chunk)` a few frames at a time. on_windows(spans) is called once the windows are known
-    (before sampling)."""
+    (before sampling). processes (`vera.edit.processes.Processes`, a parallel run): only its
+    writer reads, encodes, decodes and writes, the others sample with it and return None."""
     check_prompt(prompt, allow_empty_prompt)
-    if bundle.vae is None:
+    writer = processes is None or processes.writer
+    if writer and bundle.vae is None:
         raise ValueError(f"{bundle.name} has no VAE; load one with the model (--vae FILE)")
     timings, start = {}, time.perf_counter()
     device = next(bundle.model.parameters()).device
-    context = _text(bundle, prompt, "prompt").to(device)
-    negative = (_text(bundle, settings.negative_prompt, "negative_prompt").to(device)
-                if settings.guided else None)
-    t = time.perf_counter()
-    encoded = encode_shot(bundle.vae, source, mask, frame_policy, work_size)
-    timings["encode_s"] = time.perf_counter() - t
-    spans = source_spans(windows_for(settings, encoded.source_latent.shape[2]),
-                         encoded.output_frames)
+    encoded = shared = None
+    if writer:
+        context = _text(bundle, prompt, "prompt")
+        negative = (_text(bundle, settings.negative_prompt, "negative_prompt")
+                    if settings.guided else None)
+        t = time.perf_counter()
+        encoded = encode_shot(bundle.vae, source, mask, frame_policy, work_size)
+        timings["encode_s"] = time.perf_counter() - t
+        spans = source_spans(windows_for(settings, encoded.source_latent.shape[2]),
+                             encoded.output_frames)
+        shared = (context.cpu(), None if negative is None else negative.cpu(),
+                  encoded.source_latent, encoded.mask_latent, spans)
+    if processes is not None:
+        shared = processes.share(shared)
+    context, negative, source_latent, mask_latent, spans = shared
     if on_windows is not None:
         on_windows(spans)
     t = time.perf_counter()
     evaluations = {}
-    mask_latent = None if encoded.mask_latent is None else encoded.mask_latent.to(device)
-    latents = sample(bundle.model, context, encoded.source_latent.to(device), mask_latent,
-                     negative, settings, callback=callback, evaluations=evaluations)
+    latents = sample(bundle.model, context.to(device), source_latent.to(device),
+                     None if mask_latent is None else mask_latent.to(device),
+                     None if negative is None else negative.to(device), settings,
+                     callback=callback, evaluations=evaluations)
     latents = {name: z.float().cpu() for name, z in latents.items()}
     timings["sample_s"] = time.perf_counter() - t
+    if not writer:
+        return None
     t, written = time.perf_counter(), 0
     for chunk in decode_shot(bundle.vae, latents, encoded, source, settings.alpha_cutoff,
                              recover_semi_transparent):

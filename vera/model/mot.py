@@ -287,7 +287,7 @@ class VeraModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.branches["edit"].patch_embedding.weight.dtype
+        return next(iter(self.branches.values())).patch_embedding.weight.dtype
 
     def forward(
         self,

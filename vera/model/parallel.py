@@ -111,7 +111,16 @@ def _gather_tokens(tensor: torch.Tensor, lengths: list[int], group=None) -> torc
     return torch.cat([p[:, :n] for p, n in zip(parts, lengths)], dim=1)
 
 
-class BranchParallel(nn.Module):
+class _Parallel(nn.Module):
+    """A parallel wrapper: what the sampler asks of a model (config, dtype) from the one
+    inside."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+
+class BranchParallel(_Parallel):
     """One branch of `model` on this process (`model` may hold only that branch, see
     `load_model(branches=...)`); the others run on the other processes of `group`, whose rank r
     runs BRANCHES[r]."""
@@ -143,7 +152,7 @@ class BranchParallel(nn.Module):
         return tuple(_gather(velocity, self.group))
 
 
-class BatchParallel(nn.Module):
+class BatchParallel(_Parallel):
     """The batch split over the processes of `group` (rank r takes the r-th part): with cond and
     uncond batched (batch CFG), CFG-parallel. `model` is any velocity model (VeraModel or
     BranchParallel)."""
@@ -168,7 +177,7 @@ class BatchParallel(nn.Module):
         return tuple(torch.cat(_gather(v, self.group)) for v in velocities)
 
 
-class SequenceParallel(nn.Module):
+class SequenceParallel(_Parallel):
     """Ulysses: each stream's tokens split over the processes of `group`; `model` is the whole
     VeraModel on every process."""
 
