@@ -41,7 +41,8 @@ def inputs(batch: int, frames: int = 3, size: int = 6):
             torch.randn(batch, 7, 32, generator=g), latent(), latent())
 
 
-def _worker(rank: int, world: int, mode: str, conditioning: str, store: str, results: str):
+def _worker(rank: int, world: int, mode: str, conditioning: str, store: str, results: str,
+            shard: bool = False):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         model = small_model(conditioning)
@@ -52,21 +53,25 @@ def _worker(rank: int, world: int, mode: str, conditioning: str, store: str, res
         keep = branch_for(chosen, rank)
         if keep is not None:  # this process holds only its branch
             model.branches = torch.nn.ModuleDict({keep: model.branches[keep]})
-        weights = sum(p.numel() for p in model.parameters())
-        got = parallel_model(model, chosen)(*args)
+        wrapped = parallel_model(model, chosen, shard=shard)
+        weights = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
+                      for p in model.parameters())  # FSDP2's shards are DTensors
+        got = wrapped(*args)
         # relative to each velocity's scale: a batch of 1 and of 2 already differ by ~1e-7 of it
         worst = max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected))
         with open(os.path.join(results, f"{rank}.txt"), "w") as f:
             f.write(f"{worst} {weights} {chosen.describe()}")
+        dist.barrier()  # no process leaves while another still talks to it
     finally:
         dist.destroy_process_group()
 
 
-def run_parallel(tmp_path, mode: str, world: int, conditioning: str = "add") -> list[list[str]]:
+def run_parallel(tmp_path, mode: str, world: int, conditioning: str = "add",
+                 shard: bool = False) -> list[list[str]]:
     results = tmp_path / "results"
     results.mkdir()
-    mp.spawn(_worker, args=(world, mode, conditioning, str(tmp_path / "store"), str(results)),
-             nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, mode, conditioning, str(tmp_path / "store"), str(results),
+                            shard), nprocs=world, join=True)
     return [(results / f"{rank}.txt").read_text().split(" ", 2) for rank in range(world)]
 
 
@@ -82,6 +87,22 @@ def test_each_parallel_mode_gives_the_single_process_velocities(tmp_path, mode, 
         assert described.startswith(f"--parallel {mode}: {world} processes")
         if mode == "branch":  # one branch and the small conditioning embeddings
             assert int(weights) < 0.4 * single, (weights, single)
+
+
+@pytest.mark.parametrize("mode, world", [("cfg", 2), ("sequence", 2), ("branch", 6)])
+def test_sharded_weights_give_the_same_velocities_from_a_share_of_the_blocks(tmp_path, mode,
+                                                                             world):
+    model = small_model()
+    count = lambda module: sum(p.numel() for p in module.parameters())
+    single, branch = count(model), count(model.branches["edit"])
+    blocks = count(model.branches["edit"].blocks)  # per branch
+    if mode == "branch":  # one branch, its blocks halved, and the conditioning embeddings
+        per_process = single - 3 * branch + branch - blocks / 2
+    else:  # every branch, its blocks halved
+        per_process = single - 3 * blocks / 2
+    for worst, weights, _ in run_parallel(tmp_path, mode, world, shard=True):
+        assert float(worst) < 1e-5, (mode, world, worst)
+        assert int(weights) <= per_process * 1.05 + 100, (weights, per_process)
 
 
 def test_layouts_that_cannot_work_are_named():
@@ -122,14 +143,15 @@ def single_run(tmp_path_factory):
 
 
 @needs_tiny
-@pytest.mark.parametrize("mode, world", [("branch", 3), ("cfg", 2), ("sequence", 2)])
+@pytest.mark.parametrize("mode, world, extra", [
+    ("branch", 3, ()), ("cfg", 2, ()), ("sequence", 2, ("--shard-weights",))])
 def test_a_parallel_edit_under_torchrun_writes_the_single_process_result(
-        tmp_path, single_run, mode, world):
+        tmp_path, single_run, mode, world, extra):
     from vera.media.video import read_png
 
     out = tmp_path / "out"
-    done = _torchrun(tmp_path, world, "--parallel", mode, "--prompt", PROMPT, "--steps", "3",
-                     "--out", str(out))
+    done = _torchrun(tmp_path, world, "--parallel", mode, *extra, "--prompt", PROMPT, "--steps",
+                     "3", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"--parallel {mode}: {world} processes" in done.stdout
     for folder in ("final_composite", "edit_layer_rgba", "alpha"):
@@ -151,6 +173,9 @@ def test_parallel_modes_that_cannot_run_are_refused(tmp_path, capsys):
     assert main(["edit", "--parallel", "branch", "--prompt", PROMPT, "--out",
                  str(tmp_path / "a")]) == 2
     assert "needs several processes: launch with torchrun" in capsys.readouterr().err
+    assert main(["edit", "--shard-weights", "--prompt", PROMPT, "--out",
+                 str(tmp_path / "a")]) == 2
+    assert "--shard-weights needs processes" in capsys.readouterr().err
     done = _torchrun(tmp_path, 2, "--parallel", "branch", "--prompt", PROMPT, "--out",
                      str(tmp_path / "b"))
     assert done.returncode != 0 and "it needs 3 (one per branch) or 6" in done.stderr

@@ -180,7 +180,8 @@ def _edit(args, processes, below, size, exr_options) -> dict:
     with staged as staging:
         branch = branch_for(processes.layout, processes.rank)
         bundle = bundle_from_args(args, None if branch is None else (branch,), processes.device)
-        bundle.model = parallel_model(bundle.model, processes.layout)
+        bundle.model = parallel_model(bundle.model, processes.layout, args.shard_weights,
+                                      processes.device.type if processes.device else "cpu")
         load_s = time.perf_counter() - t0
         settings = settings_from_args(args, bundle.defaults)
         if processes.layout.cfg > 1:
@@ -506,6 +507,10 @@ def add_parser(sub) -> None:
                    help="under torchrun --nproc_per_node N: share each model evaluation over the "
                         "processes: branch (3, or 6 with cfg), cfg (2), sequence (a count that "
                         "divides the heads) or auto (README, Several GPUs and machines)")
+    p.add_argument("--shard-weights", action="store_true",
+                   help="with --parallel: also spread each layer's weights over the processes "
+                        "(FSDP2), each gathering a layer just before it runs: for a model or a "
+                        "branch too big for one device")
     p.add_argument("--over", default=None, metavar="RUN",
                    help="edit on top of an earlier run: its composite is the new edit's input, "
                         "its layers are kept beneath the new one (stack.json); --input, if "

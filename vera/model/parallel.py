@@ -12,6 +12,10 @@ Three ways to split one model evaluation, each a module with VeraModel's call si
   tokens for heads, so each process attends over all tokens with its share of the heads (the head
   count must divide by the process count), and a second all-to-all trades them back.
 
+Beside any of them, `shard_weights` spreads each layer's weights over processes with FSDP2
+(`fully_shard` per block): a process holds its share and gathers a layer's weights just before it
+runs, for a model (or a branch) that does not fit one device.
+
 `layout(...)` picks and checks the mode for a process count and head count.
 """
 from __future__ import annotations
@@ -242,9 +246,15 @@ class SequenceParallel(_Parallel):
             b, mine, self.parts * hn, d)
 
 
-def parallel_model(model: nn.Module, chosen: Layout) -> nn.Module:
+def parallel_model(model: nn.Module, chosen: Layout, shard: bool = False,
+                   device_type: str = "cpu") -> nn.Module:
     """Wrap `model` (loaded for this process: one branch in branch mode) for the layout, building
-    the process groups it needs (every process must call this, in the same order)."""
+    the process groups it needs (every process must call this, in the same order). shard: also
+    shard the blocks' weights with FSDP2 (`shard_weights`) over all processes, or in branch mode
+    over the processes running the same branch."""
+    if shard and (chosen.world == 1 or (chosen.branch and chosen.cfg == 1)):
+        raise ParallelError("--shard-weights needs processes that hold the same weights: launch "
+                            "several (with --parallel cfg, sequence, or branch on 6)")
     if chosen.world == 1:
         return model
     rank = dist.get_rank()
@@ -253,8 +263,12 @@ def parallel_model(model: nn.Module, chosen: Layout) -> nn.Module:
         wrapped = BranchParallel(model, groups[rank // 3])
         if chosen.cfg > 1:
             across = [dist.new_group([b + 3 * c for c in range(chosen.cfg)]) for b in range(3)]
+            if shard:
+                shard_weights(model, across[rank % 3], device_type)
             wrapped = BatchParallel(wrapped, across[rank % 3])
         return wrapped
+    if shard:
+        shard_weights(model, None, device_type)
     if chosen.cfg > 1:
         return BatchParallel(model, None)
     return SequenceParallel(model, None)
@@ -263,3 +277,36 @@ def parallel_model(model: nn.Module, chosen: Layout) -> nn.Module:
 def branch_for(chosen: Layout, rank: int) -> str | None:
     """The one branch a process loads in branch mode (None: it loads all three)."""
     return BRANCHES[rank % 3] if chosen.branch else None
+
+
+class ShardedLayers:
+    """A layer hook (`VeraModel.layer_hook`) for a model whose blocks are sharded with FSDP2:
+    each layer's blocks are gathered (all-gather) before it runs and dropped after."""
+
+    def __init__(self, model: nn.Module):
+        self.blocks = [[branch.blocks[i] for branch in model.branches.values()]
+                       for i in range(model.config.num_layers)]
+
+    def before(self, layer: int) -> None:
+        for block in self.blocks[layer]:
+            block.unshard()
+
+    def after(self, layer: int) -> None:
+        for block in self.blocks[layer]:
+            block.reshard()
+
+
+def shard_weights(model: nn.Module, group=None, device_type: str = "cpu") -> None:
+    """Shard every block of `model` (a VeraModel, or one branch of it) over the processes of
+    `group` with FSDP2; embeddings, conditioning and heads stay whole on every process."""
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import fully_shard
+
+    if model.layer_hook is not None:
+        raise ParallelError("--shard-weights with --swap-layers: choose one way to keep the "
+                            "weights off the device (sharding over processes or swapping)")
+    mesh = DeviceMesh.from_group(group or dist.group.WORLD, device_type)
+    for branch in model.branches.values():
+        for block in branch.blocks:
+            fully_shard(block, mesh=mesh, reshard_after_forward=True)
+    model.layer_hook = ShardedLayers(model)
