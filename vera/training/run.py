@@ -55,6 +55,16 @@ def load_baseline(path: str | Path) -> WanVideoModel:
     return model.eval()
 
 
+def _plain_copy(model, state: dict):
+    """A model of `model`'s class and config holding `state` (gathered from FSDP shards)."""
+    import torch
+
+    with torch.device("meta"):
+        plain = type(model)(model.config)
+    plain.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, assign=True)
+    return plain
+
+
 def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str | Path, text_encoder: str | Path,
           init: str | Path | None = None, model_config: VeraConfig | None = None, train_text: bool = False,
           resume: bool = True, progress: bool = True, cache_dir: str | Path | None = None) -> Path | None:
@@ -82,13 +92,20 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str 
     save_json(out / "train_config.json", dict(config=asdict(config), **paths,
                                               model_config=model_json, train_text=train_text))
     trainer = Trainer(config, model, latents, text, out, train_text=train_text)
+    if trainer.sharded and (config.mode != "vera" or config.lora_rank):
+        raise ValueError(f"FSDP training runs --mode vera without --lora-rank (asked: --mode "
+                         f"{config.mode}{', --lora-rank' if config.lora_rank else ''}); use DDP "
+                         "(accelerate launch --multi_gpu) or one process for that")
     if resume and trainer.resume():
         print(f"resumed from {out / 'checkpoint'} at step {trainer.step}")
     trainer.run(progress)
     acc = trainer.accelerator
+    state = trainer.full_state() if trainer.sharded else None  # a collective: every process
     if not acc.is_main_process:
         return None
     model = trainer.unwrapped()
+    if state is not None:  # FSDP: a plain model with the gathered weights
+        model = _plain_copy(model, state)
     meta = {"train_config": json.dumps(asdict(config))}
     if config.mode == "vera":
         if config.lora_rank:

@@ -145,6 +145,9 @@ class Trainer:
             text.model = prepared[1]
         self.optimizer, self.scheduler = prepared[-2], prepared[-1]
         acc = self.accelerator
+        self.sharded = acc.distributed_type.value == "FSDP"
+        if self.sharded:
+            _fsdp_block_methods(self.model)
         self.batches = Batches(len(latents["id"]), config.batch_size, config.seed, acc.process_index, acc.num_processes)
         self.step = 0
         self._contexts = None if train_text else self._encode_all_prompts()
@@ -235,6 +238,7 @@ class Trainer:
             bar.set_postfix(loss=f"{value:.4f}")
             if acc.is_main_process and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 record = dict(step=self.step, loss=value, **parts, lr=lr_used, processes=acc.num_processes,
+                              parallel="fsdp" if self.sharded else ("ddp" if acc.num_processes > 1 else "none"),
                               seconds=round(time.perf_counter() - start, 2))
                 with log_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -278,3 +282,22 @@ class Trainer:
 
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
+
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """The model's whole state dict on the main process (every process must call this: under
+        FSDP the shards are gathered)."""
+        return self.accelerator.get_state_dict(self.model)
+
+
+def _fsdp_block_methods(model) -> None:
+    """Under FSDP2 with a block per unit, Vera runs a block through `before_attention` and
+    `after_attention` (the joint attention sits between), not `forward`: register both, so each
+    gathers the block's weights and reduces its gradients as `forward` would."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    from ..model.mot import BranchBlock
+
+    for module in model.modules():
+        if isinstance(module, BranchBlock) and isinstance(module, FSDPModule):
+            register_fsdp_forward_method(module, "before_attention")
+            register_fsdp_forward_method(module, "after_attention")
