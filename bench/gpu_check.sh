@@ -11,7 +11,10 @@
 #    fast matmul (`--fast`) against our FP8Linear where the GPU has fp8 compute
 # 5. long shots: vera-tiny streamed in context windows on CUDA at 129 and 513 frames (peak memory set
 #    by the window, untouched pixels bit-exact; bench/long_shot.py gpu)
-# 6. the shipped Wan-1.3B workflows in a real ComfyUI on a card capped at VERA_VRAM_GB (default 12:
+# 6. several GPUs (when 2 or more are visible): vera-tiny edits under torchrun with --parallel cfg,
+#    sequence (and --shard-weights), branch on 3 GPUs, against the single-GPU run (bench/parallel.py
+#    gpu); FSDP training through accelerate on 2 GPUs (tests/test_fsdp_training.py)
+# 7. the shipped Wan-1.3B workflows in a real ComfyUI on a card capped at VERA_VRAM_GB (default 12:
 #    a consumer card; --reserve-vram plus an allocator cap, see scripts/wan_workflow_check.py),
 #    synthetic full-size files: umT5 fp16 + Wan VAE + Vera sharing the card through its manager,
 #    with Load Vera Model's compile on (compiled blocks under partial loading; a fallback would say
@@ -156,6 +159,15 @@ if [[ -n $COMFY ]]; then  # ComfyUI's fp8 fast matmul (--fast) where the GPU has
 fi
 
 check long_shot 120 "$PY" bench/long_shot.py gpu "${DRY[@]}"
+
+gpus=$( ((${#DRY[@]})) && echo 0 || "$PY" -c "import torch; print(torch.cuda.device_count())")
+if ((gpus >= 2)); then  # issue 32: parallel edits and FSDP training
+  check parallel_gpu 150 "$PY" bench/parallel.py gpu
+  check fsdp_training 150 bash -c "'$PY' -m pytest -q -p no:cacheprovider \
+    tests/test_fsdp_training.py && echo '{\"check\": \"fsdp_training\", \"passed\": true}'"
+else
+  jline parallel_gpu skipped "$gpus GPU(s) visible: the multi-GPU checks need 2 or more"
+fi
 
 if [[ -z $COMFY ]]; then
   jline comfyui_capped_run skipped "no ComfyUI source: set COMFYUI_DIR or carry the tarball"
