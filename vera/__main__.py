@@ -103,7 +103,8 @@ def cmd_train(args) -> int:
     config = TrainConfig(mode=args.mode, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup, schedule=args.schedule, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, lora_rank=args.lora_rank, train_shift=args.train_shift,
-                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing)
+                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
+                         fsdp=args.fsdp)
     model_config = VeraConfig.from_file(args.model_config) if args.model_config else None
     path = train(config, args.data, args.out, args.vae, args.text_encoder, init=args.init, model_config=model_config,
                  train_text=args.train_text_encoder, resume=not args.no_resume, cache_dir=args.cache_dir)
@@ -193,6 +194,9 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard weights, gradients and optimizer state over the processes (FSDP2, a "
+                        "unit per block; under torchrun or accelerate launch, CPUs or GPUs)")
     p.add_argument("--cache-dir", default=None, help="latent cache folder (default OUT/cache); share it between runs")
     p.set_defaults(func=cmd_train)
 

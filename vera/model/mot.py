@@ -165,7 +165,15 @@ class BranchBlock(nn.Module):
         return (x.float() + self.ffn(h).float() * c_gate).type_as(x)
 
 
-EAGER_BLOCK_FUNCTIONS = (BranchBlock.before_attention, BranchBlock.after_attention)
+def _before_attention(block: BranchBlock, *args):
+    return block.before_attention(*args)  # through the instance: FSDP2 wraps its methods there
+
+
+def _after_attention(block: BranchBlock, *args):
+    return block.after_attention(*args)
+
+
+EAGER_BLOCK_FUNCTIONS = (_before_attention, _after_attention)
 
 
 class Head(nn.Module):

@@ -57,6 +57,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, none on CPU
     gradient_checkpointing: str = "auto"  # auto: on for CUDA
     lora_rank: int = 0  # vera mode: > 0 trains LoRA adapters per branch on one frozen shared base
+    fsdp: bool = False  # shard weights, gradients and optimizer state over the processes (FSDP2)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -135,17 +136,26 @@ class Trainer:
         self.latents = latents
         if config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and cuda):
             model.gradient_checkpointing = True
+        acc = self.accelerator
+        # FSDP: accelerate's own (set up by `accelerate launch --use_fsdp` / its environment; it
+        # runs on GPUs only), or ours (FSDP2 applied here, on CPUs too)
+        self.sharded = acc.distributed_type.value == "FSDP"
+        self.own_fsdp = config.fsdp and not self.sharded
+        if self.own_fsdp:
+            if config.mode != "vera" or acc.num_processes < 2:
+                raise ValueError("--fsdp shards a Vera model (--mode vera) over several processes: "
+                                 "launch with torchrun --nproc_per_node N (or accelerate launch)")
+            _shard_for_training(model.to(acc.device), acc.device.type)
+            self.sharded = True
         groups = self._param_groups(model)
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
-        modules = [model] + ([text.model] if train_text else [])
-        prepared = self.accelerator.prepare(*modules, self.optimizer, self.scheduler)
-        self.model = prepared[0]
-        if train_text:
+        modules = [] if self.own_fsdp else [model] + ([text.model] if train_text else [])
+        prepared = acc.prepare(*modules, self.optimizer, self.scheduler)
+        self.model = model if self.own_fsdp else prepared[0]
+        if train_text and not self.own_fsdp:
             text.model = prepared[1]
         self.optimizer, self.scheduler = prepared[-2], prepared[-1]
-        acc = self.accelerator
-        self.sharded = acc.distributed_type.value == "FSDP"
         if self.sharded:
             _fsdp_block_methods(self.model)
         self.batches = Batches(len(latents["id"]), config.batch_size, config.seed, acc.process_index, acc.num_processes)
@@ -257,7 +267,10 @@ class Trainer:
         if acc.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        if self.own_fsdp:
+            self._save_sharded(tmp)
+        else:
+            acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / "trainer_state.json").write_text(json.dumps(dict(step=self.step, config=asdict(self.config))))
@@ -276,7 +289,10 @@ class Trainer:
         if not (folder / "trainer_state.json").is_file():
             return False
         state = json.loads((folder / "trainer_state.json").read_text())
-        self.accelerator.load_state(str(folder))
+        if self.own_fsdp:
+            self._load_sharded(folder)
+        else:
+            self.accelerator.load_state(str(folder))
         self.step = int(state["step"])
         return True
 
@@ -286,7 +302,55 @@ class Trainer:
     def full_state(self) -> dict[str, torch.Tensor]:
         """The model's whole state dict on the main process (every process must call this: under
         FSDP the shards are gathered)."""
+        if self.own_fsdp:
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+            return get_model_state_dict(self.model, options=_full_on_cpu())
         return self.accelerator.get_state_dict(self.model)
+
+    def _save_sharded(self, folder: Path) -> None:
+        """Our FSDP's checkpoint: the whole model and optimizer state (gathered by every process,
+        written by the main one) and the schedule."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model, optim = get_state_dict(self.model, self.optimizer.optimizer, options=_full_on_cpu())
+        if self.accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model, "optimizer": optim, "scheduler": self.scheduler.state_dict()},
+                       folder / FSDP_STATE)
+
+    def _load_sharded(self, folder: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        state = torch.load(folder / FSDP_STATE, map_location="cpu", weights_only=False)
+        set_state_dict(self.model, self.optimizer.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+FSDP_STATE = "fsdp_state.pt"
+
+
+def _full_on_cpu():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _shard_for_training(model, device_type: str) -> None:
+    """FSDP2 over every process: one unit per Vera block, the rest (embeddings, heads,
+    conditioning) in the root unit."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from ..model.mot import BranchBlock
+
+    mesh = init_device_mesh(device_type, (torch.distributed.get_world_size(),))
+    for module in model.modules():
+        if isinstance(module, BranchBlock):
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 def _fsdp_block_methods(model) -> None:
