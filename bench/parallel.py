@@ -7,7 +7,8 @@ GPUs.
 memory: a random Vera model at Wan-1.3B width (dim 1536, 12 heads, ffn 8960, text 4096) with 4
 layers, saved in bf16, so weights dominate a process's memory. Loaded (bf16) by one process, by
 each of 3 branch-parallel processes (`load_model(branches=...)`: a process reads only its
-branch), and by 2 processes that then shard the blocks with FSDP2 (`--shard-weights`). Each
+branch), and by 2 processes that shard the blocks with FSDP2 as they load (`--shard-weights`:
+`load_model(shard_mesh=...)` keeps only a process's rows of each block tensor). Each
 process reports its resident memory (VmRSS) before and after loading (and sharding); the weights'
 share is the difference. Then one velocity per layout is checked against the single process
 (relative to the velocity's scale).
@@ -49,7 +50,7 @@ def _member(rank: int, world: int, mode: str, path: str, store: str, results: st
     import torch.distributed as dist
 
     from vera.checkpoints.weights import load_model
-    from vera.model.parallel import branch_for, layout, parallel_model
+    from vera.model.parallel import branch_for, layout, parallel_model, shard_mesh
 
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
@@ -57,8 +58,10 @@ def _member(rank: int, world: int, mode: str, path: str, store: str, results: st
     chosen = layout(mode, world, 12)
     keep = branch_for(chosen, rank)
     before = rss_bytes()
-    model = load_model(path, "bf16", branches=None if keep is None else (keep,))
-    wrapped = parallel_model(model, chosen, shard=mode == "sequence")
+    shard = mode == "sequence"  # each process reads only its rows of the blocks
+    model = load_model(path, "bf16", branches=None if keep is None else (keep,),
+                       shard_mesh=shard_mesh(None, "cpu") if shard else None)
+    wrapped = parallel_model(model, chosen, shard=shard)
     loaded = rss_bytes()
     g = torch.Generator().manual_seed(0)
     latent = lambda: torch.randn(1, 16, 2, 8, 8, generator=g)

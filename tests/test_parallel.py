@@ -180,3 +180,42 @@ def test_parallel_modes_that_cannot_run_are_refused(tmp_path, capsys):
                      str(tmp_path / "b"))
     assert done.returncode != 0 and "it needs 3 (one per branch) or 6" in done.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _load_worker(rank: int, world: int, path: str, store: str, results: str):
+    """Each process reads only its rows of the blocks from the file (`--shard-weights`)."""
+    from vera.checkpoints.weights import load_model
+    from vera.model.parallel import shard_mesh
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        model = load_model(path, "fp32", shard_mesh=shard_mesh(None, "cpu"))
+        local = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
+                    for p in model.parameters())
+        got = parallel_model(model, layout("sequence", world, 4), shard=True)(*inputs(1))
+        expected = load_model(path, "fp32")(*inputs(1))
+        worst = max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected))
+        with open(os.path.join(results, f"{rank}.txt"), "w") as f:
+            f.write(f"{worst} {local}")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_loading_reads_only_this_processs_rows_of_each_block(tmp_path):
+    from vera.checkpoints.weights import save_vera
+
+    model = small_model()
+    path = save_vera(model, tmp_path / "small.safetensors")
+    results = tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_load_worker, args=(2, str(path), str(tmp_path / "store"), str(results)), nprocs=2,
+             join=True)
+    count = lambda module: sum(p.numel() for p in module.parameters())
+    blocks = sum(count(b.blocks) for b in model.branches.values())
+    found = [(results / f"{rank}.txt").read_text().split() for rank in range(2)]
+    assert all(float(worst) < 1e-5 for worst, _ in found)
+    locals_ = [int(local) for _, local in found]
+    # the blocks' rows split between the two (unevenly where a tensor has one row), the rest whole
+    assert sum(locals_) == 2 * (count(model) - blocks) + blocks
+    assert all(n < count(model) - 0.45 * blocks for n in locals_)

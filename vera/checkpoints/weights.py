@@ -311,6 +311,66 @@ def _fill(model: VeraModel, targets: dict[str, list[str]], reader: _Reader, path
     model.load_state_dict(state, strict=True, assign=True)
 
 
+def _load(model: VeraModel, targets: dict, reader: _Reader, path: Path, dtype: torch.dtype,
+          shard_mesh, policy: str) -> None:
+    if shard_mesh is None:
+        _fill(model, targets, reader, path, dtype)
+        return
+    if policy == "fp8":
+        raise CheckpointError("--shard-weights with fp8 weights is not supported: shard bf16 "
+                              "weights (or use fp8 without sharding)")
+    from ..model.parallel import shard_blocks
+
+    shard_blocks(model, shard_mesh)
+    _fill_sharded(model, targets, reader, path, dtype)
+
+
+def _fill_sharded(model: VeraModel, targets: dict[str, list[str]], reader: _Reader, path: Path,
+                  dtype: torch.dtype) -> None:
+    """`_fill` for a model whose blocks FSDP2 sharded on the meta device: storage for this
+    process's shards and the unsharded rest is allocated on the reader's device, and each file
+    tensor is read once (on the CPU), this process's rows copied in."""
+    from torch.distributed.tensor import DTensor
+
+    model.to_empty(device=reader.device)
+    want = model.state_dict()
+    filled = set()
+    with torch.no_grad():
+        for name, keys in targets.items():
+            keys = [k for k in keys if k in want]
+            if not keys:
+                continue
+            tensor, scale = reader.raw(name)
+            if tensor.dtype in FP8_DTYPES:
+                tensor = dequantize(tensor, scale, dtype)
+            for key in keys:
+                target = want[key]
+                full = tensor.to(dtype).reshape(target.shape)
+                if isinstance(target, DTensor):
+                    local = target.to_local()
+                    local.copy_(full[_local_rows(target)])
+                else:
+                    target.copy_(full)
+                filled.add(key)
+        missing = [k for k in want if k not in filled]
+        if any(not k.startswith(CONDITIONING) for k in missing):
+            shown = ", ".join(k for k in missing if not k.startswith(CONDITIONING))
+            raise CheckpointError(f"{path}: no tensor for {shown[:300]}")
+        for key in missing:
+            target = want[key]
+            (target.to_local() if isinstance(target, DTensor) else target).zero_()
+
+
+def _local_rows(tensor) -> slice:
+    """The rows of a dim-0-sharded DTensor this process holds (FSDP2 splits as torch.chunk)."""
+    mesh = tensor.device_mesh
+    chunks = torch.arange(tensor.shape[0]).chunk(mesh.size())
+    rank = mesh.get_local_rank()
+    if rank >= len(chunks):
+        return slice(0, 0)
+    return slice(int(chunks[rank][0]), int(chunks[rank][-1]) + 1)
+
+
 def _wan_targets(sources: dict[str, str], conditioning: str) -> dict[str, list[str]]:
     """A Wan file's tensors into all three branches; in sequence conditioning the source and mask
     patch embeddings also start from the pretrained one."""
@@ -337,6 +397,7 @@ def load_model(
     operations=None,
     compute_device=None,
     branches: tuple[str, ...] | None = None,
+    shard_mesh=None,
 ) -> VeraModel:
     """Load a Vera checkpoint (or `vera-tiny`), or, with `from_wan`, start an untrained Vera model
     from a Wan2.1 T2V file (all three branches from its weights, conditioning zeroed: the paper's
@@ -350,6 +411,9 @@ def load_model(
     weights are placed elsewhere (`device`, e.g. ComfyUI's offload device): it picks the dtype.
     branches: load only these branches (a branch-parallel process; `vera.model.parallel`): the
     others are never read, and the model holds just these and the conditioning embeddings.
+    shard_mesh: a DeviceMesh to shard every block over with FSDP2 (`--shard-weights`): the model
+    is sharded before any weight exists, and this process allocates and keeps only its rows of
+    each block tensor (each file tensor is read once, whole, then cut).
     """
     from ..model.attention import resolve_backend
     from ..model.precision import compute_dtype, resolve_device, weight_dtype_name
@@ -371,7 +435,8 @@ def load_model(
             )
         config = info.config.replace(conditioning=conditioning)
         model = _keep_branches(_empty_model(config, policy == "fp8", dtype, operations), branches)
-        _fill(model, _wan_targets(info.plan.sources, conditioning), reader, info.path, dtype)
+        _load(model, _wan_targets(info.plan.sources, conditioning), reader, info.path, dtype,
+              shard_mesh, policy)
     else:
         if from_wan:
             raise CheckpointError(
@@ -381,7 +446,7 @@ def load_model(
         model = _keep_branches(_empty_model(info.config, policy == "fp8", dtype, operations),
                                branches)
         targets = {name: [key] for key, name in info.plan.sources.items()}
-        _fill(model, targets, reader, info.path, dtype)
+        _load(model, targets, reader, info.path, dtype, shard_mesh, policy)
     model.attention_backend = attention_backend
     return model
 

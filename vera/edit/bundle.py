@@ -69,7 +69,7 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                 from_wan: bool = False, conditioning: str = "add", swap_layers: int = 0,
                 weights_device: str | torch.device | None = None, operations=None,
                 compiled: bool = False, loras=(), merge_loras: bool = False,
-                branches: tuple[str, ...] | None = None) -> Bundle:
+                branches: tuple[str, ...] | None = None, shard_mesh=None) -> Bundle:
     """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.model.precision`),
     to run on `device`.
 
@@ -83,7 +83,8 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
     loras: `LoraSpec`s or 'PATH[:STRENGTH[:BRANCHES]]' texts (`vera.checkpoints.lora`), applied
     unmerged (they run beside the layers: fp8 and block swap keep working) or, with merge_loras,
     folded into float weights; each load's "applied N of M tensors" is logged and kept in
-    `bundle.loras`. branches: load only these branches (see `load_model`).
+    `bundle.loras`. branches, shard_mesh: load only these branches, or only this process's shards
+    of the blocks (see `load_model`).
     """
     from ..checkpoints.weights import load_model
     from ..encoders.text import TextEncoder
@@ -96,7 +97,7 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
     model = load_model(name_or_path, weight_dtype, place, num_heads=num_heads,
                        attention_backend=attention, from_wan=from_wan, keymap=keymap,
                        conditioning=conditioning, operations=operations, compute_device=device,
-                       branches=branches)
+                       branches=branches, shard_mesh=shard_mesh)
     model.source_name = Path(name_or_path).name
     lora_lines = apply_loras(model, loras, merge_loras, device) if loras else []
     if swap_layers:

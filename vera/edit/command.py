@@ -39,9 +39,11 @@ def parse_size(text: str | None) -> tuple[int, int] | str | None:
     return check_work_size((h, w), "--size")
 
 
-def bundle_from_args(args, branches: tuple[str, ...] | None = None, device=None):
+def bundle_from_args(args, branches: tuple[str, ...] | None = None, device=None,
+                     shard_mesh=None):
     """The bundle named by --model (with --vae / --text-encoder for a model file); only
-    `branches` of the model when given (branch parallel), on `device` instead of --device."""
+    `branches` of the model, or this process's shards of its blocks (`shard_mesh`), when given;
+    on `device` instead of --device."""
     from ..checkpoints.weights import TINY_NAME
     from .bundle import load_bundle
 
@@ -52,7 +54,8 @@ def bundle_from_args(args, branches: tuple[str, ...] | None = None, device=None)
                          args.vae, args.text_encoder, keymap=args.keymap,
                          from_wan=args.untrained_from_wan, swap_layers=args.swap_layers,
                          compiled=args.compile, loras=lora_specs(args),
-                         merge_loras=args.merge_loras, branches=branches)
+                         merge_loras=args.merge_loras, branches=branches,
+                         shard_mesh=shard_mesh)
     for line in bundle.loras:
         print(line)
     return bundle
@@ -170,7 +173,13 @@ def _edit(args, processes, below, size, exr_options) -> dict:
 
     from ..data.clips import bundled_clip
     from ..media.files import staged_folder
-    from ..model.parallel import branch_for, parallel_model
+    from ..model.parallel import (
+        branch_for,
+        check_shard,
+        parallel_model,
+        process_groups,
+        shard_mesh,
+    )
     from ..sampling.windows import describe
     from .shot import ShotInput, edit_shot
 
@@ -178,10 +187,17 @@ def _edit(args, processes, below, size, exr_options) -> dict:
     writer = processes.writer
     staged = staged_folder(args.out, args.overwrite) if writer else contextlib.nullcontext()
     with staged as staging:
-        branch = branch_for(processes.layout, processes.rank)
-        bundle = bundle_from_args(args, None if branch is None else (branch,), processes.device)
-        bundle.model = parallel_model(bundle.model, processes.layout, args.shard_weights,
-                                      processes.device.type if processes.device else "cpu")
+        chosen, device_type = processes.layout, processes.device.type if processes.device \
+            else "cpu"
+        if args.shard_weights:
+            check_shard(chosen)
+        groups = process_groups(chosen)
+        mesh = shard_mesh(groups.across, device_type) if args.shard_weights else None
+        branch = branch_for(chosen, processes.rank)
+        bundle = bundle_from_args(args, None if branch is None else (branch,), processes.device,
+                                  mesh)
+        bundle.model = parallel_model(bundle.model, chosen, args.shard_weights, device_type,
+                                      groups)
         load_s = time.perf_counter() - t0
         settings = settings_from_args(args, bundle.defaults)
         if processes.layout.cfg > 1:

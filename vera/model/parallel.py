@@ -247,28 +247,21 @@ class SequenceParallel(_Parallel):
 
 
 def parallel_model(model: nn.Module, chosen: Layout, shard: bool = False,
-                   device_type: str = "cpu") -> nn.Module:
-    """Wrap `model` (loaded for this process: one branch in branch mode) for the layout, building
-    the process groups it needs (every process must call this, in the same order). shard: also
-    shard the blocks' weights with FSDP2 (`shard_weights`) over all processes, or in branch mode
-    over the processes running the same branch."""
-    if shard and (chosen.world == 1 or (chosen.branch and chosen.cfg == 1)):
-        raise ParallelError("--shard-weights needs processes that hold the same weights: launch "
-                            "several (with --parallel cfg, sequence, or branch on 6)")
+                   device_type: str = "cpu", groups: Groups | None = None) -> nn.Module:
+    """Wrap `model` (loaded for this process: one branch in branch mode) for the layout. groups:
+    from `process_groups` (built here when not given: every process must call this in the same
+    order). shard: also shard the blocks' weights with FSDP2 (`shard_weights`) over all
+    processes, or in branch mode over the processes running the same branch."""
+    if shard:
+        check_shard(chosen)
     if chosen.world == 1:
         return model
-    rank = dist.get_rank()
-    if chosen.branch:
-        groups = [dist.new_group(list(range(c * 3, c * 3 + 3))) for c in range(chosen.cfg)]
-        wrapped = BranchParallel(model, groups[rank // 3])
-        if chosen.cfg > 1:
-            across = [dist.new_group([b + 3 * c for c in range(chosen.cfg)]) for b in range(3)]
-            if shard:
-                shard_weights(model, across[rank % 3], device_type)
-            wrapped = BatchParallel(wrapped, across[rank % 3])
-        return wrapped
+    groups = groups or process_groups(chosen)
     if shard:
-        shard_weights(model, None, device_type)
+        shard_weights(model, groups.across, device_type)
+    if chosen.branch:
+        wrapped = BranchParallel(model, groups.branch)
+        return BatchParallel(wrapped, groups.across) if chosen.cfg > 1 else wrapped
     if chosen.cfg > 1:
         return BatchParallel(model, None)
     return SequenceParallel(model, None)
@@ -296,17 +289,61 @@ class ShardedLayers:
             block.reshard()
 
 
-def shard_weights(model: nn.Module, group=None, device_type: str = "cpu") -> None:
-    """Shard every block of `model` (a VeraModel, or one branch of it) over the processes of
-    `group` with FSDP2; embeddings, conditioning and heads stay whole on every process."""
-    from torch.distributed.device_mesh import DeviceMesh
+def shard_blocks(model: nn.Module, mesh) -> None:
+    """FSDP2 `fully_shard` on every block of `model` over `mesh` (a DeviceMesh); works on the meta
+    device too (then each process allocates and reads only its shards, see `load_model`)."""
     from torch.distributed.fsdp import fully_shard
 
-    if model.layer_hook is not None:
-        raise ParallelError("--shard-weights with --swap-layers: choose one way to keep the "
-                            "weights off the device (sharding over processes or swapping)")
-    mesh = DeviceMesh.from_group(group or dist.group.WORLD, device_type)
     for branch in model.branches.values():
         for block in branch.blocks:
             fully_shard(block, mesh=mesh, reshard_after_forward=True)
+    model.blocks_sharded = True
+
+
+def shard_mesh(group, device_type: str):
+    """The DeviceMesh of a process group (None: all processes)."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    return DeviceMesh.from_group(group or dist.group.WORLD, device_type)
+
+
+def shard_weights(model: nn.Module, group=None, device_type: str = "cpu") -> None:
+    """Shard every block of `model` (a VeraModel, or one branch of it) over the processes of
+    `group` with FSDP2 (unless `load_model` already did), and gather each layer as it runs;
+    embeddings, conditioning and heads stay whole on every process."""
+    if model.layer_hook is not None:
+        raise ParallelError("--shard-weights with --swap-layers: choose one way to keep the "
+                            "weights off the device (sharding over processes or swapping)")
+    if not getattr(model, "blocks_sharded", False):
+        shard_blocks(model, shard_mesh(group, device_type))
     model.layer_hook = ShardedLayers(model)
+
+
+@dataclass
+class Groups:
+    """The process groups of a layout: `branch` (the three processes of one branch triple) and
+    `across` (the processes running the same branch, or all of them)."""
+
+    branch: object = None
+    across: object = None
+
+
+def process_groups(chosen: Layout) -> Groups:
+    """Build the layout's process groups (every process must call this, in the same order)."""
+    if chosen.world == 1:
+        return Groups()
+    rank = dist.get_rank()
+    if not chosen.branch:
+        return Groups(None, None)
+    triples = [dist.new_group(list(range(c * 3, c * 3 + 3))) for c in range(chosen.cfg)]
+    across = None
+    if chosen.cfg > 1:
+        across = [dist.new_group([b + 3 * c for c in range(chosen.cfg)]) for b in range(3)]
+        across = across[rank % 3]
+    return Groups(triples[rank // 3], across)
+
+
+def check_shard(chosen: Layout) -> None:
+    if chosen.world == 1 or (chosen.branch and chosen.cfg == 1):
+        raise ParallelError("--shard-weights needs processes that hold the same weights: launch "
+                            "several (with --parallel cfg, sequence, or branch on 6)")
