@@ -69,7 +69,8 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
                 from_wan: bool = False, conditioning: str = "add", swap_layers: int = 0,
                 weights_device: str | torch.device | None = None, operations=None,
                 compiled: bool = False, loras=(), merge_loras: bool = False,
-                branches: tuple[str, ...] | None = None, shard_mesh=None) -> Bundle:
+                branches: tuple[str, ...] | None = None, shard_mesh=None,
+                encoders: bool = True) -> Bundle:
     """Load `vera-tiny` or a model file, under a weight-dtype policy (see `vera.model.precision`),
     to run on `device`.
 
@@ -84,7 +85,8 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
     unmerged (they run beside the layers: fp8 and block swap keep working) or, with merge_loras,
     folded into float weights; each load's "applied N of M tensors" is logged and kept in
     `bundle.loras`. branches, shard_mesh: load only these branches, or only this process's shards
-    of the blocks (see `load_model`).
+    of the blocks (see `load_model`). encoders False: no VAE or text encoder (a parallel run's
+    processes other than the writer only sample).
     """
     from ..checkpoints.weights import load_model
     from ..encoders.text import TextEncoder
@@ -114,12 +116,14 @@ def load_bundle(name_or_path: str | Path, weight_dtype: str | torch.dtype = "aut
         latent_rgb = None if rgb is None else (torch.tensor(rgb["factors"]),
                                                torch.tensor(rgb["bias"]))
         return Bundle(model, TINY_NAME, tiny_defaults(),
-                      load_vae(TINY_DIR / "vae.safetensors", device=device),
-                      TextEncoder.from_folder(TINY_DIR / "text_encoder", device=device),
+                      load_vae(TINY_DIR / "vae.safetensors", device=device) if encoders else None,
+                      TextEncoder.from_folder(TINY_DIR / "text_encoder", device=device)
+                      if encoders else None,
                       tuple(recipe["resolution"]), int(recipe["frames"]), latent_rgb,
                       loras=lora_lines)
-    vae = None if vae is None else load_vae(vae, device=device)
-    text = None if text_encoder is None else TextEncoder.from_folder(text_encoder, device=device)
+    vae = None if vae is None or not encoders else load_vae(vae, device=device)
+    text = (None if text_encoder is None or not encoders
+            else TextEncoder.from_folder(text_encoder, device=device))
     return Bundle(model, Path(name_or_path).name, WAN_DEFAULTS, vae, text, loras=lora_lines)
 
 

@@ -40,10 +40,10 @@ def parse_size(text: str | None) -> tuple[int, int] | str | None:
 
 
 def bundle_from_args(args, branches: tuple[str, ...] | None = None, device=None,
-                     shard_mesh=None):
+                     shard_mesh=None, encoders: bool = True):
     """The bundle named by --model (with --vae / --text-encoder for a model file); only
     `branches` of the model, or this process's shards of its blocks (`shard_mesh`), when given;
-    on `device` instead of --device."""
+    on `device` instead of --device; without VAE and text encoder when not `encoders`."""
     from ..checkpoints.weights import TINY_NAME
     from .bundle import load_bundle
 
@@ -55,7 +55,7 @@ def bundle_from_args(args, branches: tuple[str, ...] | None = None, device=None,
                          from_wan=args.untrained_from_wan, swap_layers=args.swap_layers,
                          compiled=args.compile, loras=lora_specs(args),
                          merge_loras=args.merge_loras, branches=branches,
-                         shard_mesh=shard_mesh)
+                         shard_mesh=shard_mesh, encoders=encoders)
     for line in bundle.loras:
         print(line)
     return bundle
@@ -195,7 +195,7 @@ def _edit(args, processes, below, size, exr_options) -> dict:
         mesh = shard_mesh(groups.across, device_type) if args.shard_weights else None
         branch = branch_for(chosen, processes.rank)
         bundle = bundle_from_args(args, None if branch is None else (branch,), processes.device,
-                                  mesh)
+                                  mesh, encoders=writer)  # the others only sample
         bundle.model = parallel_model(bundle.model, chosen, args.shard_weights, device_type,
                                       groups)
         load_s = time.perf_counter() - t0
