@@ -124,6 +124,13 @@ class _Parallel(nn.Module):
         return self.model.dtype
 
 
+def _stream_lengths(config, tokens: int, masked: bool) -> list[int]:
+    """Tokens of the edit, alpha and composite streams (see `VeraModel.embed`): `tokens` each,
+    doubled where sequence conditioning appends the source (composite) or the mask (alpha)."""
+    appended = config.conditioning != "add"
+    return [tokens, tokens * (2 if appended and masked else 1), tokens * (2 if appended else 1)]
+
+
 class BranchParallel(_Parallel):
     """One branch of `model` on this process (`model` may hold only that branch, see
     `load_model(branches=...)`); the others run on the other processes of `group`, whose rank r
@@ -142,8 +149,7 @@ class BranchParallel(_Parallel):
         model, name = self.model, self.name
         prepared = model.embed(edit, alpha, composite, timestep, context, source, mask,
                                names=(name,))
-        lengths = [int(v) for v in _gather(torch.tensor([prepared.streams[name].shape[1]]),
-                                           self.group)]
+        lengths = _stream_lengths(model.config, prepared.tokens, mask is not None)
 
         def attend(qkv):
             q, k, v = qkv[0]
@@ -208,16 +214,18 @@ class SequenceParallel(_Parallel):
             shares[name] = sizes
             prepared.streams[name] = x[:, part]
             prepared.ropes[name] = tuple(r[part] for r in prepared.ropes[name])
-        streams = model.run_layers(BRANCHES, prepared, attend=self._attend)
+        # tokens each process holds of the joint sequence: known from the split, not asked for
+        counts = [sum(sizes[r] for sizes in shares.values()) for r in range(self.parts)]
+        streams = model.run_layers(BRANCHES, prepared,
+                                   attend=lambda qkv: self._attend(qkv, counts))
         full = [_gather_tokens(x, shares[name], self.group) for name, x in zip(BRANCHES, streams)]
         return tuple(model.velocities(BRANCHES, full, prepared))
 
-    def _attend(self, qkv: list) -> list[torch.Tensor]:
+    def _attend(self, qkv: list, counts: list[int]) -> list[torch.Tensor]:
         """This process's tokens of every stream, `(q, k, v)` `[B, l_i, H, Dh]` each -> their
-        attention over every process's tokens."""
+        attention over every process's tokens (`counts`: how many each process holds)."""
         lengths = [q.shape[1] for q, _, _ in qkv]
         local = [torch.cat([s[i] for s in qkv], dim=1) for i in range(3)]
-        counts = [int(v) for v in _gather(torch.tensor([local[0].shape[1]]), self.group)]
         q, k, v = (self._to_heads(t, counts) for t in local)
         out = self._to_tokens(attention(q, k, v, self.model.attention_backend), counts)
         return list(out.split(lengths, dim=1))
