@@ -302,13 +302,19 @@ def _fill(model: VeraModel, targets: dict[str, list[str]], reader: _Reader, path
             tensor = reader.converted(name, like.shape, dtype)
             for i, key in enumerate(keys):
                 state[key] = tensor if i == 0 else tensor.clone()
-    missing = [k for k in want if k not in state]
+    for key in _unfilled_conditioning(want, state, path):
+        state[key] = torch.zeros(want[key].shape, dtype=dtype, device=reader.device)
+    model.load_state_dict(state, strict=True, assign=True)
+
+
+def _unfilled_conditioning(want: dict, filled, path: Path) -> list[str]:
+    """The model keys the file did not fill: an error unless they are all conditioning (which
+    starts at zero, the paper's initialisation)."""
+    missing = [k for k in want if k not in filled]
     if any(not k.startswith(CONDITIONING) for k in missing):
         shown = ", ".join(k for k in missing if not k.startswith(CONDITIONING))
         raise CheckpointError(f"{path}: no tensor for {shown[:300]}")
-    for key in missing:
-        state[key] = torch.zeros(want[key].shape, dtype=dtype, device=reader.device)
-    model.load_state_dict(state, strict=True, assign=True)
+    return missing
 
 
 def _load(model: VeraModel, targets: dict, reader: _Reader, path: Path, dtype: torch.dtype,
@@ -352,11 +358,7 @@ def _fill_sharded(model: VeraModel, targets: dict[str, list[str]], reader: _Read
                 else:
                     target.copy_(full)
                 filled.add(key)
-        missing = [k for k in want if k not in filled]
-        if any(not k.startswith(CONDITIONING) for k in missing):
-            shown = ", ".join(k for k in missing if not k.startswith(CONDITIONING))
-            raise CheckpointError(f"{path}: no tensor for {shown[:300]}")
-        for key in missing:
+        for key in _unfilled_conditioning(want, filled, path):
             target = want[key]
             (target.to_local() if isinstance(target, DTensor) else target).zero_()
 
