@@ -365,7 +365,8 @@ class _ShotOutput:
         source = self._stack_source(result)
         self.record["source_frames"] = source.to_dict()
         files = self.writer.close(settings=self.record)
-        stack = stack_over(args.over, self.staging) if self.below is not None else Stack(source)
+        stack = (Stack(source) if self.below is None
+                 else stack_over(args.over, self.staging, self.below))
         stack.layers.append(StackLayer(files["edit_layer_png"], result.frames, args.prompt,
                                        files["settings"], 0, f"edit {len(stack.layers) + 1}"))
         stack.final = files["final_png"]

@@ -306,13 +306,12 @@ def final_video(root: Path, stack: Stack) -> Path | None:
     return path if path.is_file() else None
 
 
-def stack_over(earlier: str | Path, into: Path) -> Stack:
+def stack_over(earlier: str | Path, into: Path, stack: Stack) -> Stack:
     """Copy the layers of the finished run `earlier` into `into/layers/N/` (each layer's PNGs,
     its settings.json, and its matte and report.json where they sit beside them) and its source
     frames when it holds a copy, and return its stack re-pointed at the copies, for a new edit on
-    top."""
+    top. `stack`: the earlier run's, as `read_stack` checked it."""
     earlier = Path(earlier)
-    stack = read_stack(earlier)
     copied = []
     for number, layer in enumerate(stack.layers, start=1):
         target = into / LAYERS_FOLDER / str(number)
