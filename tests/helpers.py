@@ -95,3 +95,21 @@ def lag_of(reference: torch.Tensor, other: torch.Tensor, most: int = 4096) -> tu
               for lag in range(-most, most + 1)}
     best = max(scores, key=scores.get)
     return best, scores[best]
+
+
+def blender_comp(run: Path, out: Path) -> torch.Tensor | None:
+    """Render a run's generated `comp_blender.py` headless with Blender into `out` -> uint8
+    `[T, H, W, 3]` of the frames, or None where Blender is not installed."""
+    import shutil
+    import subprocess
+
+    from vera.media.video import read_png
+
+    blender = shutil.which("blender")
+    if blender is None:
+        return None
+    done = subprocess.run([blender, "-b", "--factory-startup", "-P", str(run / "comp_blender.py"),
+                           "--", "--render", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return torch.stack([read_png(p)[..., :3] for p in sorted(Path(out).glob("*.png"))])
