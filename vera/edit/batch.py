@@ -115,7 +115,8 @@ def finished(out: str | Path) -> bool:
 
 
 def run_batch(args, add_parser, run_edit) -> int:
-    """Edit this process's share of the batch in `args.batch` with `run_edit(edit_args)`; the
+    """Edit this process's share of the batch in `args.batch` with `run_edit(edit_args,
+    alone=True)` (each shot whole in this process); the
     batch's own flags (`args`) are every shot's defaults. Returns 0 when every shot of this
     process was edited or skipped and the file had no bad lines, else 2."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -134,7 +135,7 @@ def run_batch(args, add_parser, run_edit) -> int:
         try:
             given = vars(parser.parse_args(["edit", *shot.flags]))
             given.pop("command", None)
-            run_edit(argparse.Namespace(**{**base, **given, "batch": None, "batch_shot": True}))
+            run_edit(argparse.Namespace(**{**base, **given, "batch": None}), alone=True)
             done["edited"].append({**entry, "seconds": round(time.perf_counter() - start, 1)})
         except Exception as error:  # noqa: BLE001  (one shot's failure must not stop the rest)
             kind = type(error).__name__

@@ -118,10 +118,11 @@ def check_frames_and_windows(args) -> None:
     video.check_frame_range("--input", frames, args.start)
 
 
-def run_edit(args) -> dict:
+def run_edit(args, alone: bool = False) -> dict:
     """Check every input, then load and edit the shot as a stream (`shot.edit_shot`), writing the
     run into a staging folder that becomes --out only when it is complete (under torchrun with
-    --parallel, the processes share the model's work and process 0 writes)."""
+    --parallel, the processes share the model's work and process 0 writes). alone: this process
+    edits the whole shot whatever torchrun says (a batch's shot)."""
     check_prompt(args.prompt, args.allow_empty_prompt, "--prompt")
     settings_from_args(args, WAN_DEFAULTS)  # every given value checked before anything is loaded
     lora_specs(args)
@@ -132,21 +133,20 @@ def run_edit(args) -> dict:
             video.check_readable(getattr(args, flag), f"--{flag}")
     below = check_over(args) if args.over else None
     exr_options = ExrOptions(args.exr, args.exr_alpha) if args.exr != "off" else None
-    processes = start_processes(args)
+    processes = start_processes(args, alone)
     try:
         return _edit(args, processes, below, size, exr_options)
     finally:
         processes.close()
 
 
-def start_processes(args):
+def start_processes(args, alone: bool = False):
     """This process's place in a parallel run (`--parallel`, under torchrun), or a plain run."""
     import os
 
     from .processes import Processes, start
 
-    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1 or getattr(args, "batch_shot", False)
-    if args.parallel is None and alone:  # a batch's shot runs whole in its process
+    if args.parallel is None and (alone or int(os.environ.get("WORLD_SIZE", "1")) == 1):
         from ..model.parallel import Layout
 
         return Processes(Layout("single", 1))
