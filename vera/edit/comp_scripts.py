@@ -51,11 +51,11 @@ def _png_sequences(root: Path, stack: Stack) -> dict:
     return found
 
 
-def _numbered(first: str, pattern: str) -> str:
-    """source/source_00000.png -> source/source_%05d.png (or ##### with pattern "#")."""
-    stem, digits = first[:-4].rstrip("0123456789"), len(first[:-4]) - len(first[:-4].rstrip(
-        "0123456789"))
-    return stem + (f"%0{digits}d" if pattern == "%" else "#" * digits) + first[-4:]
+def _numbered(first: str) -> str:
+    """source/source_00000.png -> source/source_%05d.png (the printf pattern Nuke reads)."""
+    name, suffix = first[:-4], first[-4:]
+    stem = name.rstrip("0123456789")
+    return f"{stem}%0{len(name) - len(stem)}d{suffix}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def nuke_script(stack: Stack, files: dict) -> str:
              f" fps {float(source.rate):.6f}",
              f' format "{width} {height} 0 0 {width} {height} 1 vera_shot"', "}"]
     if source.folder is not None:
-        lines += _nuke_read("Source", _nuke_path(_numbered(files["source"], "%")), 0, last)
+        lines += _nuke_read("Source", _nuke_path(_numbered(files["source"])), 0, last)
     else:
         lines += _nuke_read("Source", source.path, 1, source.start + source.count)
         lines += ["TimeOffset {", f" time_offset {-(source.start + 1)}", " name SourceTime",
@@ -91,7 +91,7 @@ def nuke_script(stack: Stack, files: dict) -> str:
                       f"{full_h - top}}}", " reformat true", " name SourceCrop", "}"]
     lines.append("set N_below [stack 0]")
     for number, (layer, first) in enumerate(zip(stack.layers, files["layers"]), start=1):
-        lines += _nuke_read(f"Layer{number}", _nuke_path(_numbered(first, "%")), 0,
+        lines += _nuke_read(f"Layer{number}", _nuke_path(_numbered(first)), 0,
                             layer.frames - 1)
         lines += ["TimeOffset {", f" time_offset {layer.offset}", f" name Layer{number}Time",
                   "}", "Premult {", f" name Layer{number}Premult", "}", "push $N_below",
