@@ -50,11 +50,17 @@ def _member(rank: int, world: int, mode: str, path: str, store: str, results: st
     import torch.distributed as dist
 
     from vera.checkpoints.weights import load_model
-    from vera.model.parallel import branch_for, layout, parallel_model, shard_mesh
+    from vera.model.parallel import (
+        branch_for,
+        join_group,
+        layout,
+        leave_group,
+        parallel_model,
+        shard_mesh,
+    )
 
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
-                                world_size=world)
+        join_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     chosen = layout(mode, world, 12)
     keep = branch_for(chosen, rank)
     before = rss_bytes()
@@ -74,7 +80,8 @@ def _member(rank: int, world: int, mode: str, path: str, store: str, results: st
         json.dump({"rank": rank, "weights_bytes": loaded - before}, f)
     if world > 1:
         dist.barrier()
-        dist.destroy_process_group()
+        del model, wrapped
+        leave_group()
 
 
 def memory(out: Path) -> dict:

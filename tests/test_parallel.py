@@ -13,7 +13,14 @@ import torch.multiprocessing as mp
 from vera.edit.bundle import tiny_available
 from vera.model.config import BRANCHES, VeraConfig
 from vera.model.mot import VeraModel
-from vera.model.parallel import ParallelError, branch_for, layout, parallel_model
+from vera.model.parallel import (
+    ParallelError,
+    branch_for,
+    join_group,
+    layout,
+    leave_group,
+    parallel_model,
+)
 
 needs_tiny = pytest.mark.skipif(not tiny_available(), reason="vera-tiny weights are not in this "
                                                              "checkout")
@@ -41,29 +48,45 @@ def inputs(batch: int, frames: int = 3, size: int = 6):
             torch.randn(batch, 7, 32, generator=g), latent(), latent())
 
 
+def _gloo_threads() -> list[str]:
+    """This process's gloo worker threads (read on Linux from /proc; elsewhere none are seen)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return []
+    return [n for n in (t.joinpath("comm").read_text().strip() for t in tasks.iterdir())
+            if n.startswith("pt_gloo")]
+
+
 def _worker(rank: int, world: int, mode: str, conditioning: str, store: str, results: str,
             shard: bool = False):
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    join_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        model = small_model(conditioning)
-        args = inputs(2)
-        with torch.no_grad():
-            expected = model(*args)
-        chosen = layout(mode, world, model.config.num_heads)
-        keep = branch_for(chosen, rank)
-        if keep is not None:  # this process holds only its branch
-            model.branches = torch.nn.ModuleDict({keep: model.branches[keep]})
-        wrapped = parallel_model(model, chosen, shard=shard)
-        weights = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
-                      for p in model.parameters())  # FSDP2's shards are DTensors
-        got = wrapped(*args)
-        # relative to each velocity's scale: a batch of 1 and of 2 already differ by ~1e-7 of it
-        worst = max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected))
-        with open(os.path.join(results, f"{rank}.txt"), "w") as f:
-            f.write(f"{worst} {weights} {chosen.describe()}")
+        worst, weights, described = _compare(rank, world, mode, conditioning, shard)
         dist.barrier()  # no process leaves while another still talks to it
     finally:
-        dist.destroy_process_group()
+        leave_group()
+    with open(os.path.join(results, f"{rank}.txt"), "w") as f:
+        f.write(f"{worst} {weights} {len(_gloo_threads())} {described}")
+
+
+def _compare(rank: int, world: int, mode: str, conditioning: str, shard: bool):
+    """The worst relative difference of this process's velocities from the single-process
+    model's, the weights this process holds, and the layout it ran."""
+    model = small_model(conditioning)
+    args = inputs(2)
+    with torch.no_grad():
+        expected = model(*args)
+    chosen = layout(mode, world, model.config.num_heads)
+    keep = branch_for(chosen, rank)
+    if keep is not None:  # this process holds only its branch
+        model.branches = torch.nn.ModuleDict({keep: model.branches[keep]})
+    wrapped = parallel_model(model, chosen, shard=shard)
+    weights = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
+                  for p in model.parameters())  # FSDP2's shards are DTensors
+    got = wrapped(*args)
+    # relative to each velocity's scale: a batch of 1 and of 2 already differ by ~1e-7 of it
+    worst = max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected))
+    return worst, weights, chosen.describe()
 
 
 def run_parallel(tmp_path, mode: str, world: int, conditioning: str = "add",
@@ -72,7 +95,11 @@ def run_parallel(tmp_path, mode: str, world: int, conditioning: str = "add",
     results.mkdir()
     mp.spawn(_worker, args=(world, mode, conditioning, str(tmp_path / "store"), str(results),
                             shard), nprocs=world, join=True)
-    return [(results / f"{rank}.txt").read_text().split(" ", 2) for rank in range(world)]
+    found = [(results / f"{rank}.txt").read_text().split(" ", 3) for rank in range(world)]
+    # gloo's threads were joined before the interpreter shut down: a thread still running then
+    # may free the last collective's tensors during shutdown and abort the process
+    assert all(threads == "0" for _, _, threads, _ in found), found
+    return [(worst, weights, described) for worst, weights, _, described in found]
 
 
 @pytest.mark.parametrize("mode, world, conditioning", [
@@ -184,22 +211,26 @@ def test_parallel_modes_that_cannot_run_are_refused(tmp_path, capsys):
 
 def _load_worker(rank: int, world: int, path: str, store: str, results: str):
     """Each process reads only its rows of the blocks from the file (`--shard-weights`)."""
+    join_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        worst, local = _load_sharded(path, world)
+        dist.barrier()
+    finally:
+        leave_group()
+    with open(os.path.join(results, f"{rank}.txt"), "w") as f:
+        f.write(f"{worst} {local} {len(_gloo_threads())}")
+
+
+def _load_sharded(path: str, world: int) -> tuple[float, int]:
     from vera.checkpoints.weights import load_model
     from vera.model.parallel import shard_mesh
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        model = load_model(path, "fp32", shard_mesh=shard_mesh(None, "cpu"))
-        local = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
-                    for p in model.parameters())
-        got = parallel_model(model, layout("sequence", world, 4), shard=True)(*inputs(1))
-        expected = load_model(path, "fp32")(*inputs(1))
-        worst = max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected))
-        with open(os.path.join(results, f"{rank}.txt"), "w") as f:
-            f.write(f"{worst} {local}")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    model = load_model(path, "fp32", shard_mesh=shard_mesh(None, "cpu"))
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
+                for p in model.parameters())
+    got = parallel_model(model, layout("sequence", world, 4), shard=True)(*inputs(1))
+    expected = load_model(path, "fp32")(*inputs(1))
+    return max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected)), local
 
 
 def test_sharded_loading_reads_only_this_processs_rows_of_each_block(tmp_path):
@@ -214,8 +245,8 @@ def test_sharded_loading_reads_only_this_processs_rows_of_each_block(tmp_path):
     count = lambda module: sum(p.numel() for p in module.parameters())
     blocks = sum(count(b.blocks) for b in model.branches.values())
     found = [(results / f"{rank}.txt").read_text().split() for rank in range(2)]
-    assert all(float(worst) < 1e-5 for worst, _ in found)
-    locals_ = [int(local) for _, local in found]
+    assert all(float(worst) < 1e-5 and threads == "0" for worst, _, threads in found), found
+    locals_ = [int(local) for _, local, _ in found]
     # the blocks' rows split between the two (unevenly where a tensor has one row), the rest whole
     assert sum(locals_) == 2 * (count(model) - blocks) + blocks
     assert all(n < count(model) - 0.45 * blocks for n in locals_)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..model.parallel import Layout, ParallelError, layout
+from ..model.parallel import Layout, ParallelError, join_group, layout, leave_group
 
 TIMEOUT_ENV = "VERA_PARALLEL_TIMEOUT"  # seconds a process waits for the others (default 600)
 
@@ -41,8 +41,9 @@ class Processes:
         return box[0]
 
     def close(self) -> None:
-        if self.parallel and dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the run (the model must be dropped by now: see `leave_group`)."""
+        if self.parallel:
+            leave_group()
 
 
 def start(mode: str | None, num_heads: int, device: str = "auto") -> Processes:
@@ -63,6 +64,5 @@ def start(mode: str | None, num_heads: int, device: str = "auto") -> Processes:
     if on_cuda:
         torch.cuda.set_device(place)
     seconds = float(os.environ.get(TIMEOUT_ENV, "600"))
-    dist.init_process_group("nccl" if on_cuda else "gloo",
-                            timeout=datetime.timedelta(seconds=seconds))
+    join_group("nccl" if on_cuda else "gloo", timeout=datetime.timedelta(seconds=seconds))
     return Processes(chosen, rank, place)

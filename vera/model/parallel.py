@@ -20,6 +20,8 @@ runs, for a model (or a branch) that does not fit one device.
 """
 from __future__ import annotations
 
+import gc
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -308,11 +310,41 @@ def shard_blocks(model: nn.Module, mesh) -> None:
     model.blocks_sharded = True
 
 
+_MESHES: weakref.WeakSet = weakref.WeakSet()  # made by shard_mesh, let go of by leave_group
+
+
 def shard_mesh(group, device_type: str):
     """The DeviceMesh of a process group (None: all processes)."""
     from torch.distributed.device_mesh import DeviceMesh
 
-    return DeviceMesh.from_group(group or dist.group.WORLD, device_type)
+    mesh = DeviceMesh.from_group(group or dist.group.WORLD, device_type)
+    _MESHES.add(mesh)
+    return mesh
+
+
+def join_group(backend: str, **options) -> None:
+    """`init_process_group(backend, **options)`, with FSDP imported first: importing it later
+    imports `torch.distributed.nn`, whose functions take the live default group as a default
+    argument and so keep it alive after `leave_group` (see there)."""
+    import torch.distributed.fsdp  # noqa: F401
+
+    dist.init_process_group(backend, **options)
+
+
+def leave_group() -> None:
+    """Destroy the process groups and drop every reference this package made to them, so that
+    gloo's worker threads are joined now. `destroy_process_group` alone leaves a group's threads
+    running while anything still refers to it (a DeviceMesh does, and torch caches DTensor specs
+    that hold their mesh); such a thread may drop the last collective's tensors while the
+    interpreter shuts down, which aborts the process ("terminate called without an active
+    exception"). Drop sharded models before calling this."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    for mesh in list(_MESHES):
+        registry = getattr(mesh, "_pg_registry", None)  # the mesh's groups, by name
+        if isinstance(registry, dict):
+            registry.clear()
+    gc.collect()
 
 
 def shard_weights(model: nn.Module, group=None, device_type: str = "cpu") -> None:

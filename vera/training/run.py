@@ -65,11 +65,27 @@ def _plain_copy(model, state: dict):
     return plain
 
 
-def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str | Path, text_encoder: str | Path,
-          init: str | Path | None = None, model_config: VeraConfig | None = None, train_text: bool = False,
-          resume: bool = True, progress: bool = True, cache_dir: str | Path | None = None) -> Path | None:
-    """Returns the final weights' path (None on processes other than the main one).
-    cache_dir: where encoded latents are kept (default out/cache); runs on the same data and VAE can share it."""
+def train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str | Path,
+          text_encoder: str | Path, **options) -> Path | None:
+    """Returns the final weights' path (None on processes other than the main one). options: init,
+    model_config, train_text, resume, progress, cache_dir (see `_train`). With --fsdp each process
+    leaves the process group once the model is saved, its sharded model dropped (`leave_group`)."""
+    import torch.distributed as dist
+
+    weights = _train(config, data, out, vae_file, text_encoder, **options)
+    if config.fsdp and dist.is_initialized():
+        from ..model.parallel import leave_group
+
+        leave_group()
+    return weights
+
+
+def _train(config: TrainConfig, data: str | Path, out: str | Path, vae_file: str | Path,
+           text_encoder: str | Path, init: str | Path | None = None,
+           model_config: VeraConfig | None = None, train_text: bool = False, resume: bool = True,
+           progress: bool = True, cache_dir: str | Path | None = None) -> Path | None:
+    """`train`. cache_dir: where encoded latents are kept (default out/cache); runs on the same
+    data and VAE can share it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vae = load_vae(vae_file)

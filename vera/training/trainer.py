@@ -341,12 +341,12 @@ def _full_on_cpu():
 def _shard_for_training(model, device_type: str) -> None:
     """FSDP2 over every process: one unit per Vera block, the rest (embeddings, heads,
     conditioning) in the root unit."""
-    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     from ..model.mot import BranchBlock
+    from ..model.parallel import shard_mesh
 
-    mesh = init_device_mesh(device_type, (torch.distributed.get_world_size(),))
+    mesh = shard_mesh(None, device_type)
     for module in model.modules():
         if isinstance(module, BranchBlock):
             fully_shard(module, mesh=mesh)
