@@ -36,6 +36,7 @@ from ..sampling.sampler import StepInfo, sample
 from ..sampling.settings import SamplingSettings, check_prompt
 from ..sampling.windows import source_spans, windows_for
 from .bundle import Bundle
+from .heap import return_freed_memory
 from .pipeline import _text, fit_mask, resolve_work_size
 
 PIECE = 2 * FRAME_STEP  # frames encoded per piece after the first frame
@@ -240,6 +241,8 @@ def decode_shot(vae, latents: dict[str, torch.Tensor], encoded: EncodedShot, sou
                                        recover_semi_transparent)
         yield LayerChunk(edit, alpha, out["composite"], final, src)
         done += count
+        del decoded, out, src, edit, alpha, final
+        return_freed_memory()
 
 
 def _is_padded(geo: Geometry) -> bool:
