@@ -334,8 +334,8 @@ def join_group(backend: str, **options) -> None:
 def leave_group() -> None:
     """Destroy the process groups and drop every reference this package made to them, so that
     gloo's worker threads are joined now. `destroy_process_group` alone leaves a group's threads
-    running while anything still refers to it (a DeviceMesh does, and torch caches DTensor specs
-    that hold their mesh); such a thread may drop the last collective's tensors while the
+    running while anything still refers to it (a DeviceMesh does, and DTensor specs that outlive
+    the model keep their mesh); such a thread may drop the last collective's tensors while the
     interpreter shuts down, which aborts the process ("terminate called without an active
     exception"). Drop sharded models before calling this."""
     if dist.is_initialized():
