@@ -237,12 +237,16 @@ class _Reader:
 
     def converted(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
         """The stored tensor in the model's shape and `dtype`, on the target device."""
+        out = self.whole(name, shape, dtype).to(self.device)
+        self.on_tensor(out, "final")
+        return out
+
+    def whole(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+        """The stored tensor in the model's shape and `dtype`, where it was read (the CPU)."""
         tensor, scale = self.raw(name)
         if tensor.dtype in FP8_DTYPES:
             tensor = dequantize(tensor, scale, dtype)
-        out = tensor.to(dtype).reshape(shape).to(self.device)
-        self.on_tensor(out, "final")
-        return out
+        return tensor.to(dtype).reshape(shape)
 
     def quantized(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A block Linear weight as (float8 weight, scale): kept as stored when it is fp8 already,
@@ -346,12 +350,9 @@ def _fill_sharded(model: VeraModel, targets: dict[str, list[str]], reader: _Read
             keys = [k for k in keys if k in want]
             if not keys:
                 continue
-            tensor, scale = reader.raw(name)
-            if tensor.dtype in FP8_DTYPES:
-                tensor = dequantize(tensor, scale, dtype)
+            full = reader.whole(name, want[keys[0]].shape, dtype)  # once for all its keys
             for key in keys:
                 target = want[key]
-                full = tensor.to(dtype).reshape(target.shape)
                 if isinstance(target, DTensor):
                     local = target.to_local()
                     local.copy_(full[_local_rows(target)])

@@ -241,7 +241,7 @@ def decode_shot(vae, latents: dict[str, torch.Tensor], encoded: EncodedShot, sou
                                        recover_semi_transparent)
         yield LayerChunk(edit, alpha, out["composite"], final, src)
         done += count
-        del decoded, out, src, edit, alpha, final
+        del decoded, out  # (the chunk's own tensors are the consumer's until the next one)
         return_freed_memory()
 
 

@@ -307,7 +307,12 @@ def shard_blocks(model: nn.Module, mesh) -> None:
     for branch in model.branches.values():
         for block in branch.blocks:
             fully_shard(block, mesh=mesh, reshard_after_forward=True)
-    model.blocks_sharded = True
+
+
+def _blocks_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(next(iter(model.branches.values())).blocks[0], FSDPModule)
 
 
 _MESHES: weakref.WeakSet = weakref.WeakSet()  # made by shard_mesh, let go of by leave_group
@@ -354,7 +359,7 @@ def shard_weights(model: nn.Module, group=None, device_type: str = "cpu") -> Non
     if model.layer_hook is not None:
         raise ParallelError("--shard-weights with --swap-layers: choose one way to keep the "
                             "weights off the device (sharding over processes or swapping)")
-    if not getattr(model, "blocks_sharded", False):
+    if not _blocks_sharded(model):
         shard_blocks(model, shard_mesh(group, device_type))
     model.layer_hook = ShardedLayers(model)
 
@@ -369,12 +374,11 @@ class Groups:
 
 
 def process_groups(chosen: Layout) -> Groups:
-    """Build the layout's process groups (every process must call this, in the same order)."""
-    if chosen.world == 1:
+    """Build the layout's process groups (every process must call this, in the same order): only
+    branch mode has groups of its own; the other modes use all processes."""
+    if not chosen.branch:
         return Groups()
     rank = dist.get_rank()
-    if not chosen.branch:
-        return Groups(None, None)
     triples = [dist.new_group(list(range(c * 3, c * 3 + 3))) for c in range(chosen.cfg)]
     across = None
     if chosen.cfg > 1:
