@@ -57,16 +57,35 @@ def _gloo_threads() -> list[str]:
             if n.startswith("pt_gloo")]
 
 
-def _worker(rank: int, world: int, mode: str, conditioning: str, store: str, results: str,
-            shard: bool = False):
+def _member(rank: int, world: int, store: str, results: str, work, *args):
+    """One gloo process: `work(rank, world, *args)` between joining and leaving the group; its
+    values and the gloo threads left after leaving go to `results/<rank>.json`."""
     join_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        worst, weights, described = _compare(rank, world, mode, conditioning, shard)
+        values = work(rank, world, *args)
         dist.barrier()  # no process leaves while another still talks to it
     finally:
         leave_group()
-    with open(os.path.join(results, f"{rank}.txt"), "w") as f:
-        f.write(f"{worst} {weights} {len(_gloo_threads())} {described}")
+    with open(os.path.join(results, f"{rank}.json"), "w") as f:
+        json.dump({"values": values, "threads": _gloo_threads()}, f)
+
+
+def _spawn(tmp_path, world: int, work, *args) -> list[list]:
+    """`work`'s values from each of `world` gloo processes. None may leave a gloo thread running:
+    one still running when the interpreter shuts down may free the last collective's tensors
+    then and abort the process."""
+    results = tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_member, args=(world, str(tmp_path / "store"), str(results), work, *args),
+             nprocs=world, join=True)
+    found = [json.loads((results / f"{rank}.json").read_text()) for rank in range(world)]
+    assert not [f["threads"] for f in found if f["threads"]], found
+    return [f["values"] for f in found]
+
+
+def _held(model) -> int:
+    """Parameters this process holds (FSDP2's shards are DTensors: their local part)."""
+    return sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
 
 
 def _compare(rank: int, world: int, mode: str, conditioning: str, shard: bool):
@@ -81,25 +100,16 @@ def _compare(rank: int, world: int, mode: str, conditioning: str, shard: bool):
     if keep is not None:  # this process holds only its branch
         model.branches = torch.nn.ModuleDict({keep: model.branches[keep]})
     wrapped = parallel_model(model, chosen, shard=shard)
-    weights = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
-                  for p in model.parameters())  # FSDP2's shards are DTensors
+    weights = _held(model)
     got = wrapped(*args)
     # relative to each velocity's scale: a batch of 1 and of 2 already differ by ~1e-7 of it
     worst = max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected))
-    return worst, weights, chosen.describe()
+    return [worst, weights, chosen.describe()]
 
 
 def run_parallel(tmp_path, mode: str, world: int, conditioning: str = "add",
-                 shard: bool = False) -> list[list[str]]:
-    results = tmp_path / "results"
-    results.mkdir()
-    mp.spawn(_worker, args=(world, mode, conditioning, str(tmp_path / "store"), str(results),
-                            shard), nprocs=world, join=True)
-    found = [(results / f"{rank}.txt").read_text().split(" ", 3) for rank in range(world)]
-    # gloo's threads were joined before the interpreter shut down: a thread still running then
-    # may free the last collective's tensors during shutdown and abort the process
-    assert all(threads == "0" for _, _, threads, _ in found), found
-    return [(worst, weights, described) for worst, weights, _, described in found]
+                 shard: bool = False) -> list[list]:
+    return _spawn(tmp_path, world, _compare, mode, conditioning, shard)
 
 
 @pytest.mark.parametrize("mode, world, conditioning", [
@@ -110,10 +120,10 @@ def test_each_parallel_mode_gives_the_single_process_velocities(tmp_path, mode, 
     single = sum(p.numel() for p in small_model(conditioning).parameters())
     found = run_parallel(tmp_path, mode, world, conditioning)
     for worst, weights, described in found:
-        assert float(worst) < 1e-5, (mode, world, worst)
+        assert worst < 1e-5, (mode, world, worst)
         assert described.startswith(f"--parallel {mode}: {world} processes")
         if mode == "branch":  # one branch and the small conditioning embeddings
-            assert int(weights) < 0.4 * single, (weights, single)
+            assert weights < 0.4 * single, (weights, single)
 
 
 @pytest.mark.parametrize("mode, world", [("cfg", 2), ("sequence", 2), ("branch", 6)])
@@ -128,8 +138,8 @@ def test_sharded_weights_give_the_same_velocities_from_a_share_of_the_blocks(tmp
     else:  # every branch, its blocks halved
         per_process = single - 3 * blocks / 2
     for worst, weights, _ in run_parallel(tmp_path, mode, world, shard=True):
-        assert float(worst) < 1e-5, (mode, world, worst)
-        assert int(weights) <= per_process * 1.05 + 100, (weights, per_process)
+        assert worst < 1e-5, (mode, world, worst)
+        assert weights <= per_process * 1.05 + 100, (weights, per_process)
 
 
 def test_layouts_that_cannot_work_are_named():
@@ -209,28 +219,16 @@ def test_parallel_modes_that_cannot_run_are_refused(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def _load_worker(rank: int, world: int, path: str, store: str, results: str):
+def _load_sharded(rank: int, world: int, path: str) -> list:
     """Each process reads only its rows of the blocks from the file (`--shard-weights`)."""
-    join_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        worst, local = _load_sharded(path, world)
-        dist.barrier()
-    finally:
-        leave_group()
-    with open(os.path.join(results, f"{rank}.txt"), "w") as f:
-        f.write(f"{worst} {local} {len(_gloo_threads())}")
-
-
-def _load_sharded(path: str, world: int) -> tuple[float, int]:
     from vera.checkpoints.weights import load_model
     from vera.model.parallel import shard_mesh
 
     model = load_model(path, "fp32", shard_mesh=shard_mesh(None, "cpu"))
-    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel()
-                for p in model.parameters())
+    local = _held(model)
     got = parallel_model(model, layout("sequence", world, 4), shard=True)(*inputs(1))
     expected = load_model(path, "fp32")(*inputs(1))
-    return max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected)), local
+    return [max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(got, expected)), local]
 
 
 def test_sharded_loading_reads_only_this_processs_rows_of_each_block(tmp_path):
@@ -238,15 +236,11 @@ def test_sharded_loading_reads_only_this_processs_rows_of_each_block(tmp_path):
 
     model = small_model()
     path = save_vera(model, tmp_path / "small.safetensors")
-    results = tmp_path / "results"
-    results.mkdir()
-    mp.spawn(_load_worker, args=(2, str(path), str(tmp_path / "store"), str(results)), nprocs=2,
-             join=True)
+    found = _spawn(tmp_path, 2, _load_sharded, str(path))
     count = lambda module: sum(p.numel() for p in module.parameters())
     blocks = sum(count(b.blocks) for b in model.branches.values())
-    found = [(results / f"{rank}.txt").read_text().split() for rank in range(2)]
-    assert all(float(worst) < 1e-5 and threads == "0" for worst, _, threads in found), found
-    locals_ = [int(local) for _, local, _ in found]
+    assert all(worst < 1e-5 for worst, _ in found), found
+    locals_ = [local for _, local in found]
     # the blocks' rows split between the two (unevenly where a tensor has one row), the rest whole
     assert sum(locals_) == 2 * (count(model) - blocks) + blocks
     assert all(n < count(model) - 0.45 * blocks for n in locals_)
